@@ -1,0 +1,26 @@
+# The CUDA backend is optional: it is built when nvcc is found. The binary links the CUDA
+# runtime statically (it loads the driver with dlopen), so it still starts on a machine
+# without a GPU driver. NVML is loaded at run time as well, never linked.
+set(MOE_HAVE_CUDA OFF)
+if(MOE_CUDA)
+  include(CheckLanguage)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # H100/H200 and the user's RTX 5080; CI narrows this to one architecture.
+      set(CMAKE_CUDA_ARCHITECTURES "90;120")
+    endif()
+    enable_language(CUDA)
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
+    find_package(CUDAToolkit REQUIRED)
+    set(MOE_HAVE_CUDA ON)
+    message(STATUS "moeserve: CUDA backend ON (architectures ${CMAKE_CUDA_ARCHITECTURES})")
+  else()
+    message(STATUS "moeserve: nvcc not found, CUDA backend OFF")
+  endif()
+endif()

@@ -1,0 +1,12 @@
+#pragma once
+// Each subcommand lives in its own cmd_*.cpp and registers itself on the CLI11 app.
+// The registered callback runs the command; errors are thrown as moe::Error and main()
+// turns them into one line on stderr and exit code 1.
+#include <CLI/CLI.hpp>
+
+namespace moe::cli {
+
+void add_inspect_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+
+}  // namespace moe::cli
