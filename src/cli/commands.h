@@ -6,6 +6,7 @@
 
 namespace moe::cli {
 
+void add_devices_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 

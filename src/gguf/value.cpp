@@ -148,9 +148,16 @@ std::string Value::to_display(size_t max_items) const {
       case ValueType::F64: return fmt::format("{}", load<double>(p));
       case ValueType::Bool: return load<uint8_t>(p) ? "true" : "false";
       case ValueType::String: {
-        std::string_view s = load_string(p);
-        if (s.size() > 60) return fmt::format("\"{}...\" ({} bytes)", s.substr(0, 57), s.size());
-        return fmt::format("\"{}\"", s);
+        const std::string_view s = load_string(p);
+        constexpr size_t kMaxChars = 60;
+        std::string out = "\"";
+        for (char ch : s.substr(0, kMaxChars)) {
+          if (ch == '\n') out += "\\n";
+          else if (ch == '"' || ch == '\\') out += {'\\', ch};
+          else out += ch;
+        }
+        out += s.size() > kMaxChars ? fmt::format("...\" ({} bytes)", s.size()) : "\"";
+        return out;
       }
       default: {
         const WideInt w = load_int(t, p);

@@ -1,0 +1,39 @@
+#include "ops/cuda/device.h"
+
+#include <cuda_runtime.h>
+
+namespace moe::cuda {
+
+GpuList list_gpus() {
+  GpuList out;
+  cudaRuntimeGetVersion(&out.runtime_version);
+  if (cudaDriverGetVersion(&out.driver_version) != cudaSuccess || out.driver_version == 0) {
+    out.reason = "no CUDA driver";
+    return out;
+  }
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    out.reason = cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky error so later calls start clean
+    return out;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+    GpuInfo g;
+    g.index = i;
+    g.name = prop.name;
+    g.cc_major = prop.major;
+    g.cc_minor = prop.minor;
+    g.total_bytes = prop.totalGlobalMem;
+    g.multiprocessors = prop.multiProcessorCount;
+    size_t free_b = 0, total_b = 0;
+    if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) g.free_bytes = free_b;
+    out.gpus.push_back(g);
+  }
+  if (out.gpus.empty()) out.reason = "no CUDA devices";
+  return out;
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,26 @@
+#pragma once
+// CUDA devices as the runtime sees them. Callable on machines without a driver: then the list
+// is empty and `reason` says why.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe::cuda {
+
+struct GpuInfo {
+  int index = 0;
+  std::string name;
+  int cc_major = 0, cc_minor = 0;  // compute capability
+  uint64_t total_bytes = 0, free_bytes = 0;
+  int multiprocessors = 0;
+};
+
+struct GpuList {
+  std::vector<GpuInfo> gpus;
+  std::string reason;  // why the list is empty, if it is
+  int runtime_version = 0, driver_version = 0;
+};
+
+GpuList list_gpus();
+
+}  // namespace moe::cuda

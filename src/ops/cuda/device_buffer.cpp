@@ -1,0 +1,15 @@
+#include "ops/cuda/device_buffer.h"
+
+#include "ops/cuda/cuda_check.h"
+
+namespace moe::cuda {
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes) MOE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_) cudaFree(ptr_);
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,58 @@
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../gguf/gguf_test_util.h"
+#include "cli_runner.h"
+
+namespace moe {
+namespace {
+
+TEST(CliInspect, JsonDescribesTheModel) {
+  test::TempDir dir;
+  test::sample_writer().write(dir.file("m.gguf"));
+  const auto r = test::run_cli("inspect --json -m " + test::shell_quote(dir.file("m.gguf")), dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["architecture"], "qwen3moe");
+  EXPECT_EQ(j["metadata"]["qwen3moe.block_count"], 2);
+  EXPECT_EQ(j["metadata"]["tokenizer.ggml.tokens"], nlohmann::json({"a", "b", "ab", "<|im_end|>"}));
+  EXPECT_EQ(j["tensor_count"], 3);
+  EXPECT_EQ(j["tensor_bytes"], 256 + 408 + 256);
+  EXPECT_EQ(j["tensor_types"]["q8_0"]["bytes"], 408);
+  EXPECT_EQ(j["tensors"][1]["name"], "blk.0.ffn_up_exps.weight");
+  EXPECT_EQ(j["tensors"][1]["shape"], nlohmann::json({64, 3, 2}));
+}
+
+TEST(CliInspect, TextListsHyperparametersAndTensors) {
+  test::TempDir dir;
+  test::sample_writer().write_split(dir.file("m"), 2);
+  const auto r = test::run_cli("inspect -m " + test::shell_quote(dir.file("m-00001-of-00002.gguf")), dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(2 files, GGUF v3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("qwen3moe.block_count"), std::string::npos);
+  EXPECT_NE(r.out.find("blk.0.ffn_up_exps.weight"), std::string::npos);
+  EXPECT_NE(r.out.find("[64, 3, 2]"), std::string::npos);
+}
+
+TEST(CliInspect, BadFileIsOneLineAndExitCodeOne) {
+  test::TempDir dir;
+  auto bytes = test::sample_writer().to_bytes();
+  bytes.resize(bytes.size() / 2);
+  test::write_bytes(dir.file("cut.gguf"), bytes);
+  const auto r = test::run_cli("inspect -m " + test::shell_quote(dir.file("cut.gguf")), dir.file("err"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err.rfind("error: " + dir.file("cut.gguf") + ": ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(CliInspect, MissingArgumentIsAUsageError) {
+  test::TempDir dir;
+  const auto r = test::run_cli("inspect", dir.file("err"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace moe
