@@ -16,8 +16,6 @@ void BM_DispatchEmpty(benchmark::State& state) {
   for (auto _ : state) {
     pool.parallel_for(n_tasks, [](size_t, int) {});
   }
-  state.counters["us/dispatch"] =
-      benchmark::Counter(double(state.iterations()) * 1e-6, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_DispatchEmpty)->ArgsProduct({{1, 2}, {1, 2, 16, 256}})->UseRealTime();
 

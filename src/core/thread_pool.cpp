@@ -1,5 +1,6 @@
 #include "core/thread_pool.h"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <immintrin.h>
@@ -33,16 +34,26 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::run_tasks(int thread) {
+  // Guided self-scheduling: each claim takes a share of what is left (at least one task), so
+  // thousands of small tasks cost a few dozen contended atomics, and the end stays balanced.
+  const size_t n = n_tasks_;
+  const size_t divisor = 2 * size_t(n_threads_);
   for (;;) {
-    const size_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) return;
-    if (failed_.load(std::memory_order_relaxed)) continue;  // drain quickly after an error
-    try {
-      (*job_)(task, thread);
-    } catch (...) {
-      static std::mutex m;
-      std::lock_guard lock(m);
-      if (!failed_.exchange(true)) error_ = std::current_exception();
+    size_t begin = next_task_.load(std::memory_order_relaxed);
+    size_t batch = 0;
+    do {
+      if (begin >= n) return;
+      batch = std::max<size_t>(1, (n - begin) / divisor);
+    } while (!next_task_.compare_exchange_weak(begin, begin + batch, std::memory_order_relaxed));
+    for (size_t task = begin; task < begin + batch; ++task) {
+      if (failed_.load(std::memory_order_relaxed)) return;  // stop early after an error
+      try {
+        (*job_)(task, thread);
+      } catch (...) {
+        static std::mutex m;
+        std::lock_guard lock(m);
+        if (!failed_.exchange(true)) error_ = std::current_exception();
+      }
     }
   }
 }

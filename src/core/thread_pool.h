@@ -3,9 +3,10 @@
 //
 // parallel_for() publishes a job by bumping a generation counter; workers spin briefly on it
 // (a job usually follows within microseconds) and then sleep on it (std::atomic::wait), so an
-// idle server burns no CPU. The calling thread takes tasks too. Tasks are claimed with one
-// atomic counter, so uneven tasks balance themselves; a task's result must never depend on
-// which thread ran it (that is what keeps outputs independent of the thread count).
+// idle server burns no CPU. The calling thread takes tasks too. Threads claim runs of tasks
+// from one atomic counter (guided scheduling), so uneven tasks balance themselves; a task's
+// result must never depend on which thread ran it (that keeps outputs independent of the
+// thread count).
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
