@@ -56,3 +56,19 @@ TEST(CliInspect, MissingArgumentIsAUsageError) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+// CI machines have no GPU driver: the binary (CUDA backend included, when built) must still
+// start, say so and carry on on the CPU.
+TEST(CliDevices, RunsWithOrWithoutAGpu) {
+  test::TempDir dir;
+  const auto r = test::run_cli("devices", dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("cpu "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("gpu"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace moe
