@@ -1,0 +1,64 @@
+#pragma once
+// Threaded products of a weight matrix with activation rows: y[t][r] = dot(W[r], x[t]).
+//
+// W is rows x cols in GGUF layout (ne[0] = cols, one row = cols / block_size blocks), in any
+// format with a vec_dot kernel. Activations are converted once to the weight format's
+// vec_dot type. Work is split into tasks of fixed row ranges, never by thread count, and a
+// token's result never depends on which other tokens share the call, so outputs are
+// bit-identical for any thread count and any grouping of tokens into calls.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/ggml_type.h"
+#include "core/thread_pool.h"
+
+namespace moe {
+
+// A weight matrix in memory (usually inside the mapped model file).
+struct WeightView {
+  GgmlType type;
+  int64_t rows = 0;  // output features (ne[1])
+  int64_t cols = 0;  // input features (ne[0]), a multiple of the format's block size
+  const std::byte* data = nullptr;
+  size_t row_stride = 0;  // bytes between rows; row_bytes(type, cols) for a packed tensor
+
+  // A packed row-major tensor: e.g. one expert's slice of a 3-D expert tensor.
+  static WeightView packed(GgmlType type, int64_t rows, int64_t cols, const std::byte* data);
+};
+
+// Activation rows already in a vec_dot type (F32, Q8_0 or Q8_K), one row per token.
+struct ActivationView {
+  GgmlType type;
+  int64_t cols = 0;
+  int64_t n_tokens = 0;
+  const std::byte* data = nullptr;
+  size_t row_stride = 0;  // bytes between tokens
+};
+
+// Owns activations converted for one vec_dot type. Quantize a token once and reuse it for
+// every matrix with that vec_dot type (e.g. all experts a token is routed to).
+class QuantizedActivations {
+ public:
+  // x holds n_tokens rows of cols floats. Converts to `type` (F32, Q8_0 or Q8_K); splits the
+  // work by token over the pool when given. Reuses its storage between calls.
+  void quantize(GgmlType type, std::span<const float> x, int64_t n_tokens, int64_t cols, ThreadPool* pool = nullptr);
+  const ActivationView& view() const { return view_; }
+
+ private:
+  std::vector<std::byte> storage_;
+  ActivationView view_{GgmlType::F32};
+};
+
+// Rows per task: fixed, so the split never depends on the thread count.
+constexpr int64_t kMatmulRowsPerTask = 16;
+
+// y (n_tokens x w.rows, token-major) = x (n_tokens x w.cols, f32) times W transposed.
+// Throws moe::Error on mismatched sizes or a format without kernels.
+void matmul(const WeightView& w, std::span<const float> x, int64_t n_tokens, std::span<float> y, ThreadPool& pool);
+
+// Same with activations already converted to vec_dot_type(w.type).
+void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool);
+
+}  // namespace moe

@@ -1,0 +1,280 @@
+// AVX-512 kernels (F, BW, VL, DQ, VNNI, with F16C). Built with -mavx512* flags; only ever
+// called after vec_dot_level() has checked the CPU.
+//
+// Integer formats: Q8_0 / Q4_0 use vpdpbusd (u8 x s8 -> i32) on |w| and x with w's sign,
+// two 32-value blocks per zmm. K-quants decode 128 weights into u8 lanes, multiply with
+// vpmaddubsw (u8 x s8 -> i16 pairs) and apply the sub-block scales with vpdpwssd, which
+// fuses the scale multiply and the i32 accumulation. Every weight block is decoded once and
+// used for all NT tokens; each token's instruction sequence is the same for every NT.
+#include "ops/cpu/simd_common.h"  // first: it includes <immintrin.h>
+#include "ops/cpu/vec_dot.h"
+
+namespace moe {
+namespace {
+
+using namespace simd;
+
+inline __m512i load512(const std::byte* p) { return _mm512_loadu_si512(p); }
+inline __m256i load256(const std::byte* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m128i load128(const std::byte* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// ---- f32 activations: F32, F16, BF16 weights --------------------------------------------
+
+struct F32W {
+  static __m512 load(const std::byte* w, int64_t i, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(w) + i);
+  }
+};
+struct F16W {
+  static __m512 load(const std::byte* w, int64_t i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + 2 * i));
+  }
+};
+struct BF16W {  // bf16 -> f32 is a 16-bit shift
+  static __m512 load(const std::byte* w, int64_t i, __mmask16 m) {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + 2 * i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  }
+};
+
+template <typename W>
+struct DotFloat {
+  template <int NT>
+  static void run(int64_t k, const std::byte* w, const std::byte* x, size_t xs, float* out) {
+    const float* xp[NT];
+    __m512 acc0[NT], acc1[NT];
+    for (int t = 0; t < NT; ++t) {
+      xp[t] = reinterpret_cast<const float*>(x + t * xs);
+      acc0[t] = acc1[t] = _mm512_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32) {  // two accumulators hide the FMA latency for NT = 1
+      const __m512 w0 = W::load(w, i, 0xFFFF), w1 = W::load(w, i + 16, 0xFFFF);
+      for (int t = 0; t < NT; ++t) {
+        acc0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp[t] + i), acc0[t]);
+        acc1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp[t] + i + 16), acc1[t]);
+      }
+    }
+    for (; i < k; i += 16) {  // masked tail: any k
+      const __mmask16 m = k - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - i)) - 1);
+      const __m512 w0 = W::load(w, i, m);
+      for (int t = 0; t < NT; ++t) acc0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, xp[t] + i), acc0[t]);
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+  }
+};
+
+// ---- Q8_0 / Q4_0 weights x Q8_0 activations ---------------------------------------------
+
+// The 32 signed weights of one block (Q4_0: nibbles minus 8, low nibbles first).
+template <bool kQ4>
+inline __m256i block_weights(const std::byte* b) {
+  if constexpr (kQ4) {
+    const __m128i q = load128(b + 2), m4 = _mm_set1_epi8(0x0F);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(q, m4)),
+                                              _mm_and_si128(_mm_srli_epi16(q, 4), m4), 1);
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+  } else {
+    return load256(b + 2);
+  }
+}
+
+template <bool kQ4>
+struct DotQ8_0 {
+  static constexpr size_t kWB = kQ4 ? kQ4_0Bytes : kQ8_0Bytes;
+
+  template <int NT>
+  static void run(int64_t k, const std::byte* w, const std::byte* x, size_t xs, float* out) {
+    const int64_t nb = k / kQK8_0;
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    int64_t ib = 0;
+    for (; ib + 2 <= nb; ib += 2) {
+      const std::byte* b0 = w + ib * kWB;
+      // Q8_0: vpdpbusd wants an unsigned operand, so multiply |w| by x carrying w's sign.
+      // Q4_0: multiply the unsigned nibbles q and subtract 8 * sum(x) (a second vpdpbusd).
+      __m512i wq;
+      __mmask64 neg = 0;
+      if constexpr (kQ4) {
+        const __m256i q01 = _mm256_inserti128_si256(_mm256_castsi128_si256(load128(b0 + 2)), load128(b0 + kWB + 2), 1);
+        const __m512i z = _mm512_and_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(q01), _mm256_srli_epi16(q01, 4), 1), _mm512_set1_epi8(0x0F));
+        wq = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));  // [lo0 hi0 lo1 hi1]: value order
+      } else {
+        const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(load256(b0 + 2)), load256(b0 + kWB + 2), 1);
+        wq = _mm512_abs_epi8(wv);
+        neg = _mm512_movepi8_mask(wv);
+      }
+      const float d0 = load_f16(b0), d1 = load_f16(b0 + kWB);
+      for (int t = 0; t < NT; ++t) {
+        const std::byte* xb = x + t * xs + ib * kQ8_0Bytes;
+        __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(load256(xb + 2)), load256(xb + kQ8_0Bytes + 2), 1);
+        __m512i isum;
+        if constexpr (kQ4) {
+          isum = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, xv),
+                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv));
+        } else {
+          xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+          isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, xv);
+        }
+        const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(d0 * load_f16(xb)),
+                                                _mm256_set1_ps(d1 * load_f16(xb + kQ8_0Bytes)), 1);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
+      }
+    }
+    if (ib < nb) {  // odd block count: the last block alone, in the lower half
+      const std::byte* b0 = w + ib * kWB;
+      const __m256i wv = block_weights<kQ4>(b0);
+      const __m256i wabs = _mm256_abs_epi8(wv);
+      const __mmask32 neg = _mm256_movepi8_mask(wv);
+      const float d0 = load_f16(b0);
+      for (int t = 0; t < NT; ++t) {
+        const std::byte* xb = x + t * xs + ib * kQ8_0Bytes;
+        const __m256i xv = _mm256_mask_sub_epi8(load256(xb + 2), neg, _mm256_setzero_si256(), load256(xb + 2));
+        const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, xv);
+        const __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d0 * load_f16(xb)));
+        acc[t] = _mm512_add_ps(acc[t], _mm512_zextps256_ps512(part));
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// ---- Q4_K / Q5_K weights x Q8_K activations ---------------------------------------------
+
+template <bool kQ5>
+struct DotQ45K {
+  static constexpr size_t kWB = kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  static constexpr size_t kQs = kQ5 ? kQ5_KQs : kQ4_KQs;
+
+  template <int NT>
+  static void run(int64_t k, const std::byte* w, const std::byte* x, size_t xs, float* out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    // Lane l of sc16[j] must hold the scale of sub-block 2j (l < 16) or 2j + 1 (l >= 16).
+    const __m512i upper_half = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
+    // Lanes 2i and 2i + 1 of the min vector hold m_i (entry 8 + i of the unpacked bytes).
+    const __m256i min_index = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+
+    for (int64_t ib = 0; ib < k / kQK_K; ++ib) {
+      const std::byte* b = w + ib * kWB;
+      const float d = load_f16(b), dmin = load_f16(b + 2);
+      const __m256i sm16 = _mm256_cvtepu8_epi16(k_scales_vector(unpack_k_scales(b + 4)));
+      const __m256i mins = _mm256_permutexvar_epi16(min_index, sm16);
+      __m512i sc16[4], wq[4];
+      const __m256i qh = kQ5 ? load256(b + kQ5_KQh) : _mm256_setzero_si256();
+      for (int h = 0; h < 2; ++h) {
+        const __m512i q = load512(b + kQs + 64 * h);
+        __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        if constexpr (kQ5) {
+          // Bytes 0..31 are group 2h (qh bits 4h, 4h+1), bytes 32..63 group 2h+1 (4h+2, 4h+3).
+          const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(qh, 4 * h)),
+                                                  _mm256_srli_epi16(qh, 4 * h + 2), 1);
+          lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
+          hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(2)), 3));
+        }
+        // Reorder to value order: [lo of group 2h | hi of 2h], [lo of 2h+1 | hi of 2h+1].
+        wq[2 * h] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+        wq[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int j = 0; j < 4; ++j) {
+        const __m512i index = _mm512_add_epi16(_mm512_set1_epi16(int16_t(2 * j)), upper_half);
+        sc16[j] = _mm512_permutexvar_epi16(index, _mm512_castsi256_si512(sm16));
+      }
+      for (int t = 0; t < NT; ++t) {
+        const std::byte* xb = x + t * xs + ib * kQ8_KBytes;
+        const float dx = load_f32(xb);
+        __m512i isum = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) {
+          const __m512i p = _mm512_maddubs_epi16(wq[j], load512(xb + kQ8_KQs + 64 * j));
+          isum = _mm512_dpwssd_epi32(isum, p, sc16[j]);
+        }
+        // The mins multiply the sums of the activations, which Q8_K carries per 16 values.
+        const __m256i msum = _mm256_madd_epi16(load256(xb + kQ8_KBsums), mins);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(msum)), _mm512_set1_ps(dmin * dx), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// ---- Q6_K weights x Q8_K activations -----------------------------------------------------
+
+struct DotQ6K {
+  template <int NT>
+  static void run(int64_t k, const std::byte* w, const std::byte* x, size_t xs, float* out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+    // Lane l of sc16[j] holds the scale of sub-block 4j + l / 8 (16 values = 8 i16 pairs).
+    const __m512i lane_group = _mm512_srli_epi16(
+        _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9,
+                         8, 7, 6, 5, 4, 3, 2, 1, 0),
+        3);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+
+    for (int64_t ib = 0; ib < k / kQK_K; ++ib) {
+      const std::byte* b = w + ib * sizeof(BlockQ6_K);
+      const float d = load_f16(b + kQ6_KD);
+      const __m256i sc_all = _mm256_cvtepi8_epi16(load128(b + kQ6_KScales));
+      __m512i sc16[4], wq[4];
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = load512(b + 64 * h);
+        const __m256i qh = load256(b + kQ6_KQh + 32 * h);
+        // Bytes 0..31 take qh bits (0,1) / (4,5), bytes 32..63 bits (2,3) / (6,7).
+        const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        wq[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(bits, m2), 4));
+        wq[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(bits, 4), m2), 4));
+      }
+      for (int j = 0; j < 4; ++j) {
+        const __m512i index = _mm512_add_epi16(lane_group, _mm512_set1_epi16(int16_t(4 * j)));
+        sc16[j] = _mm512_permutexvar_epi16(index, _mm512_castsi256_si512(sc_all));
+      }
+      for (int t = 0; t < NT; ++t) {
+        const std::byte* xb = x + t * xs + ib * kQ8_KBytes;
+        __m512i isum = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) {
+          const __m512i p = _mm512_maddubs_epi16(wq[j], load512(xb + kQ8_KQs + 64 * j));
+          isum = _mm512_dpwssd_epi32(isum, p, sc16[j]);
+        }
+        // q was stored +32: subtract 32 * sum_j sc_j * bsum_j.
+        const __m256i bias = _mm256_madd_epi16(load256(xb + kQ8_KBsums), sc_all);
+        isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(bias, 5)));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * load_f32(xb)), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+template <typename Kernel>
+void by_tokens(int64_t k, const std::byte* w, const std::byte* x, size_t xs, int n_tok, float* out) {
+  switch (n_tok) {
+    case 1: Kernel::template run<1>(k, w, x, xs, out); break;
+    case 2: Kernel::template run<2>(k, w, x, xs, out); break;
+    case 3: Kernel::template run<3>(k, w, x, xs, out); break;
+    default: Kernel::template run<4>(k, w, x, xs, out); break;
+  }
+}
+
+static_assert(kMaxDotTokens == 4, "by_tokens instantiates 1..4");
+
+}  // namespace
+
+VecDotFn vec_dot_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return by_tokens<DotFloat<F32W>>;
+    case GgmlType::F16: return by_tokens<DotFloat<F16W>>;
+    case GgmlType::BF16: return by_tokens<DotFloat<BF16W>>;
+    case GgmlType::Q8_0: return by_tokens<DotQ8_0<false>>;
+    case GgmlType::Q4_0: return by_tokens<DotQ8_0<true>>;
+    case GgmlType::Q4_K: return by_tokens<DotQ45K<false>>;
+    case GgmlType::Q5_K: return by_tokens<DotQ45K<true>>;
+    case GgmlType::Q6_K: return by_tokens<DotQ6K>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace moe
