@@ -1,33 +1,48 @@
 #!/usr/bin/env bash
-# All GPU checks, run on the GPU machine in a few minutes; results as JSON in OUT_DIR.
+# All GPU checks, run on the GPU machine in a few minutes. Writes OUT_DIR/results.json (one
+# entry per check: exit code, seconds, gtest counts) and OUT_DIR/logs.tar.gz.
 #   scripts/gpu_checks.sh BUILD_DIR OUT_DIR
 # BUILD_DIR is a CUDA build made elsewhere (scripts/build_gpu.sh) and carried over; shared
 # libraries it needs that the GPU machine lacks are in BUILD_DIR/libs.
 set -uo pipefail
 build=${1:?usage: gpu_checks.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: gpu_checks.sh BUILD_DIR OUT_DIR}
-mkdir -p "$out"
+mkdir -p "$out/logs"
 export LD_LIBRARY_PATH="$build/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 status=0
 run() {  # run NAME COMMAND...: records the exit code and the log
   local name=$1
   shift
-  local start=$(date +%s.%N)
-  "$@" >"$out/$name.log" 2>&1
+  local start=$(date +%s%N)
+  "$@" >"$out/logs/$name.log" 2>&1
   local rc=$?
-  local secs=$(echo "$(date +%s.%N) - $start" | bc)
-  echo "{\"check\": \"$name\", \"exit_code\": $rc, \"seconds\": $secs}" >>"$out/checks.jsonl"
+  local secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+  echo "{\"check\": \"$name\", \"exit_code\": $rc, \"seconds\": $secs}" >>"$out/logs/checks.jsonl"
   echo "$name: exit $rc (${secs}s)"
   [ $rc -eq 0 ] || status=1
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$out/gpu.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$out/logs/gpu.txt" 2>&1
 run devices "$build/moeserve" devices
-run test_cuda "$build/tests/cuda/test_cuda" --gtest_output="json:$out/test_cuda.json"
+run test_cuda "$build/tests/cuda/test_cuda" --gtest_output="json:$out/logs/test_cuda.json"
 run sanitizer_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cuda/test_cuda"
 # The CPU kernels on this machine's CPU too (another vendor's AVX-512).
 for t in core/test_core ops/test_ops gguf/test_gguf; do
-  [ -x "$build/tests/$t" ] && run "$(basename $t)" "$build/tests/$t" --gtest_output="json:$out/$(basename $t).json"
+  [ -x "$build/tests/$t" ] && run "$(basename $t)" "$build/tests/$t" --gtest_output="json:$out/logs/$(basename $t).json"
 done
+# One summary: each check with its gtest counts where it wrote a gtest report.
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+checks = [json.loads(l) for l in open(os.path.join(out, "logs", "checks.jsonl"))]
+for c in checks:
+    report = os.path.join(out, "logs", c["check"] + ".json")
+    if os.path.exists(report):
+        r = json.load(open(report))
+        c["tests"], c["failures"] = r.get("tests"), r.get("failures")
+gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
+json.dump({"gpu": gpu, "checks": checks}, open(os.path.join(out, "results.json"), "w"), indent=2)
+PY
+tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$out/logs"
 exit $status
