@@ -5,6 +5,7 @@
 #include <limits>
 #include <unordered_set>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/units.h"
 
@@ -27,8 +28,7 @@ class Cursor {
   template <typename T>
   T read(std::string_view what) {
     need(sizeof(T), what);
-    T v;
-    std::memcpy(&v, here(), sizeof(T));
+    const T v = load_unaligned<T>(here());
     pos_ += sizeof(T);
     return v;
   }

@@ -3,17 +3,12 @@
 #include <cstring>
 #include <limits>
 
+#include "core/bytes.h"
 #include "core/error.h"
 
 namespace moe::gguf {
 namespace {
 
-template <typename T>
-T load(const std::byte* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
 
 // Reads one integer scalar of type t as a wide signed/unsigned pair.
 struct WideInt {
@@ -24,22 +19,22 @@ struct WideInt {
 WideInt load_int(ValueType t, const std::byte* p) {
   auto sgn = [](int64_t v) { return WideInt{v < 0, v < 0 ? uint64_t(0) - uint64_t(v) : uint64_t(v)}; };
   switch (t) {
-    case ValueType::U8: return {false, load<uint8_t>(p)};
-    case ValueType::I8: return sgn(load<int8_t>(p));
-    case ValueType::U16: return {false, load<uint16_t>(p)};
-    case ValueType::I16: return sgn(load<int16_t>(p));
-    case ValueType::U32: return {false, load<uint32_t>(p)};
-    case ValueType::I32: return sgn(load<int32_t>(p));
-    case ValueType::U64: return {false, load<uint64_t>(p)};
-    case ValueType::I64: return sgn(load<int64_t>(p));
-    case ValueType::Bool: return {false, uint64_t(load<uint8_t>(p) != 0)};
+    case ValueType::U8: return {false, load_unaligned<uint8_t>(p)};
+    case ValueType::I8: return sgn(load_unaligned<int8_t>(p));
+    case ValueType::U16: return {false, load_unaligned<uint16_t>(p)};
+    case ValueType::I16: return sgn(load_unaligned<int16_t>(p));
+    case ValueType::U32: return {false, load_unaligned<uint32_t>(p)};
+    case ValueType::I32: return sgn(load_unaligned<int32_t>(p));
+    case ValueType::U64: return {false, load_unaligned<uint64_t>(p)};
+    case ValueType::I64: return sgn(load_unaligned<int64_t>(p));
+    case ValueType::Bool: return {false, uint64_t(load_unaligned<uint8_t>(p) != 0)};
     default: fail("expected an integer, found {}", value_type_name(t));
   }
 }
 
 double load_double(ValueType t, const std::byte* p) {
-  if (t == ValueType::F32) return load<float>(p);
-  if (t == ValueType::F64) return load<double>(p);
+  if (t == ValueType::F32) return load_unaligned<float>(p);
+  if (t == ValueType::F64) return load_unaligned<double>(p);
   const WideInt w = load_int(t, p);
   return w.negative ? -double(w.magnitude) : double(w.magnitude);
 }
@@ -51,7 +46,7 @@ int64_t to_int64(ValueType t, const std::byte* p) {
 }
 
 std::string_view load_string(const std::byte* p) {
-  const uint64_t n = load<uint64_t>(p);
+  const uint64_t n = load_unaligned<uint64_t>(p);
   return {reinterpret_cast<const char*>(p + 8), size_t(n)};
 }
 
@@ -104,7 +99,7 @@ double Value::to_double() const {
 
 bool Value::to_bool() const {
   if (type_ != ValueType::Bool) fail("expected a bool, found {}", value_type_name(type_));
-  return load<uint8_t>(data_) != 0;
+  return load_unaligned<uint8_t>(data_) != 0;
 }
 
 std::string_view Value::to_string() const {
@@ -144,9 +139,9 @@ std::vector<std::string_view> Value::to_strings() const {
 std::string Value::to_display(size_t max_items) const {
   auto scalar = [](ValueType t, const std::byte* p) -> std::string {
     switch (t) {
-      case ValueType::F32: return fmt::format("{}", load<float>(p));
-      case ValueType::F64: return fmt::format("{}", load<double>(p));
-      case ValueType::Bool: return load<uint8_t>(p) ? "true" : "false";
+      case ValueType::F32: return fmt::format("{}", load_unaligned<float>(p));
+      case ValueType::F64: return fmt::format("{}", load_unaligned<double>(p));
+      case ValueType::Bool: return load_unaligned<uint8_t>(p) ? "true" : "false";
       case ValueType::String: {
         const std::string_view s = load_string(p);
         constexpr size_t kMaxChars = 60;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/fp16.h"
 #include "core/quant_blocks.h"
@@ -13,18 +14,8 @@
 namespace moe {
 namespace {
 
-// Blocks are read and written through local copies: they sit at arbitrary byte offsets.
-template <typename Block>
-Block load_block(const std::byte* p) {
-  Block b;
-  std::memcpy(&b, p, sizeof(Block));
-  return b;
-}
-
-template <typename Block>
-void store_block(std::byte* p, const Block& b) {
-  std::memcpy(p, &b, sizeof(Block));
-}
+// Blocks are read and written through local copies (load_unaligned/store_unaligned): they
+// sit at arbitrary byte offsets.
 
 // The value with the largest magnitude, with its sign (ggml's Q4_0 / Q8_K convention).
 float signed_absmax(const float* x, int n) {
@@ -40,7 +31,7 @@ float signed_absmax(const float* x, int n) {
 
 void dequantize_row_q8_0(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK8_0; ++i) {
-    const auto b = load_block<BlockQ8_0>(x + i * sizeof(BlockQ8_0));
+    const auto b = load_unaligned<BlockQ8_0>(x + i * sizeof(BlockQ8_0));
     const float d = f16_to_f32(b.d);
     for (int j = 0; j < kQK8_0; ++j) y[i * kQK8_0 + j] = d * float(b.qs[j]);
   }
@@ -48,7 +39,7 @@ void dequantize_row_q8_0(const std::byte* x, float* y, int64_t n) {
 
 void dequantize_row_q4_0(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK8_0; ++i) {
-    const auto b = load_block<BlockQ4_0>(x + i * sizeof(BlockQ4_0));
+    const auto b = load_unaligned<BlockQ4_0>(x + i * sizeof(BlockQ4_0));
     const float d = f16_to_f32(b.d);
     float* out = y + i * kQK8_0;
     for (int j = 0; j < kQK8_0 / 2; ++j) {
@@ -60,7 +51,7 @@ void dequantize_row_q4_0(const std::byte* x, float* y, int64_t n) {
 
 void dequantize_row_q8_k(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const auto b = load_block<BlockQ8_K>(x + i * sizeof(BlockQ8_K));
+    const auto b = load_unaligned<BlockQ8_K>(x + i * sizeof(BlockQ8_K));
     for (int j = 0; j < kQK_K; ++j) y[i * kQK_K + j] = b.d * float(b.qs[j]);
   }
 }
@@ -78,7 +69,7 @@ void quantize_row_q8_0(const float* x, std::byte* y, int64_t n) {
     b.d = f32_to_f16(d);
     // ggml multiplies by the reciprocal and rounds half away from zero (roundf).
     for (int j = 0; j < kQK8_0; ++j) b.qs[j] = int8_t(std::roundf(in[j] * id));
-    store_block(y + i * sizeof(BlockQ8_0), b);
+    store_unaligned(y + i * sizeof(BlockQ8_0), b);
   }
 }
 
@@ -96,7 +87,7 @@ void quantize_row_q4_0(const float* x, std::byte* y, int64_t n) {
       const int hi = std::min(15, int(int8_t(in[j + 16] * id + 8.5f)));
       b.qs[j] = uint8_t(lo | (hi << 4));
     }
-    store_block(y + i * sizeof(BlockQ4_0), b);
+    store_unaligned(y + i * sizeof(BlockQ4_0), b);
   }
 }
 
@@ -116,7 +107,7 @@ void quantize_row_q8_k(const float* x, std::byte* y, int64_t n) {
       }
       b.d = 1.0f / iscale;
     }
-    store_block(y + i * sizeof(BlockQ8_K), b);
+    store_unaligned(y + i * sizeof(BlockQ8_K), b);
   }
 }
 
@@ -159,10 +150,10 @@ void quantize_row(GgmlType type, std::span<const float> src, std::span<std::byte
   switch (type) {
     case GgmlType::F32: std::memcpy(y, x, src.size_bytes()); break;
     case GgmlType::F16:
-      for (int64_t i = 0; i < n; ++i) store_block(y + 2 * i, f32_to_f16(x[i]));
+      for (int64_t i = 0; i < n; ++i) store_unaligned(y + 2 * i, f32_to_f16(x[i]));
       break;
     case GgmlType::BF16:
-      for (int64_t i = 0; i < n; ++i) store_block(y + 2 * i, f32_to_bf16(x[i]));
+      for (int64_t i = 0; i < n; ++i) store_unaligned(y + 2 * i, f32_to_bf16(x[i]));
       break;
     case GgmlType::Q8_0: quantize_row_q8_0(x, y, n); break;
     case GgmlType::Q4_0: quantize_row_q4_0(x, y, n); break;
@@ -182,10 +173,10 @@ void dequantize_row(GgmlType type, std::span<const std::byte> src, std::span<flo
   switch (type) {
     case GgmlType::F32: std::memcpy(y, x, src.size()); break;
     case GgmlType::F16:
-      for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(load_block<f16>(x + 2 * i));
+      for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(load_unaligned<f16>(x + 2 * i));
       break;
     case GgmlType::BF16:
-      for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(load_block<bf16>(x + 2 * i));
+      for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(load_unaligned<bf16>(x + 2 * i));
       break;
     case GgmlType::Q8_0: dequantize_row_q8_0(x, y, n); break;
     case GgmlType::Q4_0: dequantize_row_q4_0(x, y, n); break;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/fp16.h"
 #include "core/quant_blocks.h"
 #include "ops/cpu/quantize.h"
@@ -137,13 +138,6 @@ void quantize_k_scales(const float* x, int nmax, f16& d_out, f16& dmin_out, uint
   }
 }
 
-template <typename Block>
-Block load(const std::byte* p) {
-  Block b;
-  std::memcpy(&b, p, sizeof(Block));
-  return b;
-}
-
 }  // namespace
 
 void quantize_row_q4_k(const float* x, std::byte* y, int64_t n) {
@@ -217,7 +211,7 @@ void quantize_row_q6_k(const float* x, std::byte* y, int64_t n) {
 
 void dequantize_row_q4_k(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const auto b = load<BlockQ4_K>(x + i * sizeof(BlockQ4_K));
+    const auto b = load_unaligned<BlockQ4_K>(x + i * sizeof(BlockQ4_K));
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     float* out = y + i * kQK_K;
     for (int g = 0; g < 4; ++g) {
@@ -236,7 +230,7 @@ void dequantize_row_q4_k(const std::byte* x, float* y, int64_t n) {
 
 void dequantize_row_q5_k(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const auto b = load<BlockQ5_K>(x + i * sizeof(BlockQ5_K));
+    const auto b = load_unaligned<BlockQ5_K>(x + i * sizeof(BlockQ5_K));
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     float* out = y + i * kQK_K;
     for (int g = 0; g < 4; ++g) {
@@ -257,7 +251,7 @@ void dequantize_row_q5_k(const std::byte* x, float* y, int64_t n) {
 
 void dequantize_row_q6_k(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const auto b = load<BlockQ6_K>(x + i * sizeof(BlockQ6_K));
+    const auto b = load_unaligned<BlockQ6_K>(x + i * sizeof(BlockQ6_K));
     const float d = f16_to_f32(b.d);
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = b.ql + 64 * h;

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "core/quant_blocks.h"
+#include "ops/cpu/vec_dot.h"
 
 namespace moe::simd {
 
@@ -77,5 +78,17 @@ static inline KScales unpack_k_scales(const std::byte* packed) {
 static inline __m128i k_scales_vector(const KScales& k) {
   return _mm_set_epi32(int(k.m_hi), int(k.m_lo), int(k.sc_hi), int(k.sc_lo));
 }
+
+// A VecDotFn for a kernel type with run<NT>(k, w, x, x_stride, out) for NT = 1..4 tokens.
+template <typename Kernel>
+static void by_tokens(int64_t k, const std::byte* w, const std::byte* x, size_t xs, int n_tok, float* out) {
+  switch (n_tok) {
+    case 1: Kernel::template run<1>(k, w, x, xs, out); break;
+    case 2: Kernel::template run<2>(k, w, x, xs, out); break;
+    case 3: Kernel::template run<3>(k, w, x, xs, out); break;
+    default: Kernel::template run<4>(k, w, x, xs, out); break;
+  }
+}
+static_assert(kMaxDotTokens == 4, "by_tokens instantiates 1..4");
 
 }  // namespace moe::simd

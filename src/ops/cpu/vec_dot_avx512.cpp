@@ -249,18 +249,6 @@ struct DotQ6K {
   }
 };
 
-template <typename Kernel>
-void by_tokens(int64_t k, const std::byte* w, const std::byte* x, size_t xs, int n_tok, float* out) {
-  switch (n_tok) {
-    case 1: Kernel::template run<1>(k, w, x, xs, out); break;
-    case 2: Kernel::template run<2>(k, w, x, xs, out); break;
-    case 3: Kernel::template run<3>(k, w, x, xs, out); break;
-    default: Kernel::template run<4>(k, w, x, xs, out); break;
-  }
-}
-
-static_assert(kMaxDotTokens == 4, "by_tokens instantiates 1..4");
-
 }  // namespace
 
 VecDotFn vec_dot_avx512(GgmlType type) {

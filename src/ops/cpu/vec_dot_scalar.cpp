@@ -4,6 +4,7 @@
 // order of the float additions.
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/fp16.h"
 #include "core/quant_blocks.h"
 #include "ops/cpu/vec_dot.h"
@@ -11,18 +12,12 @@
 namespace moe {
 namespace {
 
-template <typename T>
-T load(const std::byte* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
 
 // Weights and activations with one float per value (x is always f32).
 template <typename W, float (*to_f32)(W)>
 float dot_float(int64_t k, const std::byte* w, const float* x) {
   float sum = 0;
-  for (int64_t i = 0; i < k; ++i) sum += to_f32(load<W>(w + i * sizeof(W))) * x[i];
+  for (int64_t i = 0; i < k; ++i) sum += to_f32(load_unaligned<W>(w + i * sizeof(W))) * x[i];
   return sum;
 }
 
@@ -31,8 +26,8 @@ float f32_identity(float v) { return v; }
 float dot_q8_0(int64_t k, const std::byte* w, const std::byte* x) {
   float sum = 0;
   for (int64_t ib = 0; ib < k / kQK8_0; ++ib) {
-    const auto bw = load<BlockQ8_0>(w + ib * sizeof(BlockQ8_0));
-    const auto bx = load<BlockQ8_0>(x + ib * sizeof(BlockQ8_0));
+    const auto bw = load_unaligned<BlockQ8_0>(w + ib * sizeof(BlockQ8_0));
+    const auto bx = load_unaligned<BlockQ8_0>(x + ib * sizeof(BlockQ8_0));
     int isum = 0;
     for (int j = 0; j < kQK8_0; ++j) isum += int(bw.qs[j]) * int(bx.qs[j]);
     sum += float(isum) * (f16_to_f32(bw.d) * f16_to_f32(bx.d));
@@ -43,8 +38,8 @@ float dot_q8_0(int64_t k, const std::byte* w, const std::byte* x) {
 float dot_q4_0(int64_t k, const std::byte* w, const std::byte* x) {
   float sum = 0;
   for (int64_t ib = 0; ib < k / kQK8_0; ++ib) {
-    const auto bw = load<BlockQ4_0>(w + ib * sizeof(BlockQ4_0));
-    const auto bx = load<BlockQ8_0>(x + ib * sizeof(BlockQ8_0));
+    const auto bw = load_unaligned<BlockQ4_0>(w + ib * sizeof(BlockQ4_0));
+    const auto bx = load_unaligned<BlockQ8_0>(x + ib * sizeof(BlockQ8_0));
     int isum = 0;
     for (int j = 0; j < kQK8_0 / 2; ++j) {
       isum += ((bw.qs[j] & 0x0F) - 8) * int(bx.qs[j]);
@@ -62,8 +57,8 @@ float dot_q45_k(int64_t k, const std::byte* w, const std::byte* x) {
   using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
   float sum = 0;
   for (int64_t ib = 0; ib < k / kQK_K; ++ib) {
-    const auto bw = load<Block>(w + ib * sizeof(Block));
-    const auto bx = load<BlockQ8_K>(x + ib * sizeof(BlockQ8_K));
+    const auto bw = load_unaligned<Block>(w + ib * sizeof(Block));
+    const auto bx = load_unaligned<BlockQ8_K>(x + ib * sizeof(BlockQ8_K));
     int isum = 0, msum = 0;
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
@@ -86,8 +81,8 @@ float dot_q45_k(int64_t k, const std::byte* w, const std::byte* x) {
 float dot_q6_k(int64_t k, const std::byte* w, const std::byte* x) {
   float sum = 0;
   for (int64_t ib = 0; ib < k / kQK_K; ++ib) {
-    const auto bw = load<BlockQ6_K>(w + ib * sizeof(BlockQ6_K));
-    const auto bx = load<BlockQ8_K>(x + ib * sizeof(BlockQ8_K));
+    const auto bw = load_unaligned<BlockQ6_K>(w + ib * sizeof(BlockQ6_K));
+    const auto bx = load_unaligned<BlockQ8_K>(x + ib * sizeof(BlockQ8_K));
     int isum = 0;
     for (int i = 0; i < kQK_K; i += 16) {  // one signed scale per 16 values
       const int h = i / 128, r = i % 128;  // half, and offset inside it
