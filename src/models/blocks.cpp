@@ -1,0 +1,199 @@
+#include "models/blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "ops/cpu/vec_dot.h"
+
+namespace moe {
+
+void rms_norm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> out) {
+  const size_t width = w.size();
+  MOE_ASSERT(x.size() % width == 0 && out.size() == x.size());
+  for (size_t r = 0; r < x.size() / width; ++r) {
+    const float* xr = x.data() + r * width;
+    float* yr = out.data() + r * width;
+    double sum = 0;  // double: the scale must not depend on summation order noise
+    for (size_t i = 0; i < width; ++i) sum += double(xr[i]) * xr[i];
+    const float scale = float(1.0 / std::sqrt(sum / double(width) + eps));
+    for (size_t i = 0; i < width; ++i) yr[i] = xr[i] * scale * w[i];
+  }
+}
+
+void rope_neox(std::span<float> head, int n_rot, int64_t pos, float base) {
+  const int half = n_rot / 2;
+  for (int i = 0; i < half; ++i) {
+    const double theta = double(pos) * std::pow(double(base), -2.0 * i / n_rot);
+    const float c = float(std::cos(theta)), s = float(std::sin(theta));
+    const float a = head[i], b = head[i + half];
+    head[i] = a * c - b * s;
+    head[i + half] = a * s + b * c;
+  }
+}
+
+void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer, std::span<const float> u, int n,
+               KvSequence& seq, std::span<float> out, ThreadPool& pool) {
+  const int hd = s.head_dim;
+  const size_t q_dim = size_t(s.n_head) * hd, kv_dim = size_t(s.n_head_kv) * hd;
+  std::vector<float> q(n * q_dim), k(n * kv_dim), v(n * kv_dim);
+  matmul(w.q, u, n, q, pool);
+  matmul(w.k, u, n, k, pool);
+  matmul(w.v, u, n, v, pool);
+
+  const int64_t pos0 = seq.length() - n;
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < s.n_head; ++h) {
+      std::span<float> head(q.data() + t * q_dim + size_t(h) * hd, size_t(hd));
+      rms_norm(head, w.q_norm, s.rms_eps, head);
+      rope_neox(head, hd, pos0 + t, s.rope_base);
+    }
+    for (int h = 0; h < s.n_head_kv; ++h) {
+      std::span<float> head(k.data() + t * kv_dim + size_t(h) * hd, size_t(hd));
+      rms_norm(head, w.k_norm, s.rms_eps, head);
+      rope_neox(head, hd, pos0 + t, s.rope_base);
+    }
+    seq.write(pos0 + t, cache_layer, false, std::span(k.data() + t * kv_dim, kv_dim));
+    seq.write(pos0 + t, cache_layer, true, std::span(v.data() + t * kv_dim, kv_dim));
+  }
+
+  // Every cached key and value of this layer, read back once (through the cache type, so a
+  // token sees exactly what later tokens will see).
+  const int64_t len = seq.length();
+  std::vector<float> keys(size_t(len) * kv_dim), values(size_t(len) * kv_dim);
+  parallel_chunks(pool, size_t(len), 64, [&](size_t begin, size_t end, int) {
+    for (size_t p = begin; p < end; ++p) {
+      seq.read(int64_t(p), cache_layer, false, std::span(keys.data() + p * kv_dim, kv_dim));
+      seq.read(int64_t(p), cache_layer, true, std::span(values.data() + p * kv_dim, kv_dim));
+    }
+  });
+
+  std::vector<float> mixed(n * q_dim);
+  const int group = s.n_head / s.n_head_kv;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  pool.parallel_for(size_t(n) * s.n_head, [&](size_t task, int) {
+    const int t = int(task / s.n_head), h = int(task % s.n_head);
+    const size_t kv_off = size_t(h / group) * hd;
+    const float* qh = q.data() + t * q_dim + size_t(h) * hd;
+    const int64_t visible = pos0 + t + 1;  // causal: positions 0 .. own
+    thread_local std::vector<float> scores;
+    scores.resize(size_t(visible));
+    float max_score = -INFINITY;
+    for (int64_t p = 0; p < visible; ++p) {
+      const float* kp = keys.data() + size_t(p) * kv_dim + kv_off;
+      float dot = 0;
+      for (int i = 0; i < hd; ++i) dot += qh[i] * kp[i];
+      scores[p] = dot * scale;
+      max_score = std::max(max_score, scores[p]);
+    }
+    double sum = 0;
+    for (int64_t p = 0; p < visible; ++p) sum += scores[p] = std::exp(scores[p] - max_score);
+    float* oh = mixed.data() + t * q_dim + size_t(h) * hd;
+    std::fill(oh, oh + hd, 0.0f);
+    for (int64_t p = 0; p < visible; ++p) {
+      const float weight = float(scores[p] / sum);
+      const float* vp = values.data() + size_t(p) * kv_dim + kv_off;
+      for (int i = 0; i < hd; ++i) oh[i] += weight * vp[i];
+    }
+  });
+  matmul(w.o, mixed, n, out, pool);
+}
+
+namespace {
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// h = silu(g) * u, elementwise; h may alias g.
+void swiglu(std::span<const float> g, std::span<const float> u, std::span<float> h) {
+  for (size_t i = 0; i < h.size(); ++i) h[i] = silu(g[i]) * u[i];
+}
+
+}  // namespace
+
+void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) {
+  const size_t ff = size_t(w.gate.rows);
+  std::vector<float> g(n * ff), up(n * ff);
+  matmul(w.gate, u, n, g, pool);
+  matmul(w.up, u, n, up, pool);
+  swiglu(g, up, g);
+  matmul(w.down, g, n, out, pool);
+}
+
+Route route_token(std::span<const float> logits, int k, bool renormalize) {
+  const int n_expert = int(logits.size());
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<float> probs(logits.size());
+  double sum = 0;
+  for (int e = 0; e < n_expert; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
+  for (auto& p : probs) p = float(p / sum);
+  std::vector<int> order(static_cast<size_t>(n_expert));
+  std::iota(order.begin(), order.end(), 0);
+  // Highest probability first; equal probabilities go to the lower expert id.
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  Route r;
+  r.experts.assign(order.begin(), order.begin() + k);
+  double selected = 0;
+  for (int e : r.experts) selected += probs[e];
+  for (int e : r.experts) r.weights.push_back(renormalize ? float(probs[e] / selected) : probs[e]);
+  return r;
+}
+
+void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) {
+  const int n_expert = int(w.router.rows), k = w.n_expert_used;
+  const int64_t n_embd = w.router.cols, ff = w.gate.first.rows;
+  std::vector<float> router_logits(size_t(n) * n_expert);
+  matmul(w.router, u, n, router_logits, pool);
+
+  // Which (token, rank) slots each expert serves.
+  std::vector<Route> routes(static_cast<size_t>(n));
+  std::vector<std::vector<std::pair<int, int>>> served(static_cast<size_t>(n_expert));
+  for (int t = 0; t < n; ++t) {
+    routes[t] = route_token(std::span(router_logits).subspan(size_t(t) * n_expert, size_t(n_expert)), k, w.renormalize);
+    for (int r = 0; r < k; ++r) served[size_t(routes[t].experts[r])].emplace_back(t, r);
+  }
+
+  // The input is converted once for all experts; each expert gathers the rows of its tokens.
+  QuantizedActivations input;
+  input.quantize(vec_dot_type(w.gate.first.type), u, n, n_embd, &pool);
+  const ActivationView& all = input.view();
+  std::vector<float> slot_out(size_t(n) * k * n_embd);  // [token][rank][n_embd]
+  std::vector<std::byte> gathered;
+  std::vector<float> g, up, down;
+  for (int e = 0; e < n_expert; ++e) {
+    const auto& slots = served[size_t(e)];
+    if (slots.empty()) continue;
+    const int m = int(slots.size());
+    gathered.resize(size_t(m) * all.row_stride);
+    for (int i = 0; i < m; ++i) {
+      std::memcpy(gathered.data() + size_t(i) * all.row_stride, all.data + size_t(slots[i].first) * all.row_stride,
+                  all.row_stride);
+    }
+    const ActivationView rows{all.type, all.cols, m, gathered.data(), all.row_stride};
+    g.resize(size_t(m) * ff);
+    up.resize(size_t(m) * ff);
+    down.resize(size_t(m) * n_embd);
+    matmul(w.gate.expert(e), rows, g, pool);
+    matmul(w.up.expert(e), rows, up, pool);
+    swiglu(g, up, g);
+    matmul(w.down.expert(e), g, m, down, pool);
+    for (int i = 0; i < m; ++i) {
+      const auto [t, r] = slots[i];
+      std::memcpy(slot_out.data() + (size_t(t) * k + r) * n_embd, down.data() + size_t(i) * n_embd, n_embd * sizeof(float));
+    }
+  }
+  // Weighted sum in rank order, so the result does not depend on which tokens shared an expert.
+  for (int t = 0; t < n; ++t) {
+    float* o = out.data() + size_t(t) * n_embd;
+    std::fill(o, o + n_embd, 0.0f);
+    for (int r = 0; r < k; ++r) {
+      const float wt = routes[t].weights[r];
+      const float* s = slot_out.data() + (size_t(t) * k + r) * n_embd;
+      for (int64_t i = 0; i < n_embd; ++i) o[i] += wt * s[i];
+    }
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,67 @@
+#pragma once
+// The building blocks the model files are made of. Activations are row-major [n_tokens][width]
+// f32; weights are views into the model file. Every block is deterministic: a token's result
+// does not depend on the other tokens in the call or on the thread count.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "engine/kv_cache.h"
+#include "models/weights.h"
+
+namespace moe {
+
+// out[t] = x[t] / rms(x[t]) * w, over rows of w.size() values. x and out may alias.
+void rms_norm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> out);
+
+// Rotates the first n_rot dims of one head in NEOX order: pairs (i, i + n_rot/2).
+void rope_neox(std::span<float> head, int n_rot, int64_t pos, float base);
+
+struct AttentionLayer {
+  WeightView q, k, v, o;      // q: [n_head*head_dim][n_embd], k/v: [n_head_kv*head_dim][n_embd], o: [n_embd][n_head*head_dim]
+  std::vector<float> q_norm;  // [head_dim] per-head RMSNorm of q and k, before RoPE
+  std::vector<float> k_norm;
+};
+
+struct AttentionShape {
+  int n_head, n_head_kv, head_dim;
+  float rope_base, rms_eps;
+};
+
+// Causal self-attention of n tokens at positions seq.length()-n .. seq.length()-1 (the caller
+// has grown `seq` already): projects u, normalises and rotates q and k, stores k and v in the
+// cache at `cache_layer`, attends over every cached position <= the token's own, and writes the
+// output projection to out [n][n_embd].
+void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer, std::span<const float> u, int n,
+               KvSequence& seq, std::span<float> out, ThreadPool& pool);
+
+struct DenseFfnLayer {
+  WeightView gate, up;  // [n_ff][n_embd]
+  WeightView down;      // [n_embd][n_ff]
+};
+
+// out = down(silu(gate u) * up u) for n tokens.
+void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool);
+
+struct MoeLayer {
+  WeightView router;          // [n_expert][n_embd], f32 in practice
+  ExpertWeights gate, up;     // n_expert x [n_ff_expert][n_embd]
+  ExpertWeights down;         // n_expert x [n_embd][n_ff_expert]
+  int n_expert_used = 0;
+  bool renormalize = true;    // divide the selected probabilities by their sum
+};
+
+// Routed experts: softmax over the router logits, top-k, (renormalise), and the weighted sum
+// of the selected experts' SwiGLU outputs. Tokens are grouped by expert so each expert's
+// weights are read once per call.
+void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool);
+
+// The routing decision for one token: expert ids and weights, in rank order.
+struct Route {
+  std::vector<int> experts;
+  std::vector<float> weights;
+};
+Route route_token(std::span<const float> router_logits, int k, bool renormalize);
+
+}  // namespace moe

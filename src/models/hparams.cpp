@@ -1,0 +1,41 @@
+#include "models/hparams.h"
+
+#include "core/error.h"
+
+namespace moe {
+
+ModelConfig read_transformer_config(const gguf::Reader& reader) {
+  const gguf::Metadata& m = reader.metadata();
+  ModelConfig c;
+  c.arch = std::string(reader.architecture());
+  const std::string p = c.arch + ".";
+  auto positive = [&](const std::string& key, uint64_t fallback = 0) {
+    const uint64_t v = fallback ? m.get_uint(key, fallback) : m.get_uint(key);
+    if (v == 0 || v > (1u << 30)) fail("{}: metadata key '{}' = {} is out of range", reader.path(), key, v);
+    return int(v);
+  };
+  c.n_layer = positive(p + "block_count");
+  c.n_embd = positive(p + "embedding_length");
+  c.n_head = positive(p + "attention.head_count");
+  c.n_head_kv = positive(p + "attention.head_count_kv", uint64_t(c.n_head));
+  c.head_dim = positive(p + "attention.key_length", uint64_t(c.n_embd / c.n_head));
+  if (positive(p + "attention.value_length", uint64_t(c.head_dim)) != c.head_dim) {
+    fail("{}: '{}attention.value_length' differs from key_length; not supported", reader.path(), p);
+  }
+  if (c.n_head % c.n_head_kv != 0) {
+    fail("{}: {} query heads cannot be grouped over {} key/value heads", reader.path(), c.n_head, c.n_head_kv);
+  }
+  c.n_ctx_train = positive(p + "context_length");
+  c.rope_base = float(m.get_double(p + "rope.freq_base", 10000.0));
+  c.rms_eps = float(m.get_double(p + "attention.layer_norm_rms_epsilon"));
+  if (!(c.rms_eps > 0)) fail("{}: '{}attention.layer_norm_rms_epsilon' must be positive", reader.path(), p);
+  const gguf::TensorInfo& embd = reader.tensor("token_embd.weight");
+  if (embd.n_dims != 2 || embd.ne[0] != c.n_embd) {
+    fail("{}: token_embd.weight has shape {}, expected [{}, n_vocab]", reader.path(), embd.shape_string(), c.n_embd);
+  }
+  c.n_vocab = embd.ne[1];
+  c.tied_output = reader.find_tensor("output.weight") == nullptr;
+  return c;
+}
+
+}  // namespace moe

@@ -1,0 +1,41 @@
+#include "models/model.h"
+
+#include <array>
+
+#include "core/error.h"
+#include "models/qwen3_family.h"
+
+namespace moe {
+namespace {
+
+struct Architecture {
+  std::string_view name;
+  std::unique_ptr<Model> (*make)(const gguf::Reader&);
+};
+
+// The one table of supported architectures.
+constexpr std::array kArchitectures = {
+    Architecture{"qwen3", make_qwen3},
+    Architecture{"qwen3moe", make_qwen3moe},
+};
+
+}  // namespace
+
+std::string supported_architectures() {
+  std::string names;
+  for (const auto& a : kArchitectures) names += (names.empty() ? "" : ", ") + std::string(a.name);
+  return names;
+}
+
+std::unique_ptr<Model> load_model(const gguf::Reader& reader) {
+  const std::string_view arch = reader.architecture();
+  for (const auto& a : kArchitectures) {
+    if (a.name == arch) return a.make(reader);
+  }
+  if (arch == "qwen3next" || arch == "qwen35" || arch == "qwen35moe") {
+    fail("{}: architecture '{}' is not supported yet (supported: {})", reader.path(), arch, supported_architectures());
+  }
+  fail("{}: unsupported architecture '{}' (supported: {})", reader.path(), arch, supported_architectures());
+}
+
+}  // namespace moe

@@ -1,0 +1,39 @@
+#pragma once
+// The trunk shared by Qwen3 (dense) and Qwen3-MoE: embedding, pre-norm attention blocks,
+// final norm and output. Each architecture file supplies its feed-forward block.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "models/blocks.h"
+#include "models/hparams.h"
+#include "models/model.h"
+#include "models/weights.h"
+
+namespace moe {
+
+class Qwen3Family : public Model {
+ public:
+  explicit Qwen3Family(const gguf::Reader& reader);
+
+  void forward(std::span<const TokenId> tokens, KvSequence& seq, Logits which, std::span<float> logits,
+               ThreadPool& pool) override;
+
+ protected:
+  // out = ffn_il(u) for n tokens.
+  virtual void ffn(int il, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) = 0;
+
+ private:
+  const gguf::TensorInfo* token_embd_;
+  WeightView output_;  // [n_vocab][n_embd]: output.weight, or token_embd when tied
+  std::vector<float> output_norm_;
+  std::vector<std::vector<float>> attn_norm_, ffn_norm_;  // [n_layer][n_embd]
+  std::vector<AttentionLayer> attn_;
+  AttentionShape shape_{};
+};
+
+std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader);
+std::unique_ptr<Model> make_qwen3moe(const gguf::Reader& reader);
+
+}  // namespace moe

@@ -1,0 +1,42 @@
+#pragma once
+// Typed views of a model's tensors, checked against the shapes the hyperparameters imply.
+// Matrices stay in the mapped file (used in place); small vectors (norms) are copied to f32.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gguf/reader.h"
+#include "ops/cpu/matmul.h"
+
+namespace moe {
+
+// Stacked experts: expert e is the rows x cols matrix at data + e * expert_stride.
+struct ExpertWeights {
+  WeightView first;  // expert 0
+  size_t expert_stride = 0;
+  int n_expert = 0;
+  WeightView expert(int e) const {
+    WeightView w = first;
+    w.data += size_t(e) * expert_stride;
+    return w;
+  }
+};
+
+class WeightLoader {
+ public:
+  explicit WeightLoader(const gguf::Reader& reader) : reader_(reader) {}
+
+  // A rows x cols matrix (GGUF shape {cols, rows}).
+  WeightView matrix(const std::string& name, int64_t rows, int64_t cols) const;
+  // n_expert matrices of rows x cols (GGUF shape {cols, rows, n_expert}).
+  ExpertWeights experts(const std::string& name, int64_t rows, int64_t cols, int n_expert) const;
+  // A vector of n values as f32 (any float type in the file).
+  std::vector<float> vector(const std::string& name, int64_t n) const;
+  bool has(const std::string& name) const { return reader_.find_tensor(name) != nullptr; }
+
+ private:
+  const gguf::TensorInfo& checked(const std::string& name, std::initializer_list<int64_t> shape) const;
+  const gguf::Reader& reader_;
+};
+
+}  // namespace moe

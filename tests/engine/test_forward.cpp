@@ -1,0 +1,194 @@
+// The CPU forward pass of qwen3moe and qwen3 on synth models: against an independent
+// double-precision reference, and the invariances the engine promises (chunking, threads).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "../gguf/gguf_test_util.h"
+#include "core/error.h"
+#include "engine/generate.h"
+#include "models/model.h"
+#include "models/synth/synth.h"
+#include "reference_forward.h"
+
+namespace moe {
+namespace {
+
+struct TinyModel {
+  test::TempDir dir;
+  std::string path;
+  std::unique_ptr<gguf::Reader> reader;
+  std::unique_ptr<Model> model;
+
+  TinyModel(const std::string& arch, const std::string& type, uint64_t seed = 7) {
+    path = dir.file(arch + "-" + type + ".gguf");
+    synth::SynthOptions o;
+    o.arch = arch;
+    o.preset = "tiny";
+    o.type = type;
+    o.seed = seed;
+    o.threads = 2;
+    o.output = path;
+    synth::write_synth_model(o);
+    reader = std::make_unique<gguf::Reader>(path);
+    model = load_model(*reader);
+  }
+};
+
+std::vector<TokenId> prompt_tokens(int n, int64_t n_vocab, uint32_t seed = 1) {
+  std::vector<TokenId> t(static_cast<size_t>(n));
+  uint32_t s = seed;
+  for (auto& id : t) id = TokenId((s = s * 1664525u + 1013904223u) % uint32_t(n_vocab));
+  return t;
+}
+
+// Logits of every position, computed with the given chunk size and thread count.
+std::vector<float> all_logits(Model& model, std::span<const TokenId> tokens, int chunk, int threads,
+                              GgmlType kv = GgmlType::F32) {
+  const auto& c = model.config();
+  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, kv, 256);
+  KvSequence seq(cache);
+  ThreadPool pool(threads);
+  std::vector<float> out;
+  for (size_t begin = 0; begin < tokens.size(); begin += size_t(chunk)) {
+    const size_t n = std::min(tokens.size() - begin, size_t(chunk));
+    std::vector<float> logits(n * size_t(c.n_vocab));
+    model.forward(tokens.subspan(begin, n), seq, Logits::All, logits, pool);
+    out.insert(out.end(), logits.begin(), logits.end());
+  }
+  return out;
+}
+
+// max |a - b| over the standard deviation of b: the agreement measure of DESIGN.md.
+double max_diff_over_std(std::span<const float> a, const std::vector<std::vector<double>>& b) {
+  double mean = 0, n = 0, max_diff = 0;
+  for (const auto& row : b) {
+    for (double v : row) mean += v, ++n;
+  }
+  mean /= n;
+  double var = 0;
+  size_t i = 0;
+  for (const auto& row : b) {
+    for (double v : row) {
+      var += (v - mean) * (v - mean);
+      max_diff = std::max(max_diff, std::abs(double(a[i++]) - v));
+    }
+  }
+  return max_diff / std::sqrt(var / n);
+}
+
+class ForwardTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ForwardTest, MatchesTheDoublePrecisionReference) {
+  TinyModel m(GetParam(), "f32");
+  const auto tokens = prompt_tokens(37, m.model->config().n_vocab);
+  const auto ours = all_logits(*m.model, tokens, 37, 2);
+  const test::ReferenceModel ref(*m.reader);
+  const auto expected = ref.forward(std::vector<int>(tokens.begin(), tokens.end()));
+  const double err = max_diff_over_std(ours, expected);
+  std::printf("max |dlogit| / std against the f64 reference: %.2e\n", err);
+  EXPECT_LT(err, 1e-4) << "max |dlogit| / std";
+  // The logits must be informative (not flat), or this comparison proves little.
+  double spread = 0;
+  for (double v : expected.back()) spread = std::max(spread, std::abs(v - expected.back()[0]));
+  EXPECT_GT(spread, 1.0);
+}
+
+TEST_P(ForwardTest, ChunkingDoesNotChangeAnyLogit) {
+  TinyModel m(GetParam(), "q8_0");
+  const auto tokens = prompt_tokens(37, m.model->config().n_vocab);
+  const auto whole = all_logits(*m.model, tokens, 37, 2);
+  for (int chunk : {1, 5, 16}) {
+    const auto chunked = all_logits(*m.model, tokens, chunk, 2);
+    ASSERT_EQ(whole.size(), chunked.size());
+    EXPECT_EQ(0, std::memcmp(whole.data(), chunked.data(), whole.size() * sizeof(float))) << "chunk " << chunk;
+  }
+}
+
+TEST_P(ForwardTest, ThreadCountDoesNotChangeAnyLogit) {
+  TinyModel m(GetParam(), "q4_k");
+  const auto tokens = prompt_tokens(21, m.model->config().n_vocab);
+  const auto one = all_logits(*m.model, tokens, 8, 1);
+  for (int threads : {2, 3}) {
+    const auto many = all_logits(*m.model, tokens, 8, threads);
+    EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * sizeof(float))) << threads << " threads";
+  }
+}
+
+TEST_P(ForwardTest, QuantizedKvCacheStaysClose) {
+  TinyModel m(GetParam(), "f32");
+  const auto tokens = prompt_tokens(40, m.model->config().n_vocab);
+  const test::ReferenceModel ref(*m.reader);
+  const auto expected = ref.forward(std::vector<int>(tokens.begin(), tokens.end()));
+  const double f16 = max_diff_over_std(all_logits(*m.model, tokens, 40, 2, GgmlType::F16), expected);
+  const double q8 = max_diff_over_std(all_logits(*m.model, tokens, 40, 2, GgmlType::Q8_0), expected);
+  const double q4 = max_diff_over_std(all_logits(*m.model, tokens, 40, 2, GgmlType::Q4_0), expected);
+  std::printf("max |dlogit| / std against the f64 reference: f16 KV %.4f, q8_0 KV %.4f, q4_0 KV %.4f\n", f16, q8, q4);
+  EXPECT_LT(f16, 0.02);
+  EXPECT_LT(q8, 0.05);
+  EXPECT_LT(q4, 1.5);  // 4-bit keys and values: a coarse cache, still far from random logits
+  EXPECT_GT(q4, q8);  // the cache type really is used
+}
+
+INSTANTIATE_TEST_SUITE_P(Qwen3Family, ForwardTest, ::testing::Values("qwen3moe", "qwen3"));
+
+TEST(Generate, GreedyAndSeededSamplingRepeat) {
+  TinyModel m("qwen3moe", "q8_0");
+  const auto& c = m.model->config();
+  const auto prompt = prompt_tokens(9, c.n_vocab);
+  auto run = [&](float temp, uint64_t seed) {
+    KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F16, 64);
+    KvSequence seq(cache);
+    ThreadPool pool(2);
+    GenerateOptions o;
+    o.n_predict = 12;
+    o.sampling.temperature = temp;
+    o.sampling.seed = seed;
+    std::vector<TokenId> out;
+    generate(*m.model, seq, prompt, o, pool, [&](TokenId id) {
+      out.push_back(id);
+      return true;
+    });
+    EXPECT_EQ(seq.length(), int64_t(prompt.size() + out.size() - 1));
+    return out;
+  };
+  const auto greedy = run(0, 1);
+  EXPECT_EQ(greedy.size(), 12u);
+  EXPECT_EQ(greedy, run(0, 2));
+  EXPECT_EQ(run(1.0f, 42), run(1.0f, 42));
+  EXPECT_NE(run(1.5f, 42), run(1.5f, 43));
+}
+
+TEST(Generate, ContextOverflowIsAnError) {
+  TinyModel m("qwen3", "q8_0");
+  const auto& c = m.model->config();
+  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F16, 16);
+  KvSequence seq(cache);
+  ThreadPool pool(1);
+  const auto prompt = prompt_tokens(20, c.n_vocab);
+  std::vector<float> logits(size_t(c.n_vocab));
+  EXPECT_THROW(m.model->forward(prompt, seq, Logits::Last, logits, pool), Error);
+  const std::vector<TokenId> bad = {TokenId(c.n_vocab)};
+  KvSequence seq2(cache);
+  EXPECT_THROW(m.model->forward(bad, seq2, Logits::Last, logits, pool), Error);
+}
+
+TEST(LoadModel, UnsupportedArchitecturesAreNamed) {
+  test::TempDir dir;
+  gguf::Writer w;
+  w.set_string("general.architecture", "qwen35moe");
+  w.write(dir.file("m.gguf"));
+  gguf::Reader r(dir.file("m.gguf"));
+  try {
+    load_model(r);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'qwen35moe' is not supported yet (supported: qwen3, qwen3moe)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace moe
