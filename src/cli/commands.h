@@ -6,9 +6,11 @@
 
 namespace moe::cli {
 
+void add_bench_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_devices_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_perplexity_command(CLI::App& app);
 void add_synth_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);

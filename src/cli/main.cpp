@@ -15,9 +15,11 @@ int main(int argc, char** argv) {
   bool verbose = false, quiet = false;
   app.add_flag("-v,--verbose", verbose, "Log more (debug level)");
   app.add_flag("-q,--quiet", quiet, "Log only errors");
+  moe::cli::add_bench_command(app);
   moe::cli::add_convert_command(app);
   moe::cli::add_devices_command(app);
   moe::cli::add_inspect_command(app);
+  moe::cli::add_perplexity_command(app);
   moe::cli::add_synth_command(app);
   moe::cli::add_run_command(app);
   moe::cli::add_tokenize_command(app);

@@ -1,0 +1,168 @@
+// moeserve bench: prompt-processing and generation throughput, reported as llama-bench does
+// (markdown table or JSON array), so the numbers line up with llama.cpp's column for column.
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "engine/bench.h"
+#include "gguf/reader.h"
+#include "models/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moe::cli {
+namespace {
+
+struct BenchCliOptions {
+  std::string model, kv_type = "f16", output = "md";
+  int n_prompt = 512, n_gen = 128, reps = 5, threads = 0, batch = 512;
+  double mem_bw_gb_s = 0;  // 0: no roofline
+  bool no_warmup = false;
+};
+
+// llama-bench's "model" column is the architecture, size class and file type; here the
+// architecture, block count and the type holding most of the bytes (what decides speed).
+std::string model_type(const gguf::Reader& reader, const ModelConfig& c) {
+  std::map<std::string, uint64_t> bytes_by_type;
+  for (const auto& t : reader.tensors()) bytes_by_type[std::string(type_name(t.type))] += t.nbytes;
+  std::string dominant = "?";
+  uint64_t most = 0;
+  for (const auto& [name, bytes] : bytes_by_type) {
+    if (bytes > most) most = bytes, dominant = name;
+  }
+  std::transform(dominant.begin(), dominant.end(), dominant.begin(), [](unsigned char ch) { return std::toupper(ch); });
+  return fmt::format("{} {}L {}", c.arch, c.n_layer, dominant);
+}
+
+// Same units as llama-bench: MiB below 1 GiB, else GiB; M or B parameters.
+std::string size_cell(uint64_t bytes) {
+  return bytes < (1ull << 30) ? fmt::format("{:.2f} MiB", bytes / 1024.0 / 1024.0)
+                              : fmt::format("{:.2f} GiB", bytes / 1024.0 / 1024.0 / 1024.0);
+}
+std::string params_cell(uint64_t n) {
+  return n < 1000000000ull ? fmt::format("{:.2f} M", n / 1e6) : fmt::format("{:.2f} B", n / 1e9);
+}
+
+void print_markdown(const std::vector<BenchResult>& results, const std::string& type, const ModelFootprint& fp,
+                    int threads) {
+  std::printf("| %-30s | %10s | %10s | %-10s | %7s | %15s | %20s |\n", "model", "size", "params", "backend", "threads",
+              "test", "t/s");
+  std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: |\n", std::string(30, '-').c_str(),
+              std::string(9, '-').c_str(), std::string(9, '-').c_str(), std::string(10, '-').c_str(),
+              std::string(6, '-').c_str(), std::string(14, '-').c_str(), std::string(19, '-').c_str());
+  for (const auto& r : results) {
+    const std::string ts = fmt::format("{:.2f} ± {:.2f}", r.avg_ts(), r.stddev_ts());
+    // "±" is two bytes in UTF-8 but one column: pad by hand so the table stays aligned.
+    std::printf("| %-30s | %10s | %10s | %-10s | %7d | %15s | %*s |\n", type.c_str(), size_cell(fp.bytes).c_str(),
+                params_cell(fp.n_params).c_str(), "CPU", threads, r.name.c_str(), 21, ts.c_str());
+  }
+}
+
+nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOptions& opt, const std::string& type,
+                       const ModelFootprint& fp, int threads) {
+  auto rows = nlohmann::json::array();
+  for (const auto& r : results) {
+    nlohmann::json j;
+    j["build_commit"] = "";  // moeserve records its version instead
+    j["build_number"] = 0;
+    j["moeserve_version"] = MOE_VERSION;
+    j["cpu_info"] = cpu_features().brand;
+    j["gpu_info"] = "";
+    j["backends"] = "CPU";
+    j["model_filename"] = opt.model;
+    j["model_type"] = type;
+    j["model_size"] = fp.bytes;
+    j["model_n_params"] = fp.n_params;
+    j["n_batch"] = opt.batch;
+    j["n_threads"] = threads;
+    j["type_k"] = opt.kv_type;
+    j["type_v"] = opt.kv_type;
+    j["kv_type"] = opt.kv_type;
+    j["n_prompt"] = r.n_prompt;
+    j["n_gen"] = r.n_gen;
+    j["n_depth"] = 0;
+    j["test_time"] = r.test_time;
+    j["avg_ns"] = uint64_t(r.avg_ns());
+    j["stddev_ns"] = uint64_t(r.stddev_ns());
+    j["avg_ts"] = r.avg_ts();
+    j["stddev_ts"] = r.stddev_ts();
+    j["samples_ns"] = r.samples_ns;
+    j["samples_ts"] = r.samples_ts;
+    j["ms_per_token"] = r.ms_per_token();
+    j["weight_bytes_per_token"] = fp.weight_bytes_per_token;
+    // The bandwidth ceiling applies to decoding, where each token streams the weights once.
+    if (opt.mem_bw_gb_s > 0 && r.n_gen > 0) {
+      j["mem_bw_gb_s"] = opt.mem_bw_gb_s;
+      j["roofline_ts"] = roofline_tokens_per_second(fp.weight_bytes_per_token, opt.mem_bw_gb_s);
+    }
+    rows.push_back(std::move(j));
+  }
+  return rows;
+}
+
+void bench(const BenchCliOptions& opt) {
+  if (opt.output != "md" && opt.output != "json") fail("bench: -o must be md or json, got '{}'", opt.output);
+  const auto kv = parse_type(opt.kv_type);
+  if (!kv) fail("unknown KV cache type '{}' (use f32, f16, q8_0 or q4_0)", opt.kv_type);
+  const gguf::Reader reader(opt.model);
+  const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
+  auto model = load_model(reader);
+  const ModelConfig& c = model->config();
+  ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
+
+  BenchOptions b;
+  b.n_prompt = opt.n_prompt;
+  b.n_gen = opt.n_gen;
+  b.reps = opt.reps;
+  b.batch = opt.batch;
+  b.kv_type = *kv;
+  b.warmup = !opt.no_warmup;
+  if (tokenizer.vocab().add_bos()) b.bos = tokenizer.vocab().bos();
+
+  const ModelFootprint fp = model_footprint(reader, c);
+  const std::string type = model_type(reader, c);
+  spdlog::info("{}: {} tensor bytes, {} weight bytes per decoded token, {} threads, KV {}", type, fp.bytes,
+               fp.weight_bytes_per_token, pool.size(), opt.kv_type);
+  const auto results = run_bench(*model, b, pool, [](const std::string& line) { spdlog::info("bench: {}", line); });
+  if (opt.output == "json") {
+    std::printf("%s\n", to_json(results, opt, type, fp, int(pool.size())).dump(2).c_str());
+  } else {
+    print_markdown(results, type, fp, int(pool.size()));
+    if (opt.mem_bw_gb_s > 0) {
+      std::printf("\ndecode roofline at %.1f GB/s: %.2f t/s (%llu weight bytes per token)\n", opt.mem_bw_gb_s,
+                  roofline_tokens_per_second(fp.weight_bytes_per_token, opt.mem_bw_gb_s),
+                  static_cast<unsigned long long>(fp.weight_bytes_per_token));
+    }
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto opt = std::make_shared<BenchCliOptions>();
+  auto* cmd = app.add_subcommand("bench", "Measure prompt-processing and generation throughput (like llama-bench)");
+  cmd->add_option("-m,--model", opt->model, "GGUF model (for a split model, the first shard)")->required();
+  cmd->add_option("-p,--n-prompt", opt->n_prompt, "Prompt tokens of the pp test (0: skip)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n,--n-gen", opt->n_gen, "Generated tokens of the tg test (0: skip)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-r,--repetitions", opt->reps, "Repetitions of each test")->check(CLI::PositiveNumber);
+  cmd->add_option("-t,--threads", opt->threads, "CPU threads (default: all)");
+  cmd->add_option("-b,--batch-size", opt->batch, "Prompt tokens per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-type", opt->kv_type, "KV cache type: f32, f16, q8_0, q4_0");
+  cmd->add_option("-o,--output", opt->output, "Output format: md or json");
+  cmd->add_option("--mem-bw", opt->mem_bw_gb_s, "Memory bandwidth in GB/s, for the decode roofline")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-warmup", opt->no_warmup, "Skip the warm-up runs");
+  cmd->callback([opt] { bench(*opt); });
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,172 @@
+#include "engine/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <random>
+#include <string_view>
+
+#include "core/error.h"
+#include "engine/kv_cache.h"
+
+namespace moe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string utc_now_rfc3339() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%FT%TZ", &utc);
+  return buf;
+}
+
+// Random token ids like llama-bench's, but from a seeded generator so every run (and every
+// engine given the same seed) measures the same inputs.
+class TokenSource {
+ public:
+  TokenSource(uint32_t seed, int64_t n_vocab) : rng_(seed), pick_(0, int32_t(n_vocab - 1)) {}
+  TokenId next() { return pick_(rng_); }
+
+ private:
+  std::mt19937 rng_;
+  std::uniform_int_distribution<int32_t> pick_;
+};
+
+// One pp repetition: prefill n tokens in batches into a fresh sequence. Returns nanoseconds.
+uint64_t time_prompt(Model& model, KvCache& cache, int n_prompt, int batch, TokenId bos, TokenSource& source,
+                     ThreadPool& pool) {
+  std::vector<TokenId> tokens(static_cast<size_t>(n_prompt));
+  for (auto& t : tokens) t = source.next();
+  if (bos >= 0) tokens[0] = bos;
+  std::vector<float> logits(size_t(model.config().n_vocab));
+  KvSequence seq(cache);
+  const auto start = Clock::now();
+  for (int begin = 0; begin < n_prompt; begin += batch) {
+    const int n = std::min(batch, n_prompt - begin);
+    model.forward(std::span(tokens).subspan(size_t(begin), size_t(n)), seq, Logits::Last, logits, pool);
+  }
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+}
+
+// One tg repetition, as llama-bench's test_gen: n single-token forward passes into a fresh
+// sequence, the first token BOS (when the vocabulary adds one), the rest random.
+uint64_t time_generation(Model& model, KvCache& cache, int n_gen, TokenId bos, TokenSource& source,
+                         ThreadPool& pool) {
+  std::vector<TokenId> tokens(static_cast<size_t>(n_gen));
+  for (auto& t : tokens) t = source.next();  // drawn before timing: sampling is not measured
+  if (bos >= 0) tokens[0] = bos;
+  std::vector<float> logits(size_t(model.config().n_vocab));
+  KvSequence seq(cache);
+  const auto start = Clock::now();
+  for (int i = 0; i < n_gen; ++i) {
+    model.forward(std::span(tokens).subspan(size_t(i), 1), seq, Logits::Last, logits, pool);
+  }
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+}
+
+std::vector<double> as_doubles(const std::vector<uint64_t>& v) { return {v.begin(), v.end()}; }
+
+}  // namespace
+
+double mean(const std::vector<double>& values) {
+  if (values.empty()) return 0;
+  double sum = 0;
+  for (double v : values) sum += v;
+  return sum / double(values.size());
+}
+
+double sample_stddev(const std::vector<double>& values) {
+  if (values.size() <= 1) return 0;
+  const double m = mean(values);
+  double sq = 0;
+  for (double v : values) sq += (v - m) * (v - m);
+  return std::sqrt(sq / double(values.size() - 1));
+}
+
+double BenchResult::avg_ns() const { return mean(as_doubles(samples_ns)); }
+double BenchResult::stddev_ns() const { return sample_stddev(as_doubles(samples_ns)); }
+double BenchResult::avg_ts() const { return mean(samples_ts); }
+double BenchResult::stddev_ts() const { return sample_stddev(samples_ts); }
+
+ModelFootprint model_footprint(const gguf::Reader& reader, const ModelConfig& config) {
+  ModelFootprint f;
+  const bool has_output = reader.find_tensor("output.weight") != nullptr;
+  for (const auto& t : reader.tensors()) {
+    f.bytes += t.nbytes;
+    f.n_params += uint64_t(t.n_elements());
+    if (t.name.find("_exps") != std::string_view::npos && config.n_expert > 0) {
+      // Each token routes to n_expert_used of n_expert experts; on average that share is read.
+      f.weight_bytes_per_token += t.nbytes * uint64_t(config.n_expert_used) / uint64_t(config.n_expert);
+    } else if (t.name == "token_embd.weight" && has_output) {
+      f.weight_bytes_per_token += t.row_bytes();  // a lookup reads one row
+    } else {
+      // Everything else is read whole, the tied embedding too (it is the output matrix then).
+      f.weight_bytes_per_token += t.nbytes;
+    }
+  }
+  return f;
+}
+
+double roofline_tokens_per_second(uint64_t weight_bytes_per_token, double gb_per_s) {
+  if (weight_bytes_per_token == 0 || gb_per_s <= 0) return 0;
+  return gb_per_s * 1e9 / double(weight_bytes_per_token);
+}
+
+std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, ThreadPool& pool,
+                                   FunctionRef<void(const std::string&)> progress) {
+  if (options.n_prompt < 0 || options.n_gen < 0) fail("bench: -p and -n must not be negative");
+  if (options.reps < 1) fail("bench: -r must be at least 1, got {}", options.reps);
+  if (options.batch < 1) fail("bench: -b must be positive, got {}", options.batch);
+  if (options.n_prompt == 0 && options.n_gen == 0) fail("bench: nothing to run (-p 0 and -n 0)");
+  const ModelConfig& c = model.config();
+  const int64_t max_tokens = std::max(options.n_prompt, options.n_gen);
+  if (max_tokens > c.n_ctx_train) {
+    fail("bench: {} tokens exceed the model's training context of {}", max_tokens, c.n_ctx_train);
+  }
+  // One cache for both tests; each repetition's sequence returns its blocks when it ends.
+  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, options.kv_type, max_tokens);
+  TokenSource source(options.seed, c.n_vocab);
+  std::vector<BenchResult> results;
+
+  if (options.n_prompt > 0) {
+    BenchResult r;
+    r.name = "pp" + std::to_string(options.n_prompt);
+    r.n_prompt = options.n_prompt;
+    if (options.warmup) {
+      progress("warm-up: " + r.name);
+      time_prompt(model, cache, options.n_prompt, options.batch, options.bos, source, pool);
+    }
+    r.test_time = utc_now_rfc3339();
+    for (int rep = 0; rep < options.reps; ++rep) {
+      progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
+      const uint64_t ns = time_prompt(model, cache, options.n_prompt, options.batch, options.bos, source, pool);
+      r.samples_ns.push_back(ns);
+      r.samples_ts.push_back(1e9 * options.n_prompt / double(std::max<uint64_t>(ns, 1)));
+    }
+    results.push_back(std::move(r));
+  }
+  if (options.n_gen > 0) {
+    BenchResult r;
+    r.name = "tg" + std::to_string(options.n_gen);
+    r.n_gen = options.n_gen;
+    if (options.warmup) {
+      progress("warm-up: " + r.name);  // one token, as llama-bench's generation warm-up
+      time_generation(model, cache, 1, options.bos, source, pool);
+    }
+    r.test_time = utc_now_rfc3339();
+    for (int rep = 0; rep < options.reps; ++rep) {
+      progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
+      const uint64_t ns = time_generation(model, cache, options.n_gen, options.bos, source, pool);
+      r.samples_ns.push_back(ns);
+      r.samples_ts.push_back(1e9 * options.n_gen / double(std::max<uint64_t>(ns, 1)));
+    }
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+}  // namespace moe
