@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/text_file.h"
 #include "core/log.h"
 #include "engine/perplexity.h"
 #include "gguf/reader.h"
@@ -21,14 +22,6 @@ struct PerplexityCliOptions {
   int n_ctx = 512, batch = 512, threads = 0;
 };
 
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 void perplexity(const PerplexityCliOptions& opt) {
   const auto kv = parse_type(opt.kv_type);
   if (!kv) fail("unknown KV cache type '{}' (use f32, f16, q8_0 or q4_0)", opt.kv_type);
@@ -40,7 +33,7 @@ void perplexity(const PerplexityCliOptions& opt) {
   // As llama-perplexity: the whole file in one go, BOS if the vocab adds it, and special-token
   // text such as "<|im_end|>" read as plain text (llama-perplexity does not parse specials; with
   // them parsed, chunk boundaries drift and the two disagree by about 1.5% on our docs).
-  const auto tokens = tokenizer.encode(read_whole_file(opt.text_file), {.add_special = true, .parse_special = false});
+  const auto tokens = tokenizer.encode(read_text_file(opt.text_file), {.add_special = true, .parse_special = false});
   PerplexityOptions p;
   p.n_ctx = opt.n_ctx;
   p.batch = opt.batch;

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/text_file.h"
 #include "core/log.h"
 #include "core/units.h"
 #include "engine/generate.h"
@@ -25,14 +26,6 @@ struct RunOptions {
   int64_t seed = -1;
   bool temp_set = false;
 };
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The chat templates moeserve knows, recognised from tokenizer.chat_template.
 std::string apply_chat_template(const gguf::Metadata& meta, const std::string& user_message) {

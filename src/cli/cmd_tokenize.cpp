@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/text_file.h"
 #include "gguf/reader.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,17 +25,9 @@ struct TokenizeArgs {
   bool no_special = false;
 };
 
-std::string read_prompt_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open prompt file '{}'", path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 void run_tokenize(const TokenizeArgs& args) {
   if (args.has_text == !args.file.empty()) fail("tokenize: give either TEXT or -f FILE");
-  const std::string prompt = args.file.empty() ? args.text : read_prompt_file(args.file);
+  const std::string prompt = args.file.empty() ? args.text : read_text_file(args.file);
 
   const gguf::Reader reader(args.model);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());

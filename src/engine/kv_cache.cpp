@@ -38,6 +38,7 @@ int KvCache::allocate_block() {
 void KvCache::release_block(int block) { free_.push_back(block); }
 
 std::byte* KvCache::row_ptr(int block, int slot, int layer, bool value) {
+  MOE_ASSERT(layer >= 0 && layer < n_layers_ && slot >= 0 && slot < kBlockTokens);
   return storage_.data() + size_t(block) * block_bytes_ +
          ((size_t(layer) * 2 + (value ? 1 : 0)) * kBlockTokens + size_t(slot)) * row_bytes_;
 }
