@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/bytes.h"
 #include "core/fp16.h"
@@ -209,28 +210,15 @@ void quantize_row_q6_k(const float* x, std::byte* y, int64_t n) {
   }
 }
 
-void dequantize_row_q4_k(const std::byte* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const auto b = load_unaligned<BlockQ4_K>(x + i * sizeof(BlockQ4_K));
-    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
-    float* out = y + i * kQK_K;
-    for (int g = 0; g < 4; ++g) {
-      uint8_t sc0, m0, sc1, m1;
-      unpack_k_scale(b.scales, 2 * g, sc0, m0);
-      unpack_k_scale(b.scales, 2 * g + 1, sc1, m1);
-      const float d0 = d * float(sc0), o0 = dmin * float(m0);
-      const float d1 = d * float(sc1), o1 = dmin * float(m1);
-      for (int l = 0; l < 32; ++l) {
-        out[64 * g + l] = d0 * float(b.qs[32 * g + l] & 0x0F) - o0;
-        out[64 * g + 32 + l] = d1 * float(b.qs[32 * g + l] >> 4) - o1;
-      }
-    }
-  }
-}
+namespace {
 
-void dequantize_row_q5_k(const std::byte* x, float* y, int64_t n) {
+// Q4_K and Q5_K share the scale layout and the two-sub-blocks-per-64 order; Q5_K adds a fifth
+// bit per value from qh (bit 2g for the low nibbles of group g, 2g + 1 for the high ones).
+template <typename Block>
+void dequantize_row_q45_k(const std::byte* x, float* y, int64_t n) {
+  constexpr bool kHighBits = std::is_same_v<Block, BlockQ5_K>;
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const auto b = load_unaligned<BlockQ5_K>(x + i * sizeof(BlockQ5_K));
+    const auto b = load_unaligned<Block>(x + i * sizeof(Block));
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     float* out = y + i * kQK_K;
     for (int g = 0; g < 4; ++g) {
@@ -240,14 +228,22 @@ void dequantize_row_q5_k(const std::byte* x, float* y, int64_t n) {
       const float d0 = d * float(sc0), o0 = dmin * float(m0);
       const float d1 = d * float(sc1), o1 = dmin * float(m1);
       for (int l = 0; l < 32; ++l) {
-        const int lo = (b.qs[32 * g + l] & 0x0F) + 16 * ((b.qh[l] >> (2 * g)) & 1);
-        const int hi = (b.qs[32 * g + l] >> 4) + 16 * ((b.qh[l] >> (2 * g + 1)) & 1);
+        int lo = b.qs[32 * g + l] & 0x0F, hi = b.qs[32 * g + l] >> 4;
+        if constexpr (kHighBits) {
+          lo += 16 * ((b.qh[l] >> (2 * g)) & 1);
+          hi += 16 * ((b.qh[l] >> (2 * g + 1)) & 1);
+        }
         out[64 * g + l] = d0 * float(lo) - o0;
         out[64 * g + 32 + l] = d1 * float(hi) - o1;
       }
     }
   }
 }
+
+}  // namespace
+
+void dequantize_row_q4_k(const std::byte* x, float* y, int64_t n) { dequantize_row_q45_k<BlockQ4_K>(x, y, n); }
+void dequantize_row_q5_k(const std::byte* x, float* y, int64_t n) { dequantize_row_q45_k<BlockQ5_K>(x, y, n); }
 
 void dequantize_row_q6_k(const std::byte* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
