@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -24,8 +25,24 @@ struct RunOptions {
   bool chat = false, no_special = false;
   SamplingParams sampling;
   int64_t seed = -1;
-  bool temp_set = false;
+  std::set<std::string> sampling_set;  // sampling options given on the command line
 };
+
+// The model's general.sampling.* defaults, overridden by whatever the command line set.
+SamplingParams sampling_for(const RunOptions& o, const gguf::Metadata& meta) {
+  SamplingParams p;
+  p.apply_model_defaults(meta);
+  const SamplingParams& cli = o.sampling;
+  auto given = [&](const char* name) { return o.sampling_set.count(name) > 0; };
+  if (given("--temp")) p.temperature = cli.temperature;
+  if (given("--top-k")) p.top_k = cli.top_k;
+  if (given("--top-p")) p.top_p = cli.top_p;
+  if (given("--min-p")) p.min_p = cli.min_p;
+  if (given("--repeat-penalty")) p.repeat_penalty = cli.repeat_penalty;
+  if (given("--repeat-last-n")) p.repeat_last_n = cli.repeat_last_n;
+  if (given("--presence-penalty")) p.presence_penalty = cli.presence_penalty;
+  return p;
+}
 
 // The chat templates moeserve knows, recognised from tokenizer.chat_template.
 std::string apply_chat_template(const gguf::Metadata& meta, const std::string& user_message) {
@@ -45,7 +62,7 @@ GgmlType kv_type(const RunOptions& opt) {
   return *t;
 }
 
-void run(RunOptions& opt) {
+void run(const RunOptions& opt) {
   const gguf::Reader reader(opt.model);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   auto model = load_model(reader);
@@ -68,7 +85,7 @@ void run(RunOptions& opt) {
   GenerateOptions gen;
   gen.n_predict = opt.n_predict;
   gen.batch = opt.batch;
-  gen.sampling = opt.sampling;
+  gen.sampling = sampling_for(opt, reader.metadata());
   gen.sampling.seed = opt.seed >= 0 ? uint64_t(opt.seed) : std::random_device{}();
   for (std::string_view name : {"<|im_end|>", "<|endoftext|>"}) {
     if (const auto id = tokenizer.vocab().find(name); id != tokenizer::kNoToken) gen.stop_tokens.push_back(id);
@@ -121,19 +138,13 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-s,--seed", opt->seed, "Random seed (default: random, printed)");
   cmd->callback([opt, cmd] {
     if (opt->prompt.empty() && opt->prompt_file.empty()) fail("run: give a prompt with -p or -f");
-    // The file's general.sampling.* defaults apply to whatever the command line left unset.
-    RunOptions& o = *opt;
-    SamplingParams from_cli = o.sampling;
-    o.sampling = SamplingParams{};
-    o.sampling.apply_model_defaults(gguf::Reader(o.model).metadata());
-    if (cmd->count("--temp")) o.sampling.temperature = from_cli.temperature;
-    if (cmd->count("--top-k")) o.sampling.top_k = from_cli.top_k;
-    if (cmd->count("--top-p")) o.sampling.top_p = from_cli.top_p;
-    if (cmd->count("--min-p")) o.sampling.min_p = from_cli.min_p;
-    if (cmd->count("--repeat-penalty")) o.sampling.repeat_penalty = from_cli.repeat_penalty;
-    if (cmd->count("--repeat-last-n")) o.sampling.repeat_last_n = from_cli.repeat_last_n;
-    if (cmd->count("--presence-penalty")) o.sampling.presence_penalty = from_cli.presence_penalty;
-    run(o);
+    // Which sampling options the command line set: the file's general.sampling.* defaults
+    // apply to the others (run() reads them once the model file is open).
+    for (const char* name : {"--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
+                             "--presence-penalty"}) {
+      if (cmd->count(name)) opt->sampling_set.insert(name);
+    }
+    run(*opt);
   });
 }
 
