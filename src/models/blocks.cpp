@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "ops/cpu/attend.h"
 #include "ops/cpu/vec_dot.h"
 
 namespace moe {
@@ -34,69 +35,80 @@ void rope_neox(std::span<float> head, int n_rot, int64_t pos, float base) {
   }
 }
 
-void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer, std::span<const float> u, int n,
-               KvSequence& seq, std::span<float> out, ThreadPool& pool) {
+void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer, std::span<const float> u,
+               std::span<const SeqTokens> seqs, std::span<float> out, ThreadPool& pool, Scratch& scratch) {
   const int hd = s.head_dim;
   const size_t q_dim = size_t(s.n_head) * hd, kv_dim = size_t(s.n_head_kv) * hd;
-  std::vector<float> q(n * q_dim), k(n * kv_dim), v(n * kv_dim);
+  const int n = seqs.back().first + seqs.back().count;
+  const auto q = sized(scratch.q, n * q_dim), k = sized(scratch.k, n * kv_dim), v = sized(scratch.v, n * kv_dim);
   matmul(w.q, u, n, q, pool);
   matmul(w.k, u, n, k, pool);
   matmul(w.v, u, n, v, pool);
 
-  const int64_t pos0 = seq.length() - n;
-  for (int t = 0; t < n; ++t) {
-    for (int h = 0; h < s.n_head; ++h) {
-      std::span<float> head(q.data() + t * q_dim + size_t(h) * hd, size_t(hd));
-      rms_norm(head, w.q_norm, s.rms_eps, head);
-      rope_neox(head, hd, pos0 + t, s.rope_base);
+  // Per token: its sequence, position, and where that sequence's keys start in `keys` below.
+  struct TokenPlace {
+    int64_t pos;
+    size_t kv_begin;
+  };
+  std::vector<TokenPlace> places(static_cast<size_t>(n));
+  size_t cached = 0;  // positions of all sequences together
+  for (const SeqTokens& st : seqs) {
+    KvSequence& seq = *st.seq;
+    const int64_t pos0 = seq.length() - st.count;
+    for (int i = 0; i < st.count; ++i) {
+      const int t = st.first + i;
+      places[size_t(t)] = {pos0 + i, cached};
+      for (int h = 0; h < s.n_head; ++h) {
+        std::span<float> head(q.data() + t * q_dim + size_t(h) * hd, size_t(hd));
+        rms_norm(head, w.q_norm, s.rms_eps, head);
+        rope_neox(head, hd, pos0 + i, s.rope_base);
+      }
+      for (int h = 0; h < s.n_head_kv; ++h) {
+        std::span<float> head(k.data() + t * kv_dim + size_t(h) * hd, size_t(hd));
+        rms_norm(head, w.k_norm, s.rms_eps, head);
+        rope_neox(head, hd, pos0 + i, s.rope_base);
+      }
+      seq.write(pos0 + i, cache_layer, false, k.subspan(t * kv_dim, kv_dim));
+      seq.write(pos0 + i, cache_layer, true, v.subspan(t * kv_dim, kv_dim));
     }
-    for (int h = 0; h < s.n_head_kv; ++h) {
-      std::span<float> head(k.data() + t * kv_dim + size_t(h) * hd, size_t(hd));
-      rms_norm(head, w.k_norm, s.rms_eps, head);
-      rope_neox(head, hd, pos0 + t, s.rope_base);
-    }
-    seq.write(pos0 + t, cache_layer, false, std::span(k.data() + t * kv_dim, kv_dim));
-    seq.write(pos0 + t, cache_layer, true, std::span(v.data() + t * kv_dim, kv_dim));
+    cached += size_t(seq.length());
   }
 
-  // Every cached key and value of this layer, read back once (through the cache type, so a
-  // token sees exactly what later tokens will see).
-  const int64_t len = seq.length();
-  std::vector<float> keys(size_t(len) * kv_dim), values(size_t(len) * kv_dim);
-  parallel_chunks(pool, size_t(len), 64, [&](size_t begin, size_t end, int) {
-    for (size_t p = begin; p < end; ++p) {
-      seq.read(int64_t(p), cache_layer, false, std::span(keys.data() + p * kv_dim, kv_dim));
-      seq.read(int64_t(p), cache_layer, true, std::span(values.data() + p * kv_dim, kv_dim));
-    }
-  });
+  // Every cached key and value of this layer, read back once per call (through the cache
+  // type, so a token sees exactly what later tokens will see).
+  const auto keys = sized(scratch.keys, cached * kv_dim), values = sized(scratch.values, cached * kv_dim);
+  size_t begin = 0;
+  for (const SeqTokens& st : seqs) {
+    const KvSequence& seq = *st.seq;
+    parallel_chunks(pool, size_t(seq.length()), 64, [&](size_t first, size_t last, int) {
+      for (size_t p = first; p < last; ++p) {
+        seq.read(int64_t(p), cache_layer, false, keys.subspan((begin + p) * kv_dim, kv_dim));
+        seq.read(int64_t(p), cache_layer, true, values.subspan((begin + p) * kv_dim, kv_dim));
+      }
+    });
+    begin += size_t(seq.length());
+  }
 
-  std::vector<float> mixed(n * q_dim);
+  // One task per (token, KV head): the query heads of a GQA group read each key once.
+  const auto mixed = sized(scratch.mixed, n * q_dim);
   const int group = s.n_head / s.n_head_kv;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  pool.parallel_for(size_t(n) * s.n_head, [&](size_t task, int) {
-    const int t = int(task / s.n_head), h = int(task % s.n_head);
-    const size_t kv_off = size_t(h / group) * hd;
-    const float* qh = q.data() + t * q_dim + size_t(h) * hd;
-    const int64_t visible = pos0 + t + 1;  // causal: positions 0 .. own
+  const AttendFn attend = attend_kernel();
+  pool.parallel_for(size_t(n) * s.n_head_kv, [&](size_t task, int) {
+    const int t = int(task / s.n_head_kv), g = int(task % s.n_head_kv);
+    const TokenPlace& at = places[size_t(t)];
     thread_local std::vector<float> scores;
-    scores.resize(size_t(visible));
-    float max_score = -INFINITY;
-    for (int64_t p = 0; p < visible; ++p) {
-      const float* kp = keys.data() + size_t(p) * kv_dim + kv_off;
-      float dot = 0;
-      for (int i = 0; i < hd; ++i) dot += qh[i] * kp[i];
-      scores[p] = dot * scale;
-      max_score = std::max(max_score, scores[p]);
-    }
-    double sum = 0;
-    for (int64_t p = 0; p < visible; ++p) sum += scores[p] = std::exp(scores[p] - max_score);
-    float* oh = mixed.data() + t * q_dim + size_t(h) * hd;
-    std::fill(oh, oh + hd, 0.0f);
-    for (int64_t p = 0; p < visible; ++p) {
-      const float weight = float(scores[p] / sum);
-      const float* vp = values.data() + size_t(p) * kv_dim + kv_off;
-      for (int i = 0; i < hd; ++i) oh[i] += weight * vp[i];
-    }
+    AttendArgs args;
+    args.q = q.data() + t * q_dim + size_t(g) * group * hd;
+    args.group = group;
+    args.head_dim = hd;
+    args.keys = keys.data() + at.kv_begin * kv_dim + size_t(g) * hd;
+    args.values = values.data() + at.kv_begin * kv_dim + size_t(g) * hd;
+    args.stride = kv_dim;
+    args.visible = at.pos + 1;  // causal: positions 0 .. own
+    args.scale = 1.0f / std::sqrt(float(hd));
+    args.out = mixed.data() + t * q_dim + size_t(g) * group * hd;
+    args.scores = sized(scores, size_t(group) * size_t(args.visible)).data();
+    attend(args);
   });
   matmul(w.o, mixed, n, out, pool);
 }
@@ -112,9 +124,10 @@ void swiglu(std::span<const float> g, std::span<const float> u, std::span<float>
 
 }  // namespace
 
-void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) {
+void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
+               Scratch& scratch) {
   const size_t ff = size_t(w.gate.rows);
-  std::vector<float> g(n * ff), up(n * ff);
+  const auto g = sized(scratch.g, n * ff), up = sized(scratch.up, n * ff);
   matmul(w.gate, u, n, g, pool);
   matmul(w.up, u, n, up, pool);
   swiglu(g, up, g);
@@ -141,48 +154,46 @@ Route route_token(std::span<const float> logits, int k, bool renormalize) {
   return r;
 }
 
-void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) {
+void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
+             Scratch& scratch) {
   const int n_expert = int(w.router.rows), k = w.n_expert_used;
   const int64_t n_embd = w.router.cols, ff = w.gate.first.rows;
-  std::vector<float> router_logits(size_t(n) * n_expert);
+  const auto router_logits = sized(scratch.router_logits, size_t(n) * n_expert);
   matmul(w.router, u, n, router_logits, pool);
 
   // Which (token, rank) slots each expert serves.
   std::vector<Route> routes(static_cast<size_t>(n));
   std::vector<std::vector<std::pair<int, int>>> served(static_cast<size_t>(n_expert));
   for (int t = 0; t < n; ++t) {
-    routes[t] = route_token(std::span(router_logits).subspan(size_t(t) * n_expert, size_t(n_expert)), k, w.renormalize);
+    routes[t] = route_token(router_logits.subspan(size_t(t) * n_expert, size_t(n_expert)), k, w.renormalize);
     for (int r = 0; r < k; ++r) served[size_t(routes[t].experts[r])].emplace_back(t, r);
   }
 
   // The input is converted once for all experts; each expert gathers the rows of its tokens.
-  QuantizedActivations input;
+  QuantizedActivations& input = scratch.input;
   input.quantize(vec_dot_type(w.gate.first.type), u, n, n_embd, &pool);
   const ActivationView& all = input.view();
-  std::vector<float> slot_out(size_t(n) * k * n_embd);  // [token][rank][n_embd]
-  std::vector<std::byte> gathered;
-  std::vector<float> g, up, down;
+  // Expert e's outputs are rows [first_row[e], first_row[e] + served[e].size()) of expert_out.
+  std::vector<size_t> first_row(static_cast<size_t>(n_expert) + 1, 0);
+  for (int e = 0; e < n_expert; ++e) first_row[size_t(e) + 1] = first_row[size_t(e)] + served[size_t(e)].size();
+  const auto expert_out = sized(scratch.expert_out, size_t(n) * k * n_embd);
+  std::vector<size_t> slot_row(size_t(n) * k);  // (token, rank) -> row of expert_out
   for (int e = 0; e < n_expert; ++e) {
     const auto& slots = served[size_t(e)];
     if (slots.empty()) continue;
     const int m = int(slots.size());
-    gathered.resize(size_t(m) * all.row_stride);
+    const auto gathered = sized(scratch.gathered, size_t(m) * all.row_stride);
     for (int i = 0; i < m; ++i) {
       std::memcpy(gathered.data() + size_t(i) * all.row_stride, all.data + size_t(slots[i].first) * all.row_stride,
                   all.row_stride);
+      slot_row[size_t(slots[i].first) * k + size_t(slots[i].second)] = first_row[size_t(e)] + size_t(i);
     }
     const ActivationView rows{all.type, all.cols, m, gathered.data(), all.row_stride};
-    g.resize(size_t(m) * ff);
-    up.resize(size_t(m) * ff);
-    down.resize(size_t(m) * n_embd);
+    const auto g = sized(scratch.g, size_t(m) * ff), up = sized(scratch.up, size_t(m) * ff);
     matmul(w.gate.expert(e), rows, g, pool);
     matmul(w.up.expert(e), rows, up, pool);
     swiglu(g, up, g);
-    matmul(w.down.expert(e), g, m, down, pool);
-    for (int i = 0; i < m; ++i) {
-      const auto [t, r] = slots[i];
-      std::memcpy(slot_out.data() + (size_t(t) * k + r) * n_embd, down.data() + size_t(i) * n_embd, n_embd * sizeof(float));
-    }
+    matmul(w.down.expert(e), g, m, expert_out.subspan(first_row[size_t(e)] * n_embd, size_t(m) * n_embd), pool);
   }
   // Weighted sum in rank order, so the result does not depend on which tokens shared an expert.
   for (int t = 0; t < n; ++t) {
@@ -190,7 +201,7 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
     std::fill(o, o + n_embd, 0.0f);
     for (int r = 0; r < k; ++r) {
       const float wt = routes[t].weights[r];
-      const float* s = slot_out.data() + (size_t(t) * k + r) * n_embd;
+      const float* s = expert_out.data() + slot_row[size_t(t) * k + size_t(r)] * n_embd;
       for (int64_t i = 0; i < n_embd; ++i) o[i] += wt * s[i];
     }
   }

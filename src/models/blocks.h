@@ -29,12 +29,35 @@ struct AttentionShape {
   float rope_base, rms_eps;
 };
 
-// Causal self-attention of n tokens at positions seq.length()-n .. seq.length()-1 (the caller
-// has grown `seq` already): projects u, normalises and rotates q and k, stores k and v in the
-// cache at `cache_layer`, attends over every cached position <= the token's own, and writes the
-// output projection to out [n][n_embd].
-void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer, std::span<const float> u, int n,
-               KvSequence& seq, std::span<float> out, ThreadPool& pool);
+// The tokens of one sequence inside a batch: activation rows [first, first + count), at
+// positions seq->length() - count .. seq->length() - 1 (the caller has grown seq already).
+struct SeqTokens {
+  KvSequence* seq;
+  int first, count;
+};
+
+// Buffers reused from one forward pass to the next, so that a warm step neither allocates
+// nor page-faults. One per model; forward passes of a model do not run concurrently.
+struct Scratch {
+  std::vector<float> x, u, delta;                 // residual stream, normed input, block output
+  std::vector<float> q, k, v, keys, values, mixed;  // attention
+  std::vector<float> router_logits, g, up, expert_out;  // feed-forward
+  std::vector<std::byte> gathered;
+  QuantizedActivations input;
+};
+
+// v resized to at least n elements (never shrunk), as a span of exactly n.
+template <class T>
+std::span<T> sized(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return {v.data(), n};
+}
+
+// Causal self-attention of the batch's tokens: projects u, normalises and rotates q and k,
+// stores k and v in each token's sequence at `cache_layer`, attends over every cached position
+// <= the token's own in its own sequence, and writes the output projection to out [n][n_embd].
+void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer, std::span<const float> u,
+               std::span<const SeqTokens> seqs, std::span<float> out, ThreadPool& pool, Scratch& scratch);
 
 struct DenseFfnLayer {
   WeightView gate, up;  // [n_ff][n_embd]
@@ -42,7 +65,8 @@ struct DenseFfnLayer {
 };
 
 // out = down(silu(gate u) * up u) for n tokens.
-void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool);
+void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
+               Scratch& scratch);
 
 struct MoeLayer {
   WeightView router;          // [n_expert][n_embd], f32 in practice
@@ -55,7 +79,8 @@ struct MoeLayer {
 // Routed experts: softmax over the router logits, top-k, (renormalise), and the weighted sum
 // of the selected experts' SwiGLU outputs. Tokens are grouped by expert so each expert's
 // weights are read once per call.
-void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool);
+void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
+             Scratch& scratch);
 
 // The routing decision for one token: expert ids and weights, in rank order.
 struct Route {

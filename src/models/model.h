@@ -35,17 +35,30 @@ struct ModelConfig {
 // Which logits a forward pass returns.
 enum class Logits { Last, All };
 
+// One sequence's part of a batched forward pass.
+struct BatchEntry {
+  std::span<const TokenId> tokens;  // run at positions seq->length() .. seq->length() + n - 1
+  KvSequence* seq = nullptr;        // gets their keys and values; at most once per batch
+  Logits which = Logits::Last;
+  std::span<float> logits;          // n_vocab floats (Last) or n * n_vocab, row-major (All)
+};
+
 class Model {
  public:
   virtual ~Model() = default;
   const ModelConfig& config() const { return config_; }
 
-  // Runs `tokens` at positions seq.length() .. seq.length() + n - 1, appending their keys and
-  // values to `seq`. Writes n_vocab logits for the last token (Logits::Last) or for every token
-  // (Logits::All, row-major). A token's logits do not depend on how the tokens were split
-  // into calls, nor on the thread count.
-  virtual void forward(std::span<const TokenId> tokens, KvSequence& seq, Logits which, std::span<float> logits,
-                       ThreadPool& pool) = 0;
+  // Runs the tokens of every entry in one pass (one read of the weights for the whole
+  // batch). A token's logits do not depend on the other sequences in the batch, on how a
+  // sequence's tokens were split into calls, nor on the thread count.
+  virtual void forward(std::span<const BatchEntry> batch, ThreadPool& pool) = 0;
+
+  // One sequence: `tokens` appended to `seq`, logits of the last token or of all.
+  void forward(std::span<const TokenId> tokens, KvSequence& seq, Logits which, std::span<float> logits,
+               ThreadPool& pool) {
+    const BatchEntry entry{tokens, &seq, which, logits};
+    forward(std::span(&entry, 1), pool);
+  }
 
  protected:
   ModelConfig config_;

@@ -20,7 +20,7 @@ class Qwen3 final : public Qwen3Family {
 
  private:
   void ffn(int il, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) override {
-    dense_ffn(ffn_[size_t(il)], u, n, out, pool);
+    dense_ffn(ffn_[size_t(il)], u, n, out, pool, scratch_);
   }
 
   std::vector<DenseFfnLayer> ffn_;

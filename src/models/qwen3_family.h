@@ -17,12 +17,14 @@ class Qwen3Family : public Model {
  public:
   explicit Qwen3Family(const gguf::Reader& reader);
 
-  void forward(std::span<const TokenId> tokens, KvSequence& seq, Logits which, std::span<float> logits,
-               ThreadPool& pool) override;
+  using Model::forward;
+  void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;
 
  protected:
   // out = ffn_il(u) for n tokens.
   virtual void ffn(int il, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) = 0;
+
+  Scratch scratch_;
 
  private:
   const gguf::TensorInfo* token_embd_;
@@ -31,6 +33,7 @@ class Qwen3Family : public Model {
   std::vector<std::vector<float>> attn_norm_, ffn_norm_;  // [n_layer][n_embd]
   std::vector<AttentionLayer> attn_;
   AttentionShape shape_{};
+  std::vector<float> out_rows_, out_logits_;  // batched logits before they go to each entry
 };
 
 std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader);

@@ -35,7 +35,7 @@ class Qwen3Moe final : public Qwen3Family {
 
  private:
   void ffn(int il, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) override {
-    moe_ffn(moe_[size_t(il)], u, n, out, pool);
+    moe_ffn(moe_[size_t(il)], u, n, out, pool, scratch_);
   }
 
   std::vector<MoeLayer> moe_;

@@ -174,6 +174,72 @@ TEST(Generate, ContextOverflowIsAnError) {
   EXPECT_THROW(m.model->forward(bad, seq2, Logits::Last, logits, pool), Error);
 }
 
+// Three sequences run together, batched differently at every step and with two threads,
+// give bit for bit the logits each gets alone with one thread.
+class BatchTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchTest, ASequenceDoesNotSeeTheRestOfTheBatch) {
+  TinyModel m(GetParam(), "q8_0");
+  Model& model = *m.model;
+  const auto& c = model.config();
+  const int64_t vocab = c.n_vocab;
+  const std::vector<std::vector<TokenId>> prompts = {prompt_tokens(37, vocab, 1), prompt_tokens(9, vocab, 2),
+                                                     prompt_tokens(21, vocab, 3)};
+  std::vector<std::vector<float>> alone;
+  for (const auto& p : prompts) alone.push_back(all_logits(model, p, int(p.size()), 1, GgmlType::Q8_0));
+
+  // Steps of (sequence, token count) pairs; together they cover each prompt exactly once.
+  const std::vector<std::vector<std::pair<int, int>>> steps = {
+      {{0, 17}, {1, 9}, {2, 1}}, {{2, 12}}, {{0, 1}, {2, 1}}, {{2, 7}, {0, 19}}};
+  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::Q8_0, 256);
+  std::vector<KvSequence> seqs;
+  for (size_t i = 0; i < prompts.size(); ++i) seqs.emplace_back(cache);
+  std::vector<size_t> done(prompts.size(), 0);
+  ThreadPool pool(2);
+  for (const auto& step : steps) {
+    std::vector<BatchEntry> batch;
+    std::vector<std::vector<float>> logits(step.size());
+    for (size_t j = 0; j < step.size(); ++j) {
+      const auto [s, n] = step[j];
+      logits[j].resize(size_t(n) * size_t(vocab));
+      batch.push_back({std::span(prompts[size_t(s)]).subspan(done[size_t(s)], size_t(n)), &seqs[size_t(s)],
+                       Logits::All, logits[j]});
+    }
+    model.forward(batch, pool);
+    for (size_t j = 0; j < step.size(); ++j) {
+      const auto [s, n] = step[j];
+      const auto expected = std::span(alone[size_t(s)]).subspan(done[size_t(s)] * size_t(vocab), size_t(n) * vocab);
+      ASSERT_TRUE(std::equal(expected.begin(), expected.end(), logits[j].begin())) << "sequence " << s;
+      done[size_t(s)] += size_t(n);
+    }
+  }
+  for (size_t s = 0; s < prompts.size(); ++s) EXPECT_EQ(done[s], prompts[s].size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Qwen3Family, BatchTest, ::testing::Values("qwen3moe", "qwen3"));
+
+TEST(Batch, BadBatchesChangeNothing) {
+  TinyModel m("qwen3moe", "q8_0");
+  const auto& c = m.model->config();
+  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F16, 32);
+  KvSequence a(cache), b(cache);
+  ThreadPool pool(1);
+  const auto p = prompt_tokens(8, c.n_vocab);
+  std::vector<float> la(size_t(c.n_vocab)), lb(size_t(c.n_vocab));
+  const BatchEntry twice[] = {{p, &a, Logits::Last, la}, {p, &a, Logits::Last, lb}};
+  EXPECT_THROW(m.model->forward(twice, pool), Error);
+  EXPECT_EQ(a.length(), 0);
+  // b does not fit the 32-position cache once a holds 24: neither sequence grows.
+  const auto long_prompt = prompt_tokens(24, c.n_vocab);
+  const BatchEntry too_big[] = {{p, &a, Logits::Last, la}, {long_prompt, &b, Logits::Last, lb}};
+  EXPECT_THROW(m.model->forward(too_big, pool), Error);
+  EXPECT_EQ(a.length(), 0);
+  EXPECT_EQ(b.length(), 0);
+  const BatchEntry wrong_logits[] = {{p, &a, Logits::All, la}};
+  EXPECT_THROW(m.model->forward(wrong_logits, pool), Error);
+  EXPECT_THROW(m.model->forward(std::span<const BatchEntry>(), pool), Error);
+}
+
 TEST(LoadModel, UnsupportedArchitecturesAreNamed) {
   test::TempDir dir;
   gguf::Writer w;
