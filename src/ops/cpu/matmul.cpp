@@ -56,6 +56,7 @@ void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, Th
   }
 
   const VecDotFn dot = vec_dot_kernel(w.type);
+  const GemmTileFn tile = gemm_tile_kernel(w.type);
   const int64_t rows = w.rows;
   const auto n_tasks = static_cast<size_t>((rows + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
   pool.parallel_for(n_tasks, [&](size_t task, int) {
@@ -66,7 +67,17 @@ void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, Th
     for (int64_t t0 = 0; t0 < x.n_tokens; t0 += kMaxDotTokens) {
       const int n_tok = static_cast<int>(std::min<int64_t>(kMaxDotTokens, x.n_tokens - t0));
       const std::byte* xt = x.data + static_cast<size_t>(t0) * x.row_stride;
-      for (int64_t r = r0; r < r1; ++r) {
+      int64_t r = r0;
+      if (tile && n_tok > 1) {  // same numbers as `dot`, fewer instructions (decode stays on `dot`)
+        for (; r + kGemmTileRows <= r1; r += kGemmTileRows) {
+          float out[kGemmTileRows * kGemmTileTokens];
+          tile(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, w.row_stride, xt, x.row_stride, n_tok, out);
+          for (int i = 0; i < kGemmTileRows; ++i) {
+            for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r + i)] = out[i * kGemmTileTokens + t];
+          }
+        }
+      }
+      for (; r < r1; ++r) {
         float out[kMaxDotTokens];
         dot(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, xt, x.row_stride, n_tok, out);
         for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r)] = out[t];

@@ -43,4 +43,8 @@ VecDotFn vec_dot_kernel(GgmlType type, SimdLevel level) {
   return fn;
 }
 
+GemmTileFn gemm_tile_kernel(GgmlType type, SimdLevel level) {
+  return vec_dot_level(level) == SimdLevel::Avx512 ? gemm_tile_avx512(type) : nullptr;
+}
+
 }  // namespace moe

@@ -41,6 +41,17 @@ bool has_vec_dot(GgmlType weight_type);
 VecDotFn vec_dot_kernel(GgmlType weight_type, SimdLevel level);
 inline VecDotFn vec_dot_kernel(GgmlType weight_type) { return vec_dot_kernel(weight_type, active_simd_level()); }
 
+// Prefill tiles: out[r * kGemmTileTokens + t] = dot(row r, token t) for kGemmTileRows weight
+// rows (w_stride bytes apart) and n_tok (1..kGemmTileTokens) activation rows, bit-identical to
+// what the VecDotFn of the same format and level computes for each pair. Only where a tile
+// pays (it shares work across rows and tokens); nullptr elsewhere.
+constexpr int kGemmTileRows = 4, kGemmTileTokens = 4;
+using GemmTileFn = void (*)(int64_t k, const std::byte* w, size_t w_stride, const std::byte* x, size_t x_stride,
+                            int n_tok, float* out);
+GemmTileFn gemm_tile_kernel(GgmlType weight_type, SimdLevel level);
+inline GemmTileFn gemm_tile_kernel(GgmlType weight_type) { return gemm_tile_kernel(weight_type, active_simd_level()); }
+GemmTileFn gemm_tile_avx512(GgmlType weight_type);
+
 // The SIMD level vec_dot_kernel(type, level) really runs (after clamping); for reports.
 SimdLevel vec_dot_level(SimdLevel level);
 

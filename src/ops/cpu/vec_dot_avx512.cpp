@@ -140,6 +140,83 @@ struct DotQ8_0 {
   }
 };
 
+// A tile of 4 rows x T tokens (1..4) of the same products, for prefill. Bit-identical to DotQ8_0: every
+// int32 lane holds the same integer and meets the same float scale in the same order. What
+// changes is where the work is shared: Q8_0 feeds x + 128 as the unsigned operand (so the
+// weights need no sign trick per token) and starts each row's lanes at -128 * sum(w); Q4_0
+// starts each token's lanes at -8 * sum(x). The per-token scale is built once per row tile.
+template <bool kQ4, int T>
+struct TileQ8_0 {
+  static constexpr size_t kWB = kQ4 ? kQ4_0Bytes : kQ8_0Bytes;
+  static constexpr int R = kGemmTileRows;
+
+  static __m512 pair_scale(const std::byte* b, size_t block_bytes) {
+    return _mm512_insertf32x8(_mm512_set1_ps(load_f16(b)), _mm256_set1_ps(load_f16(b + block_bytes)), 1);
+  }
+
+  static void run(int64_t k, const std::byte* w, size_t ws, const std::byte* x, size_t xs, float* out) {
+    const int64_t nb = k / kQK8_0;
+    __m512 acc[R][T];
+    for (auto& row : acc) {
+      for (auto& a : row) a = _mm512_setzero_ps();
+    }
+    const __m512i zero = _mm512_setzero_si512();
+    int64_t ib = 0;
+    for (; ib + 2 <= nb; ib += 2) {
+      __m512i xv[T], xfix[T];
+      __m512 xd[T];
+      for (int t = 0; t < T; ++t) {
+        const std::byte* xb = x + t * xs + ib * kQ8_0Bytes;
+        const __m512i raw = _mm512_inserti64x4(_mm512_castsi256_si512(load256(xb + 2)), load256(xb + kQ8_0Bytes + 2), 1);
+        if constexpr (kQ4) {
+          xv[t] = raw;
+          xfix[t] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), raw));
+        } else {
+          xv[t] = _mm512_xor_si512(raw, _mm512_set1_epi8(char(0x80)));  // x + 128 as u8
+        }
+        xd[t] = pair_scale(xb, kQ8_0Bytes);
+      }
+      for (int r = 0; r < R; ++r) {
+        const std::byte* b0 = w + r * ws + ib * kWB;
+        __m512i wq, wfix = zero;
+        if constexpr (kQ4) {
+          const __m256i q01 = _mm256_inserti128_si256(_mm256_castsi128_si256(load128(b0 + 2)), load128(b0 + kWB + 2), 1);
+          const __m512i z = _mm512_and_si512(
+              _mm512_inserti64x4(_mm512_castsi256_si512(q01), _mm256_srli_epi16(q01, 4), 1), _mm512_set1_epi8(0x0F));
+          wq = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+        } else {
+          wq = _mm512_inserti64x4(_mm512_castsi256_si512(load256(b0 + 2)), load256(b0 + kWB + 2), 1);
+          wfix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(char(0x80)), wq));
+        }
+        const __m512 wd = pair_scale(b0, kWB);
+        for (int t = 0; t < T; ++t) {
+          const __m512i isum = kQ4 ? _mm512_dpbusd_epi32(xfix[t], wq, xv[t]) : _mm512_dpbusd_epi32(wfix, xv[t], wq);
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
+        }
+      }
+    }
+    if (ib < nb) {  // odd block count: exactly as DotQ8_0's tail
+      for (int r = 0; r < R; ++r) {
+        const std::byte* b0 = w + r * ws + ib * kWB;
+        const __m256i wv = block_weights<kQ4>(b0);
+        const __m256i wabs = _mm256_abs_epi8(wv);
+        const __mmask32 neg = _mm256_movepi8_mask(wv);
+        const float d0 = load_f16(b0);
+        for (int t = 0; t < T; ++t) {
+          const std::byte* xb = x + t * xs + ib * kQ8_0Bytes;
+          const __m256i xv = _mm256_mask_sub_epi8(load256(xb + 2), neg, _mm256_setzero_si256(), load256(xb + 2));
+          const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, xv);
+          const __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d0 * load_f16(xb)));
+          acc[r][t] = _mm512_add_ps(acc[r][t], _mm512_zextps256_ps512(part));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) out[r * kGemmTileTokens + t] = _mm512_reduce_add_ps(acc[r][t]);
+    }
+  }
+};
+
 // ---- Q4_K / Q5_K weights x Q8_K activations ---------------------------------------------
 
 template <bool kQ5>
@@ -249,7 +326,26 @@ struct DotQ6K {
   }
 };
 
+template <template <bool, int> class Tile, bool kQ4>
+void by_tile_tokens(int64_t k, const std::byte* w, size_t ws, const std::byte* x, size_t xs, int n_tok, float* out) {
+  switch (n_tok) {
+    case 1: Tile<kQ4, 1>::run(k, w, ws, x, xs, out); break;
+    case 2: Tile<kQ4, 2>::run(k, w, ws, x, xs, out); break;
+    case 3: Tile<kQ4, 3>::run(k, w, ws, x, xs, out); break;
+    default: Tile<kQ4, 4>::run(k, w, ws, x, xs, out); break;
+  }
+}
+static_assert(kGemmTileTokens == 4, "by_tile_tokens instantiates 1..4");
+
 }  // namespace
+
+GemmTileFn gemm_tile_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q8_0: return by_tile_tokens<TileQ8_0, false>;
+    case GgmlType::Q4_0: return by_tile_tokens<TileQ8_0, true>;
+    default: return nullptr;
+  }
+}
 
 VecDotFn vec_dot_avx512(GgmlType type) {
   switch (type) {
