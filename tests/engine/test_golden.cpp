@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -160,6 +161,48 @@ INSTANTIATE_TEST_SUITE_P(
       for (auto& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
       return name;
     });
+
+// Files written by llama.cpp's own converter (convert_hf_to_gguf.py) from the same checkpoints
+// must be interchangeable with ours: the same tensors byte for byte and the same logits.
+// llama.cpp is never part of this project, so these files are made beside it (docs/correctness.md
+// says how) and named by MOE_LLAMA_CONVERTED_DIR: <model>-<f32|f16|q8_0>.gguf.
+TEST(LlamaCppConverter, FilesAreInterchangeable) {
+  const char* dir_env = std::getenv("MOE_LLAMA_CONVERTED_DIR");
+  if (!dir_env) GTEST_SKIP() << "MOE_LLAMA_CONVERTED_DIR is not set (files made by llama.cpp's converter)";
+  int compared = 0;
+  for (const char* name : {"qwen3moe-tiny", "qwen3-tiny"}) {
+    const Golden g = read_golden(name);
+    for (const GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q8_0}) {
+      const std::string theirs_path = std::string(dir_env) + "/" + name + "-" + std::string(type_name(type)) + ".gguf";
+      if (!std::ifstream(theirs_path)) continue;
+      SCOPED_TRACE(theirs_path);
+      test::TempDir dir;
+      formats::ConvertOptions opt;
+      opt.hf_dir = kGoldenDir + name;
+      opt.out_path = dir.file("ours.gguf");
+      opt.type = type;
+      formats::convert_hf_to_gguf(opt);
+      const gguf::Reader ours(opt.out_path), theirs(theirs_path);
+      ASSERT_EQ(ours.tensors().size(), theirs.tensors().size());
+      for (const gguf::TensorInfo& t : theirs.tensors()) {
+        const gguf::TensorInfo* o = ours.find_tensor(std::string(t.name));
+        ASSERT_NE(o, nullptr) << t.name;
+        EXPECT_EQ(o->type, t.type) << t.name;
+        EXPECT_EQ(o->ne, t.ne) << t.name;
+        EXPECT_TRUE(o->data.size() == t.data.size() && std::equal(t.data.begin(), t.data.end(), o->data.begin()))
+            << t.name << ": bytes differ";
+      }
+      const auto their_logits = our_logits(*load_model(theirs), g, GgmlType::F32);
+      const auto our_file_logits = our_logits(*load_model(ours), g, GgmlType::F32);
+      EXPECT_EQ(their_logits, our_file_logits);
+      const Agreement a = compare(their_logits, g.logits, g.vocab);
+      std::printf("llama.cpp-converted %s %s: max|dlogit|/std %.2e, mean KL %.2e, top-1 %d/%d\n", name,
+                  std::string(type_name(type)).c_str(), a.max_diff_over_std, a.mean_kl, a.top1_agree, a.decisive);
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 0) << "no <model>-<type>.gguf files in " << dir_env;
+}
 
 }  // namespace
 }  // namespace moe
