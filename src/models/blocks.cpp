@@ -169,42 +169,77 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
     for (int r = 0; r < k; ++r) served[size_t(routes[t].experts[r])].emplace_back(t, r);
   }
 
-  // The input is converted once for all experts; each expert gathers the rows of its tokens.
-  QuantizedActivations& input = scratch.input;
-  input.quantize(vec_dot_type(w.gate.first.type), u, n, n_embd, &pool);
-  const ActivationView& all = input.view();
-  // Expert e's outputs are rows [first_row[e], first_row[e] + served[e].size()) of expert_out.
-  std::vector<size_t> first_row(static_cast<size_t>(n_expert) + 1, 0);
-  for (int e = 0; e < n_expert; ++e) first_row[size_t(e) + 1] = first_row[size_t(e)] + served[size_t(e)].size();
-  const auto expert_out = sized(scratch.expert_out, size_t(n) * k * n_embd);
-  std::vector<size_t> slot_row(size_t(n) * k);  // (token, rank) -> row of expert_out
+  // The work laid out expert by expert: expert e's tokens are rows [first[e], first[e + 1]).
+  std::vector<size_t> first(static_cast<size_t>(n_expert) + 1, 0);
+  std::vector<int> active;  // experts with at least one token
   for (int e = 0; e < n_expert; ++e) {
-    const auto& slots = served[size_t(e)];
-    if (slots.empty()) continue;
-    const int m = int(slots.size());
-    const auto gathered = sized(scratch.gathered, size_t(m) * all.row_stride);
-    for (int i = 0; i < m; ++i) {
-      std::memcpy(gathered.data() + size_t(i) * all.row_stride, all.data + size_t(slots[i].first) * all.row_stride,
-                  all.row_stride);
-      slot_row[size_t(slots[i].first) * k + size_t(slots[i].second)] = first_row[size_t(e)] + size_t(i);
-    }
-    const ActivationView rows{all.type, all.cols, m, gathered.data(), all.row_stride};
-    const auto g = sized(scratch.g, size_t(m) * ff), up = sized(scratch.up, size_t(m) * ff);
-    matmul(w.gate.expert(e), rows, g, pool);
-    matmul(w.up.expert(e), rows, up, pool);
-    swiglu(g, up, g);
-    matmul(w.down.expert(e), g, m, expert_out.subspan(first_row[size_t(e)] * n_embd, size_t(m) * n_embd), pool);
+    first[size_t(e) + 1] = first[size_t(e)] + served[size_t(e)].size();
+    if (!served[size_t(e)].empty()) active.push_back(e);
   }
+  const size_t n_rows = size_t(n) * k;
+
+  // The input is converted once; each expert's tokens are gathered into its rows.
+  scratch.input.quantize(vec_dot_type(w.gate.first.type), u, n, n_embd, &pool);
+  const ActivationView& in = scratch.input.view();
+  const auto gathered = sized(scratch.gathered, n_rows * in.row_stride);
+  std::vector<size_t> slot_row(n_rows);  // (token, rank) -> row
+  for (int e : active) {
+    for (size_t i = 0; i < served[size_t(e)].size(); ++i) {
+      const auto [t, r] = served[size_t(e)][i];
+      const size_t row = first[size_t(e)] + i;
+      std::memcpy(gathered.data() + row * in.row_stride, in.data + size_t(t) * in.row_stride, in.row_stride);
+      slot_row[size_t(t) * k + size_t(r)] = row;
+    }
+  }
+  auto rows_of = [&](const ActivationView& a, const std::byte* base, int e) {
+    return ActivationView{a.type, a.cols, int64_t(first[size_t(e) + 1] - first[size_t(e)]),
+                          base + first[size_t(e)] * a.row_stride, a.row_stride};
+  };
+  // Expert e's part of a [row][width] buffer.
+  auto part = [&](std::span<float> buf, int e, int64_t width) {
+    return buf.subspan(first[size_t(e)] * width, (first[size_t(e) + 1] - first[size_t(e)]) * width);
+  };
+
+  // Every expert's gate and up products as one parallel job (no barrier per expert):
+  // tasks of kMatmulRowsPerTask rows, expert-major, so a thread reads contiguous weights.
+  const auto g = sized(scratch.g, n_rows * ff), up = sized(scratch.up, n_rows * ff);
+  const size_t ff_tasks = size_t((ff + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
+  pool.parallel_for(active.size() * 2 * ff_tasks, [&](size_t task, int) {
+    const int e = active[task / (2 * ff_tasks)];
+    const bool is_up = task / ff_tasks % 2 == 1;
+    const int64_t r0 = int64_t(task % ff_tasks) * kMatmulRowsPerTask;
+    matmul_rows(is_up ? w.up.expert(e) : w.gate.expert(e), rows_of(in, gathered.data(), e), r0,
+                std::min(ff, r0 + kMatmulRowsPerTask), part(is_up ? up : g, e, ff));
+  });
+  parallel_chunks(pool, n_rows, 16, [&](size_t begin, size_t end, int) {
+    const size_t b = begin * size_t(ff), len = (end - begin) * size_t(ff);
+    swiglu(g.subspan(b, len), up.subspan(b, len), g.subspan(b, len));
+  });
+
+  // The down products likewise, from the hidden rows converted once.
+  scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(n_rows), ff, &pool);
+  const ActivationView& hidden = scratch.hidden.view();
+  const auto expert_out = sized(scratch.expert_out, n_rows * n_embd);
+  const size_t embd_tasks = size_t((n_embd + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
+  pool.parallel_for(active.size() * embd_tasks, [&](size_t task, int) {
+    const int e = active[task / embd_tasks];
+    const int64_t r0 = int64_t(task % embd_tasks) * kMatmulRowsPerTask;
+    matmul_rows(w.down.expert(e), rows_of(hidden, hidden.data, e), r0, std::min(n_embd, r0 + kMatmulRowsPerTask),
+                part(expert_out, e, n_embd));
+  });
+
   // Weighted sum in rank order, so the result does not depend on which tokens shared an expert.
-  for (int t = 0; t < n; ++t) {
-    float* o = out.data() + size_t(t) * n_embd;
-    std::fill(o, o + n_embd, 0.0f);
-    for (int r = 0; r < k; ++r) {
-      const float wt = routes[t].weights[r];
-      const float* s = expert_out.data() + slot_row[size_t(t) * k + size_t(r)] * n_embd;
-      for (int64_t i = 0; i < n_embd; ++i) o[i] += wt * s[i];
+  parallel_chunks(pool, size_t(n), 8, [&](size_t begin, size_t end, int) {
+    for (size_t t = begin; t < end; ++t) {
+      float* o = out.data() + t * n_embd;
+      std::fill(o, o + n_embd, 0.0f);
+      for (int r = 0; r < k; ++r) {
+        const float wt = routes[t].weights[r];
+        const float* s = expert_out.data() + slot_row[t * k + size_t(r)] * n_embd;
+        for (int64_t i = 0; i < n_embd; ++i) o[i] += wt * s[i];
+      }
     }
-  }
+  });
 }
 
 }  // namespace moe

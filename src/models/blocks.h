@@ -43,7 +43,7 @@ struct Scratch {
   std::vector<float> q, k, v, keys, values, mixed;  // attention
   std::vector<float> router_logits, g, up, expert_out;  // feed-forward
   std::vector<std::byte> gathered;
-  QuantizedActivations input;
+  QuantizedActivations input, hidden;
 };
 
 // v resized to at least n elements (never shrunk), as a span of exactly n.

@@ -38,7 +38,9 @@ void QuantizedActivations::quantize(GgmlType type, std::span<const float> x, int
   view_ = {type, cols, n_tokens, storage_.data(), rb};
 }
 
-void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool) {
+namespace {
+
+void check_product(const WeightView& w, const ActivationView& x, std::span<float> y) {
   const GgmlType act_type = vec_dot_type(w.type);  // throws for formats without kernels
   if (x.type != act_type) {
     fail("matmul: {} weights need {} activations, got {}", type_name(w.type), type_name(act_type), type_name(x.type));
@@ -54,35 +56,51 @@ void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, Th
   if (y.size() != static_cast<size_t>(x.n_tokens * w.rows)) {
     fail("matmul: output has {} values, expected {} tokens x {} rows", y.size(), x.n_tokens, w.rows);
   }
+}
 
-  const VecDotFn dot = vec_dot_kernel(w.type);
-  const GemmTileFn tile = gemm_tile_kernel(w.type);
+// Rows [r0, r1) of the product, on the calling thread, with kernels already chosen.
+void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y,
+                  VecDotFn dot, GemmTileFn tile) {
   const int64_t rows = w.rows;
-  const auto n_tasks = static_cast<size_t>((rows + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
-  pool.parallel_for(n_tasks, [&](size_t task, int) {
-    const int64_t r0 = static_cast<int64_t>(task) * kMatmulRowsPerTask;
-    const int64_t r1 = std::min(rows, r0 + kMatmulRowsPerTask);
-    // Token groups outside, rows inside: the task's weight rows stay in L1/L2 while every
-    // group of tokens passes over them, and each group is decoded once per weight block.
-    for (int64_t t0 = 0; t0 < x.n_tokens; t0 += kMaxDotTokens) {
-      const int n_tok = static_cast<int>(std::min<int64_t>(kMaxDotTokens, x.n_tokens - t0));
-      const std::byte* xt = x.data + static_cast<size_t>(t0) * x.row_stride;
-      int64_t r = r0;
-      if (tile && n_tok > 1) {  // same numbers as `dot`, fewer instructions (decode stays on `dot`)
-        for (; r + kGemmTileRows <= r1; r += kGemmTileRows) {
-          float out[kGemmTileRows * kGemmTileTokens];
-          tile(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, w.row_stride, xt, x.row_stride, n_tok, out);
-          for (int i = 0; i < kGemmTileRows; ++i) {
-            for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r + i)] = out[i * kGemmTileTokens + t];
-          }
+  // Token groups outside, rows inside: the weight rows stay in L1/L2 while every group of
+  // tokens passes over them, and each group is decoded once per weight block.
+  for (int64_t t0 = 0; t0 < x.n_tokens; t0 += kMaxDotTokens) {
+    const int n_tok = static_cast<int>(std::min<int64_t>(kMaxDotTokens, x.n_tokens - t0));
+    const std::byte* xt = x.data + static_cast<size_t>(t0) * x.row_stride;
+    int64_t r = r0;
+    if (tile && n_tok > 1) {  // same numbers as `dot`, fewer instructions (decode stays on `dot`)
+      for (; r + kGemmTileRows <= r1; r += kGemmTileRows) {
+        float out[kGemmTileRows * kGemmTileTokens];
+        tile(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, w.row_stride, xt, x.row_stride, n_tok, out);
+        for (int i = 0; i < kGemmTileRows; ++i) {
+          for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r + i)] = out[i * kGemmTileTokens + t];
         }
       }
-      for (; r < r1; ++r) {
-        float out[kMaxDotTokens];
-        dot(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, xt, x.row_stride, n_tok, out);
-        for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r)] = out[t];
-      }
     }
+    for (; r < r1; ++r) {
+      float out[kMaxDotTokens];
+      dot(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, xt, x.row_stride, n_tok, out);
+      for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r)] = out[t];
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y) {
+  check_product(w, x, y);
+  if (r0 < 0 || r1 > w.rows || r0 > r1) fail("matmul_rows: rows [{}, {}) of {}", r0, r1, w.rows);
+  product_rows(w, x, r0, r1, y, vec_dot_kernel(w.type), gemm_tile_kernel(w.type));
+}
+
+void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool) {
+  check_product(w, x, y);
+  const VecDotFn dot = vec_dot_kernel(w.type);
+  const GemmTileFn tile = gemm_tile_kernel(w.type);
+  const auto n_tasks = static_cast<size_t>((w.rows + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
+  pool.parallel_for(n_tasks, [&](size_t task, int) {
+    const int64_t r0 = static_cast<int64_t>(task) * kMatmulRowsPerTask;
+    product_rows(w, x, r0, std::min(w.rows, r0 + kMatmulRowsPerTask), y, dot, tile);
   });
 }
 

@@ -61,4 +61,8 @@ void matmul(const WeightView& w, std::span<const float> x, int64_t n_tokens, std
 // Same with activations already converted to vec_dot_type(w.type).
 void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool);
 
+// Only rows [r0, r1) of y (laid out as above), on the calling thread: for callers that run
+// many products as one parallel job (the experts of an MoE layer). Same bits as matmul().
+void matmul_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y);
+
 }  // namespace moe
