@@ -6,9 +6,11 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/load_options.h"
 #include "core/error.h"
 #include "core/text_file.h"
 #include "core/log.h"
+#include "engine/model_loading.h"
 #include "engine/perplexity.h"
 #include "gguf/reader.h"
 #include "models/model.h"
@@ -20,12 +22,14 @@ namespace {
 struct PerplexityCliOptions {
   std::string model, text_file, kv_type = "f16";
   int n_ctx = 512, batch = 512, threads = 0;
+  LoadOptions load;  // --prefault (default advise) and --mlock
 };
 
 void perplexity(const PerplexityCliOptions& opt) {
   const auto kv = parse_type(opt.kv_type);
   if (!kv) fail("unknown KV cache type '{}' (use f32, f16, q8_0 or q4_0)", opt.kv_type);
   const gguf::Reader reader(opt.model);
+  prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   auto model = load_model(reader);
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
@@ -65,6 +69,7 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("-b,--batch-size", opt->batch, "Tokens per forward pass")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", opt->threads, "CPU threads (default: all)");
   cmd->add_option("--kv-type", opt->kv_type, "KV cache type: f32, f16, q8_0, q4_0");
+  add_load_options(*cmd, opt->load);
   cmd->callback([opt] { perplexity(*opt); });
 }
 

@@ -6,11 +6,13 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/load_options.h"
 #include "core/error.h"
 #include "core/text_file.h"
 #include "core/log.h"
 #include "core/units.h"
 #include "engine/generate.h"
+#include "engine/model_loading.h"
 #include "gguf/reader.h"
 #include "models/model.h"
 #include "tokenizer/stream_decoder.h"
@@ -25,6 +27,7 @@ struct RunOptions {
   bool chat = false, no_special = false;
   SamplingParams sampling;
   int64_t seed = -1;
+  LoadOptions load;  // --prefault (default advise) and --mlock
   std::set<std::string> sampling_set;  // sampling options given on the command line
 };
 
@@ -64,6 +67,7 @@ GgmlType kv_type(const RunOptions& opt) {
 
 void run(const RunOptions& opt) {
   const gguf::Reader reader(opt.model);
+  prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   auto model = load_model(reader);
   const ModelConfig& c = model->config();
@@ -136,6 +140,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--repeat-last-n", opt->sampling.repeat_last_n, "Tokens the penalties look back");
   cmd->add_option("--presence-penalty", opt->sampling.presence_penalty, "Presence penalty (0: off)");
   cmd->add_option("-s,--seed", opt->seed, "Random seed (default: random, printed)");
+  add_load_options(*cmd, opt->load);
   cmd->callback([opt, cmd] {
     if (opt->prompt.empty() && opt->prompt_file.empty()) fail("run: give a prompt with -p or -f");
     // Which sampling options the command line set: the file's general.sampling.* defaults

@@ -1,0 +1,25 @@
+#include "cli/load_options.h"
+
+#include <fmt/format.h>
+
+#include <string>
+
+namespace moe::cli {
+
+void add_load_options(CLI::App& cmd, LoadOptions& options) {
+  const auto set_prefault = [&options](const std::string& name) {
+    for (Prefault how : {Prefault::None, Prefault::Advise, Prefault::Populate}) {
+      if (name == prefault_name(how)) options.prefault = how;
+    }
+  };
+  cmd.add_option_function<std::string>(
+         "--prefault", set_prefault,
+         fmt::format("Bring the model's pages into RAM before the first token: none, advise (the kernel reads "
+                     "ahead in the background) or populate (read everything now); default {}",
+                     prefault_name(options.prefault)))
+      ->check(CLI::IsMember({"none", "advise", "populate"}));
+  cmd.add_flag("--mlock", options.mlock,
+               "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,47 @@
+#pragma once
+// What happens to a model's mapped pages before the first token: residency is measured (cold or
+// warm page cache), the pages are advised or populated, optionally locked, and RAM is checked
+// against the bytes the CPU must read. One place, so run, bench and perplexity behave alike.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/mapped_file.h"
+#include "core/system_memory.h"
+#include "gguf/reader.h"
+
+namespace moe {
+
+struct LoadOptions {
+  Prefault prefault = Prefault::Advise;
+  bool mlock = false;  // lock the mapping in RAM; a failure is a warning, not an error
+  int threads = 0;     // threads for Populate; <= 0: one per hardware thread
+};
+
+// A model counts as warm when this much of it was already in the page cache.
+constexpr double kWarmFraction = 0.9;
+
+struct LoadReport {
+  uint64_t mapped_bytes = 0;       // all shards, whole files
+  uint64_t cpu_bytes = 0;          // tensor bytes the CPU reads (all of them until placement)
+  double resident_fraction = 0;    // of the mapped pages, measured before prefaulting
+  Prefault prefault = Prefault::None;
+  double prefault_seconds = 0;     // prefault plus mlock
+  bool locked = false;             // mlock asked for and done
+  std::string lock_error;          // why mlock failed; empty if it worked or was not asked for
+  SystemMemory memory;
+
+  bool warm() const { return resident_fraction >= kWarmFraction; }
+  // "load: 3.09 GiB mapped, 100% in page cache (warm), populated in 0.41 s (7.5 GB/s)"
+  std::string summary() const;
+};
+
+// The warning to give when `cpu_bytes` does not fit the RAM in `memory`, else nullopt: above
+// the total every token reads from disk; above what is available, other memory gets evicted.
+std::optional<std::string> ram_warning(uint64_t cpu_bytes, const SystemMemory& memory);
+
+// Applies `options` to every shard of `reader` and logs the load line, the RAM warning and any
+// mlock failure (stderr). Throws only on errors that make the mapping unusable.
+LoadReport prepare_model_memory(const gguf::Reader& reader, const LoadOptions& options);
+
+}  // namespace moe

@@ -1,0 +1,79 @@
+// --prefault and --mlock on run, bench and perplexity: the load line, the bench JSON fields.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../gguf/gguf_test_util.h"
+#include "cli_runner.h"
+
+namespace moe {
+namespace {
+
+std::string make_tiny_model(const test::TempDir& dir) {
+  const std::string path = dir.file("tiny.gguf");
+  const auto r = test::run_cli("synth --arch qwen3moe --preset tiny -o " + test::shell_quote(path), dir.file("err"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return path;
+}
+
+TEST(CliLoad, RunPopulatesLocksAndLogsTheLoadLine) {
+  test::TempDir dir;
+  const std::string model = make_tiny_model(dir);
+  const auto r = test::run_cli("run --prefault populate --mlock -n 2 -t 2 --seed 1 -p Hello -m " +
+                                   test::shell_quote(model),
+                               dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("load: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("% in page cache ("), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("populated"), std::string::npos) << r.err;
+  // Locked, or (under a low RLIMIT_MEMLOCK) a warning and the run goes on.
+  const bool locked = r.err.find("and locked in") != std::string::npos;
+  const bool warned = r.err.find("cannot mlock") != std::string::npos;
+  EXPECT_TRUE(locked != warned) << r.err;
+}
+
+TEST(CliLoad, RunDefaultsToAdviseAndRejectsUnknownPolicies) {
+  test::TempDir dir;
+  const std::string model = make_tiny_model(dir);
+  const auto ok = test::run_cli("run -n 1 --seed 1 -p Hello -m " + test::shell_quote(model), dir.file("err"));
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.err.find("read-ahead advised"), std::string::npos) << ok.err;
+  const auto bad =
+      test::run_cli("run --prefault eager -n 1 -p Hello -m " + test::shell_quote(model), dir.file("err"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--prefault"), std::string::npos) << bad.err;
+}
+
+TEST(CliLoad, BenchJsonCarriesTheLoadReport) {
+  test::TempDir dir;
+  const std::string model = make_tiny_model(dir);
+  const auto r = test::run_cli("bench -o json -p 8 -n 0 -r 1 -t 1 -m " + test::shell_quote(model), dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["load_prefault"], "populate");  // bench's default: no disk reads in repetition one
+  EXPECT_EQ(j[0]["load_mlock"], false);
+  EXPECT_GE(j[0]["load_resident_pct"].get<double>(), 0.0);
+  EXPECT_LE(j[0]["load_resident_pct"].get<double>(), 100.0);
+  EXPECT_EQ(j[0]["load_warm"].get<bool>(), j[0]["load_resident_pct"].get<double>() >= 90.0);
+  EXPECT_GE(j[0]["load_seconds"].get<double>(), 0.0);
+}
+
+TEST(CliLoad, PerplexityTakesTheSameOptions) {
+  test::TempDir dir;
+  const std::string model = make_tiny_model(dir);
+  const std::string text = dir.file("text.txt");
+  {
+    std::ofstream out(text);
+    for (int i = 0; i < 20; ++i) out << "The quick brown fox " << i << " jumps over the lazy dog. ";
+  }
+  const auto r = test::run_cli("perplexity --prefault none -t 2 -c 32 -b 16 -m " + test::shell_quote(model) +
+                                   " -f " + test::shell_quote(text),
+                               dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("not prefaulted"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace moe
