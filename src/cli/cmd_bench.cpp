@@ -108,7 +108,8 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
     j["load_mlock"] = load.locked;
     j["load_resident_pct"] = load.resident_fraction * 100.0;
     j["load_warm"] = load.warm();
-    j["load_seconds"] = load.prefault_seconds;
+    j["load_no_mmap"] = load.copied;
+    j["load_seconds"] = load.copied ? load.copy_seconds + load.prefault_seconds : load.prefault_seconds;
     // The bandwidth ceiling applies to decoding, where each token streams the weights once.
     if (opt.mem_bw_gb_s > 0 && r.n_gen > 0) {
       j["mem_bw_gb_s"] = opt.mem_bw_gb_s;
@@ -123,7 +124,7 @@ void bench(const BenchCliOptions& opt) {
   if (opt.output != "md" && opt.output != "json") fail("bench: -o must be md or json, got '{}'", opt.output);
   const auto kv = parse_type(opt.kv_type);
   if (!kv) fail("unknown KV cache type '{}' (use f32, f16, q8_0 or q4_0)", opt.kv_type);
-  const gguf::Reader reader(opt.model);
+  const gguf::Reader reader(opt.model, opt.load.backing);
   const LoadReport load = prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   auto model = load_model(reader);

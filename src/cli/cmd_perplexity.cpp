@@ -28,7 +28,7 @@ struct PerplexityCliOptions {
 void perplexity(const PerplexityCliOptions& opt) {
   const auto kv = parse_type(opt.kv_type);
   if (!kv) fail("unknown KV cache type '{}' (use f32, f16, q8_0 or q4_0)", opt.kv_type);
-  const gguf::Reader reader(opt.model);
+  const gguf::Reader reader(opt.model, opt.load.backing);
   prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   auto model = load_model(reader);

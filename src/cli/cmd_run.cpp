@@ -66,7 +66,7 @@ GgmlType kv_type(const RunOptions& opt) {
 }
 
 void run(const RunOptions& opt) {
-  const gguf::Reader reader(opt.model);
+  const gguf::Reader reader(opt.model, opt.load.backing);
   prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   auto model = load_model(reader);

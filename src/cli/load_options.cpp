@@ -18,6 +18,10 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                      "ahead in the background) or populate (read everything now); default {}",
                      prefault_name(options.prefault)))
       ->check(CLI::IsMember({"none", "advise", "populate"}));
+  cmd.add_flag_callback(
+      "--no-mmap", [&options] { options.backing = MappedFile::Backing::HugePageCopy; },
+      "Read the model into private memory in 2 MiB huge pages instead of mapping the file: fewer TLB misses "
+      "(decode 1.47x faster on a VM, docs/performance.md) for a slower load and private RAM");
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -19,7 +21,7 @@
 
 namespace moe {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MappedFile::MappedFile(const std::string& path, Backing backing) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
   struct stat st {};
@@ -41,14 +43,54 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       fail("{}: cannot map {} bytes: {}", path, size_, std::strerror(err));
     }
     data_ = p;
+    map_bytes_ = size_;
   }
   ::close(fd);  // the mapping keeps the file alive
+  if (backing == Backing::HugePageCopy && size_ > 0) copy_to_huge_pages();
+}
+
+// Reads the mapped file into a 2 MiB-aligned anonymous region advised MADV_HUGEPAGE, then
+// drops the file mapping. The page cache may keep the file's pages, but they are clean and
+// the kernel reclaims them under pressure: no second copy is ever pinned.
+void MappedFile::copy_to_huge_pages() {
+  constexpr size_t kHuge = size_t(2) << 20;
+  const auto start = std::chrono::steady_clock::now();
+  resident_before_copy_ = resident_fraction(bytes());
+  const size_t bytes_needed = (size_ + kHuge - 1) / kHuge * kHuge;
+  void* raw = ::mmap(nullptr, bytes_needed + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    fail("{}: cannot allocate {} to read the model into (--no-mmap): {}", path_, format_bytes(bytes_needed),
+         std::strerror(errno));
+  }
+  // Keep the 2 MiB-aligned part; give back the slack before and after it.
+  auto* const first = static_cast<std::byte*>(raw);
+  auto* const aligned = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(first) + kHuge - 1) & ~(kHuge - 1));
+  if (aligned > first) ::munmap(first, size_t(aligned - first));
+  const size_t tail = size_t(first + bytes_needed + kHuge - (aligned + bytes_needed));
+  if (tail > 0) ::munmap(aligned + bytes_needed, tail);
+  ::madvise(aligned, bytes_needed, MADV_HUGEPAGE);  // advice: without THP it is a plain copy
+
+  const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
+  ThreadPool pool{static_cast<int>(n_threads)};
+  const auto* src = static_cast<const std::byte*>(data_);
+  constexpr size_t kChunk = size_t(64) << 20;  // several reads in flight on a cold file
+  parallel_chunks(pool, (size_ + kChunk - 1) / kChunk, 1, [&](size_t begin, size_t end, int) {
+    for (size_t c = begin; c < end; ++c) {
+      const size_t off = c * kChunk;
+      std::memcpy(aligned + off, src + off, std::min(kChunk, size_ - off));
+    }
+  });
+  ::mprotect(aligned, bytes_needed, PROT_READ);  // weights are read-only, as in the mapping
+  ::munmap(data_, map_bytes_);
+  data_ = aligned;
+  map_bytes_ = bytes_needed;
+  backing_ = Backing::HugePageCopy;
+  copy_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 MappedFile::~MappedFile() { release(); }
 
-MappedFile::MappedFile(MappedFile&& other) noexcept
-    : path_(std::move(other.path_)), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+MappedFile::MappedFile(MappedFile&& other) noexcept { *this = std::move(other); }
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
@@ -56,14 +98,18 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     path_ = std::move(other.path_);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    map_bytes_ = std::exchange(other.map_bytes_, 0);
+    backing_ = other.backing_;
+    resident_before_copy_ = other.resident_before_copy_;
+    copy_seconds_ = other.copy_seconds_;
   }
   return *this;
 }
 
 void MappedFile::release() noexcept {
-  if (data_) ::munmap(data_, size_);
+  if (data_) ::munmap(data_, map_bytes_);
   data_ = nullptr;
-  size_ = 0;
+  size_ = map_bytes_ = 0;
 }
 
 }  // namespace moe

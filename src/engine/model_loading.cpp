@@ -10,6 +10,16 @@
 namespace moe {
 
 std::string LoadReport::summary() const {
+  if (copied) {
+    std::string line = fmt::format("load: {} read into anonymous huge-page memory in {:.2f} s ({:.1f} GB/s), file "
+                                   "{:.0f}% in page cache ({})",
+                                   format_bytes(mapped_bytes), copy_seconds,
+                                   copy_seconds > 0 ? double(mapped_bytes) / copy_seconds / 1e9 : 0.0,
+                                   std::floor(resident_fraction * 100.0), warm() ? "warm" : "cold");
+    if (locked) line += ", locked";
+    if (!lock_error.empty()) line += ", not locked (mlock failed)";
+    return line;
+  }
   std::string line = fmt::format("load: {} mapped, {:.0f}% in page cache ({})", format_bytes(mapped_bytes),
                                  std::floor(resident_fraction * 100.0), warm() ? "warm" : "cold");
   const double gb_per_s = prefault_seconds > 0 ? double(mapped_bytes) / prefault_seconds / 1e9 : 0.0;
@@ -56,14 +66,24 @@ LoadReport prepare_model_memory(const gguf::Reader& reader, const LoadOptions& o
   double resident_bytes = 0;
   for (size_t i = 0; i < reader.n_files(); ++i) {
     const auto bytes = reader.file(i).bytes();
+    const MappedFile* mapping = reader.file(i).mapping();
     report.mapped_bytes += bytes.size();
-    resident_bytes += resident_fraction(bytes) * double(bytes.size());
+    if (mapping && mapping->backing() == MappedFile::Backing::HugePageCopy) {
+      // The copy is resident by construction: what mattered was the file before it.
+      report.copied = true;
+      report.copy_seconds += mapping->copy_seconds();
+      resident_bytes += mapping->resident_before_copy() * double(bytes.size());
+    } else {
+      resident_bytes += resident_fraction(bytes) * double(bytes.size());
+    }
   }
   report.resident_fraction = report.mapped_bytes ? resident_bytes / double(report.mapped_bytes) : 1.0;
 
   const int threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   const auto start = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < reader.n_files(); ++i) prefault(reader.file(i).bytes(), options.prefault, threads);
+  if (!report.copied) {
+    for (size_t i = 0; i < reader.n_files(); ++i) prefault(reader.file(i).bytes(), options.prefault, threads);
+  }
   if (options.mlock) {
     report.locked = true;
     for (size_t i = 0; i < reader.n_files() && report.locked; ++i) {

@@ -13,6 +13,7 @@
 namespace moe {
 
 struct LoadOptions {
+  MappedFile::Backing backing = MappedFile::Backing::Mapped;  // --no-mmap: HugePageCopy
   Prefault prefault = Prefault::Advise;
   bool mlock = false;  // lock the mapping in RAM; a failure is a warning, not an error
   int threads = 0;     // threads for Populate; <= 0: one per hardware thread
@@ -26,6 +27,8 @@ struct LoadReport {
   uint64_t cpu_bytes = 0;          // tensor bytes the CPU reads (all of them until placement)
   double resident_fraction = 0;    // of the mapped pages, measured before prefaulting
   Prefault prefault = Prefault::None;
+  bool copied = false;             // read into anonymous huge-page memory (--no-mmap)
+  double copy_seconds = 0;
   double prefault_seconds = 0;     // prefault plus mlock
   bool locked = false;             // mlock asked for and done
   std::string lock_error;          // why mlock failed; empty if it worked or was not asked for

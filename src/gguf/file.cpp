@@ -163,8 +163,8 @@ double Metadata::get_double(std::string_view key, double fallback) const {
 }
 bool Metadata::get_bool(std::string_view key, bool fallback) const { return find(key) ? get_bool(key) : fallback; }
 
-File::File(const std::string& path, uint32_t file_index)
-    : path_(path), mapping_(std::make_unique<MappedFile>(path)), bytes_(mapping_->bytes()) {
+File::File(const std::string& path, uint32_t file_index, MappedFile::Backing backing)
+    : path_(path), mapping_(std::make_unique<MappedFile>(path, backing)), bytes_(mapping_->bytes()) {
   parse(file_index);
 }
 

@@ -70,8 +70,10 @@ class Metadata {
 
 class File {
  public:
-  // Maps and validates `path`. `file_index` is stored in each TensorInfo.
-  explicit File(const std::string& path, uint32_t file_index = 0);
+  // Maps (or reads, see MappedFile::Backing) and validates `path`. `file_index` is stored in
+  // each TensorInfo.
+  explicit File(const std::string& path, uint32_t file_index = 0,
+                MappedFile::Backing backing = MappedFile::Backing::Mapped);
   // Validates an in-memory image (used by the fuzzer); `bytes` must outlive the File.
   File(std::span<const std::byte> bytes, const std::string& name);
 
@@ -83,6 +85,7 @@ class File {
   const Metadata& metadata() const { return metadata_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   std::span<const std::byte> bytes() const { return bytes_; }
+  const MappedFile* mapping() const { return mapping_.get(); }  // null for an in-memory image
 
  private:
   void parse(uint32_t file_index);

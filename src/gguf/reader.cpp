@@ -35,8 +35,8 @@ bool parse_split_path(std::string_view path, std::string* prefix, uint32_t* inde
   return true;
 }
 
-Reader::Reader(const std::string& path) {
-  files_.push_back(std::make_unique<File>(path, 0));
+Reader::Reader(const std::string& path, MappedFile::Backing backing) {
+  files_.push_back(std::make_unique<File>(path, 0, backing));
   const Metadata& meta = files_.front()->metadata();
   const uint64_t count = meta.get_uint("split.count", 1);
   if (count > 1) {
@@ -57,7 +57,7 @@ Reader::Reader(const std::string& path) {
     }
     for (uint32_t i = 1; i < count; ++i) {
       const std::string shard = split_path(prefix, i, uint32_t(count));
-      files_.push_back(std::make_unique<File>(shard, i));
+      files_.push_back(std::make_unique<File>(shard, i, backing));
       const Metadata& m = files_.back()->metadata();
       if (m.get_uint("split.no") != i || m.get_uint("split.count") != count) {
         fail("{}: metadata says shard {} of {}, expected shard {} of {}", shard, m.get_uint("split.no") + 1,

@@ -14,7 +14,7 @@ namespace moe::gguf {
 class Reader {
  public:
   // Opens and validates the file and, for a split model, every shard. Throws moe::Error.
-  explicit Reader(const std::string& path);
+  explicit Reader(const std::string& path, MappedFile::Backing backing = MappedFile::Backing::Mapped);
 
   const std::string& path() const { return files_.front()->path(); }
   const Metadata& metadata() const { return files_.front()->metadata(); }

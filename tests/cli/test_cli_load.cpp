@@ -33,6 +33,18 @@ TEST(CliLoad, RunPopulatesLocksAndLogsTheLoadLine) {
   EXPECT_TRUE(locked != warned) << r.err;
 }
 
+TEST(CliLoad, NoMmapReadsIntoHugePagesAndGeneratesTheSameText) {
+  test::TempDir dir;
+  const std::string model = make_tiny_model(dir);
+  const std::string args = "run -n 12 -t 2 --seed 3 --temp 0 -p Hello -m " + test::shell_quote(model);
+  const auto mapped = test::run_cli(args, dir.file("err1"));
+  const auto copied = test::run_cli(args + " --no-mmap", dir.file("err2"));
+  ASSERT_EQ(mapped.exit_code, 0) << mapped.err;
+  ASSERT_EQ(copied.exit_code, 0) << copied.err;
+  EXPECT_NE(copied.err.find("read into anonymous huge-page memory"), std::string::npos) << copied.err;
+  EXPECT_EQ(mapped.out, copied.out);
+}
+
 TEST(CliLoad, RunDefaultsToAdviseAndRejectsUnknownPolicies) {
   test::TempDir dir;
   const std::string model = make_tiny_model(dir);

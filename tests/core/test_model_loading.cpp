@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "../gguf/gguf_test_util.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "core/mapped_file.h"
 #include "core/units.h"
@@ -49,6 +50,24 @@ class CapturedLog {
   std::shared_ptr<spdlog::logger> previous_;
   std::ostringstream text_;
 };
+
+TEST(MappedPages, HugePageCopyHoldsTheSameBytes) {
+  test::TempDir dir;
+  const std::string path = write_cold_file(dir, 5 * MiB + 77);  // not a whole number of huge pages
+  const MappedFile mapped(path);
+  MappedFile copy(path, MappedFile::Backing::HugePageCopy);
+  EXPECT_EQ(copy.backing(), MappedFile::Backing::HugePageCopy);
+  ASSERT_EQ(copy.size(), mapped.size());
+  EXPECT_TRUE(std::equal(mapped.bytes().begin(), mapped.bytes().end(), copy.bytes().begin()));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(copy.bytes().data()) % (2 * MiB), 0u);
+  EXPECT_GE(copy.resident_before_copy(), 0.0);
+  EXPECT_LE(copy.resident_before_copy(), 1.0);
+  EXPECT_DOUBLE_EQ(resident_fraction(copy.bytes()), 1.0);
+  const MappedFile moved = std::move(copy);  // the region moves with it, and is released once
+  EXPECT_EQ(moved.size(), mapped.size());
+  EXPECT_EQ(copy.size(), 0u);
+  EXPECT_THROW(MappedFile(dir.file("missing.bin"), MappedFile::Backing::HugePageCopy), Error);
+}
 
 TEST(MappedPages, ResidencyIsAFractionAndPopulateMakesItOne) {
   test::TempDir dir;
