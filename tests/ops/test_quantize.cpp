@@ -200,6 +200,28 @@ TEST(Quantize, RoundTripErrorBounds) {
   }
 }
 
+// The fast K-quant effort (synthetic models) skips the scale search: valid blocks, an error
+// no more than 15% above the full search (which includes its trial among others).
+TEST(Quantize, FastEffortStaysCloseToBest) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int64_t n = 64 * 256;
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    SCOPED_TRACE(std::string(type_name(type)));
+    const auto x = random_floats(rng, n);
+    std::vector<std::byte> best(row_bytes(type, n)), fast(best.size());
+    quantize_row(type, x, best, QuantEffort::Best);
+    quantize_row(type, x, fast, QuantEffort::Fast);
+    std::vector<float> yb(static_cast<size_t>(n)), yf(static_cast<size_t>(n));
+    dequantize_row(type, best, yb);
+    dequantize_row(type, fast, yf);
+    const double eb = relative_rms_error(x, yb), ef = relative_rms_error(x, yf);
+    std::cout << "[ measured ] " << type_name(type) << " relative RMS error best " << eb << ", fast " << ef << "\n";
+    EXPECT_GE(ef, eb * 0.98);
+    EXPECT_LE(ef, eb * 1.15);
+  }
+}
+
 // Quantization of a block that is constant, all zero, or one-signed must not produce NaNs or
 // lose the values (d = 0 paths, mins clamped at zero).
 TEST(Quantize, DegenerateBlocks) {

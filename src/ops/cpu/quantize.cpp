@@ -142,7 +142,7 @@ void check_sizes(const char* what, GgmlType type, size_t n_values, size_t n_byte
 
 }  // namespace
 
-void quantize_row(GgmlType type, std::span<const float> src, std::span<std::byte> dst) {
+void quantize_row(GgmlType type, std::span<const float> src, std::span<std::byte> dst, QuantEffort effort) {
   check_sizes("quantize_row", type, src.size(), dst.size());
   const float* x = src.data();
   std::byte* y = dst.data();
@@ -158,9 +158,9 @@ void quantize_row(GgmlType type, std::span<const float> src, std::span<std::byte
     case GgmlType::Q8_0: quantize_row_q8_0(x, y, n); break;
     case GgmlType::Q4_0: quantize_row_q4_0(x, y, n); break;
     case GgmlType::Q8_K: quantize_row_q8_k(x, y, n); break;
-    case GgmlType::Q4_K: quantize_row_q4_k(x, y, n); break;
-    case GgmlType::Q5_K: quantize_row_q5_k(x, y, n); break;
-    case GgmlType::Q6_K: quantize_row_q6_k(x, y, n); break;
+    case GgmlType::Q4_K: quantize_row_q4_k(x, y, n, effort); break;
+    case GgmlType::Q5_K: quantize_row_q5_k(x, y, n, effort); break;
+    case GgmlType::Q6_K: quantize_row_q6_k(x, y, n, effort); break;
     default: MOE_ASSERT(!"unreachable: checked by check_sizes");
   }
 }

@@ -18,7 +18,15 @@
 namespace moe {
 namespace {
 
-int nearest(float x) { return static_cast<int>(std::lrintf(x)); }
+// Round to nearest, ties to even, as lrintf in the default rounding mode, for |x| < 2^22:
+// adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits. Inline, where
+// lrintf is a libm call in the innermost loop of every quantizer here.
+inline int nearest(float x) {
+  const float shifted = x + 12582912.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  return (bits & 0x007FFFFF) - 0x00400000;
+}
 
 // Least-squares fit of x ~ s * L - m with L in [0, nmax] and m >= 0 (the format stores
 // -m as an unsigned min, so offsets above zero are not representable). Returns s, m.
@@ -26,7 +34,7 @@ struct ScaleMin {
   float scale, min;
 };
 
-ScaleMin fit_scale_min(const float* x, int n, int nmax) {
+ScaleMin fit_scale_min(const float* x, int n, int nmax, QuantEffort effort) {
   float lo = *std::min_element(x, x + n), hi = *std::max_element(x, x + n);
   lo = std::min(lo, 0.0f);
   if (hi <= lo) return {0.0f, -lo};
@@ -34,7 +42,8 @@ ScaleMin fit_scale_min(const float* x, int n, int nmax) {
   float best_err = INFINITY;
   // Step sizes around (hi - lo) / nmax; each rounding is then refit, so a slightly larger
   // or smaller step may move the rounding boundaries to a better place.
-  for (int t = -10; t <= 10; ++t) {
+  const int trials = effort == QuantEffort::Best ? 10 : 0;
+  for (int t = -trials; t <= trials; ++t) {
     const float iscale = (float(nmax) + 0.1f * float(t)) / (hi - lo);
     float sum_l = 0, sum_l2 = 0, sum_x = 0, sum_lx = 0;
     int l[kQK_K];
@@ -68,7 +77,7 @@ ScaleMin fit_scale_min(const float* x, int n, int nmax) {
 }
 
 // Least-squares fit of x ~ s * L with L in [-32, 31] (Q6_K). Returns s (either sign).
-float fit_scale_symmetric(const float* x, int n) {
+float fit_scale_symmetric(const float* x, int n, QuantEffort effort) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
     if (std::fabs(x[i]) > amax) {
@@ -80,7 +89,8 @@ float fit_scale_symmetric(const float* x, int n) {
   float best = max / -32.0f, best_err = INFINITY;
   // Mapping the extreme value to -32 uses the level with no positive twin; the trials also
   // try smaller and larger steps (the refit decides), including mapping it to +31.
-  for (int t = -12; t <= 12; ++t) {
+  const int trials = effort == QuantEffort::Best ? 12 : 0;
+  for (int t = -trials; t <= trials; ++t) {
     const float iscale = (-32.0f + 0.25f * float(t)) / max;
     float sum_lx = 0, sum_l2 = 0;
     int l[16];
@@ -106,12 +116,13 @@ float fit_scale_symmetric(const float* x, int n) {
 
 // Q4_K / Q5_K share everything but the width of q (4 or 5 bits): fills d, dmin, scales and
 // the per-value levels L (0..nmax).
-void quantize_k_scales(const float* x, int nmax, f16& d_out, f16& dmin_out, uint8_t* packed, uint8_t* levels) {
+void quantize_k_scales(const float* x, int nmax, QuantEffort effort, f16& d_out, f16& dmin_out, uint8_t* packed,
+                       uint8_t* levels) {
   constexpr int kSub = 32;
   float scale[8], min[8];
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
-    const ScaleMin sm = fit_scale_min(x + kSub * j, kSub, nmax);
+    const ScaleMin sm = fit_scale_min(x + kSub * j, kSub, nmax, effort);
     scale[j] = sm.scale;
     min[j] = sm.min;
     max_scale = std::max(max_scale, scale[j]);
@@ -141,11 +152,11 @@ void quantize_k_scales(const float* x, int nmax, f16& d_out, f16& dmin_out, uint
 
 }  // namespace
 
-void quantize_row_q4_k(const float* x, std::byte* y, int64_t n) {
+void quantize_row_q4_k(const float* x, std::byte* y, int64_t n, QuantEffort effort) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     BlockQ4_K b;
     uint8_t l[kQK_K];
-    quantize_k_scales(x + i * kQK_K, 15, b.d, b.dmin, b.scales, l);
+    quantize_k_scales(x + i * kQK_K, 15, effort, b.d, b.dmin, b.scales, l);
     // Group g holds sub-block 2g in the low nibbles and 2g + 1 in the high nibbles.
     for (int g = 0; g < 4; ++g) {
       for (int j = 0; j < 32; ++j) b.qs[32 * g + j] = uint8_t(l[64 * g + j] | (l[64 * g + 32 + j] << 4));
@@ -154,11 +165,11 @@ void quantize_row_q4_k(const float* x, std::byte* y, int64_t n) {
   }
 }
 
-void quantize_row_q5_k(const float* x, std::byte* y, int64_t n) {
+void quantize_row_q5_k(const float* x, std::byte* y, int64_t n, QuantEffort effort) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     BlockQ5_K b;
     uint8_t l[kQK_K];
-    quantize_k_scales(x + i * kQK_K, 31, b.d, b.dmin, b.scales, l);
+    quantize_k_scales(x + i * kQK_K, 31, effort, b.d, b.dmin, b.scales, l);
     std::memset(b.qh, 0, sizeof b.qh);
     for (int g = 0; g < 4; ++g) {
       for (int j = 0; j < 32; ++j) {
@@ -171,13 +182,13 @@ void quantize_row_q5_k(const float* x, std::byte* y, int64_t n) {
   }
 }
 
-void quantize_row_q6_k(const float* x, std::byte* y, int64_t n) {
+void quantize_row_q6_k(const float* x, std::byte* y, int64_t n, QuantEffort effort) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const float* in = x + i * kQK_K;
     float scale[16];
     float max_scale = 0, amax = 0;
     for (int j = 0; j < 16; ++j) {
-      scale[j] = fit_scale_symmetric(in + 16 * j, 16);
+      scale[j] = fit_scale_symmetric(in + 16 * j, 16, effort);
       if (std::fabs(scale[j]) > amax) {
         amax = std::fabs(scale[j]);
         max_scale = scale[j];
