@@ -82,8 +82,8 @@ void run(const RunOptions& opt) {
     fail("the prompt ({} tokens) plus -n {} does not fit the context of {} tokens (raise -c)", prompt.size(),
          opt.n_predict, ctx);
   }
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, kv_type(opt), ctx);
-  KvSequence seq(cache);
+  KvCache cache = make_kv_cache(c, kv_type(opt), ctx);
+  SequenceState seq(cache);
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 
   GenerateOptions gen;

@@ -24,9 +24,9 @@ struct SynthCliArgs {
 void add_synth_command(CLI::App& app) {
   auto args = std::make_shared<SynthCliArgs>();
   auto* cmd = app.add_subcommand("synth", "Write a random-weight model with the shapes of a real one");
-  cmd->add_option("--arch", args->options.arch, "qwen3moe or qwen3")->required();
+  cmd->add_option("--arch", args->options.arch, "qwen3moe, qwen3 or qwen3next")->required();
   cmd->add_option("--preset", args->options.preset,
-                  "qwen3moe: tiny, 30b-a3b, 235b-a22b, coder-30b-a3b; qwen3: tiny, 0.6b")
+                  "qwen3moe: tiny, 30b-a3b, 235b-a22b, coder-30b-a3b; qwen3: tiny, 0.6b; qwen3next: tiny, 80b-a3b")
       ->required();
   auto* layers = cmd->add_option("--layers", args->layers, "Override the number of layers");
   cmd->add_option("--type", args->options.type, "Type of the big matrices: q8_0 (default), q4_k, q4_0, q5_k, q6_k, f16, bf16, f32");
@@ -34,6 +34,9 @@ void add_synth_command(CLI::App& app) {
   cmd->add_option("--seed", args->options.seed, "Random seed (default 0)");
   cmd->add_option("-t,--threads", args->options.threads, "Threads (default: all)");
   cmd->add_option("-o,--output", args->options.output, "Output GGUF file")->required();
+  cmd->add_flag("--fused-ssm-in", args->options.fused_ssm_in,
+                "qwen3next: write the delta-nets' projections in the legacy fused ssm_in layout (GGUFs converted "
+                "before January 2026) instead of attn_qkv + attn_gate");
   cmd->callback([args, layers] {
     if (layers->count() > 0) args->options.layers = args->layers;
     const auto report = synth::write_synth_model(args->options);

@@ -43,7 +43,7 @@ uint64_t time_prompt(Model& model, KvCache& cache, int n_prompt, int batch, Toke
   for (auto& t : tokens) t = source.next();
   if (bos >= 0) tokens[0] = bos;
   std::vector<float> logits(size_t(model.config().n_vocab));
-  KvSequence seq(cache);
+  SequenceState seq(cache);
   const auto start = Clock::now();
   for (int begin = 0; begin < n_prompt; begin += batch) {
     const int n = std::min(batch, n_prompt - begin);
@@ -60,7 +60,7 @@ uint64_t time_generation(Model& model, KvCache& cache, int n_gen, TokenId bos, T
   for (auto& t : tokens) t = source.next();  // drawn before timing: sampling is not measured
   if (bos >= 0) tokens[0] = bos;
   std::vector<float> logits(size_t(model.config().n_vocab));
-  KvSequence seq(cache);
+  SequenceState seq(cache);
   const auto start = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
     model.forward(std::span(tokens).subspan(size_t(i), 1), seq, Logits::Last, logits, pool);
@@ -128,7 +128,7 @@ std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, Th
     fail("bench: {} tokens exceed the model's training context of {}", max_tokens, c.n_ctx_train);
   }
   // One cache for both tests; each repetition's sequence returns its blocks when it ends.
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, options.kv_type, max_tokens);
+  KvCache cache = make_kv_cache(c, options.kv_type, max_tokens);
   TokenSource source(options.seed, c.n_vocab);
   std::vector<BenchResult> results;
 

@@ -14,7 +14,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-std::vector<float> prefill(Model& model, KvSequence& seq, std::span<const TokenId> tokens, int batch, ThreadPool& pool) {
+std::vector<float> prefill(Model& model, SequenceState& seq, std::span<const TokenId> tokens, int batch, ThreadPool& pool) {
   if (tokens.empty()) fail("prefill: empty prompt");
   if (batch <= 0) fail("batch size must be positive, got {}", batch);
   std::vector<float> logits(size_t(model.config().n_vocab));
@@ -25,7 +25,7 @@ std::vector<float> prefill(Model& model, KvSequence& seq, std::span<const TokenI
   return logits;
 }
 
-GenerateStats generate(Model& model, KvSequence& seq, std::span<const TokenId> prompt, const GenerateOptions& options,
+GenerateStats generate(Model& model, SequenceState& seq, std::span<const TokenId> prompt, const GenerateOptions& options,
                        ThreadPool& pool, FunctionRef<bool(TokenId)> on_token) {
   GenerateStats stats;
   stats.n_prompt = int(prompt.size());

@@ -28,10 +28,10 @@ struct GenerateStats {
 
 // Runs `prompt` after whatever `seq` already holds. on_token is called for every generated
 // token; returning false stops generation.
-GenerateStats generate(Model& model, KvSequence& seq, std::span<const TokenId> prompt, const GenerateOptions& options,
+GenerateStats generate(Model& model, SequenceState& seq, std::span<const TokenId> prompt, const GenerateOptions& options,
                        ThreadPool& pool, FunctionRef<bool(TokenId)> on_token);
 
 // Prefills `tokens` in chunks of `batch`; returns the logits of the last token.
-std::vector<float> prefill(Model& model, KvSequence& seq, std::span<const TokenId> tokens, int batch, ThreadPool& pool);
+std::vector<float> prefill(Model& model, SequenceState& seq, std::span<const TokenId> tokens, int batch, ThreadPool& pool);
 
 }  // namespace moe

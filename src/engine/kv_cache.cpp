@@ -1,5 +1,6 @@
 #include "engine/kv_cache.h"
 
+#include <cstring>
 #include <utility>
 
 #include "core/error.h"
@@ -51,25 +52,48 @@ void KvCache::write(int block, int slot, int layer, bool value, std::span<const 
   quantize_row(type_, row, std::span(row_ptr(block, slot, layer, value), row_bytes_));
 }
 
+void KvCache::copy_block(int from, int to) {
+  std::memcpy(storage_.data() + size_t(to) * block_bytes_, storage_.data() + size_t(from) * block_bytes_, block_bytes_);
+}
+
 void KvCache::read(int block, int slot, int layer, bool value, std::span<float> row) const {
   dequantize_row(type_, std::span(row_ptr(block, slot, layer, value), row_bytes_), row);
 }
 
-KvSequence::~KvSequence() {
+SequenceState::~SequenceState() {
   if (cache_) {
     for (int b : blocks_) cache_->release_block(b);
   }
 }
 
-KvSequence::KvSequence(KvSequence&& other) noexcept
-    : cache_(std::exchange(other.cache_, nullptr)), blocks_(std::move(other.blocks_)), length_(other.length_) {}
+SequenceState::SequenceState(SequenceState&& other) noexcept
+    : cache_(std::exchange(other.cache_, nullptr)),
+      blocks_(std::move(other.blocks_)),
+      length_(other.length_),
+      recurrent_(std::move(other.recurrent_)),
+      recurrent_length_(other.recurrent_length_) {}
 
-void KvSequence::grow(int64_t new_length) {
+std::span<float> SequenceState::recurrent(size_t floats) {
+  if (recurrent_.empty()) recurrent_.assign(floats, 0.0f);
+  MOE_ASSERT(recurrent_.size() == floats);
+  return recurrent_;
+}
+
+SequenceState SequenceState::fork() const {
+  SequenceState copy(*cache_);
+  copy.grow(length_);  // throws before anything is copied if the cache is too full
+  for (size_t i = 0; i < blocks_.size() && i < copy.blocks_.size(); ++i) cache_->copy_block(blocks_[i], copy.blocks_[i]);
+  copy.recurrent_ = recurrent_;
+  copy.recurrent_length_ = recurrent_length_;
+  return copy;
+}
+
+void SequenceState::grow(int64_t new_length) {
   while (int64_t(blocks_.size()) * KvCache::kBlockTokens < new_length) blocks_.push_back(cache_->allocate_block());
   length_ = std::max(length_, new_length);
 }
 
-void KvSequence::truncate(int64_t new_length) {
+void SequenceState::truncate(int64_t new_length) {
   length_ = std::min(length_, new_length);
   const size_t keep = size_t((length_ + KvCache::kBlockTokens - 1) / KvCache::kBlockTokens);
   while (blocks_.size() > keep) {
@@ -78,12 +102,12 @@ void KvSequence::truncate(int64_t new_length) {
   }
 }
 
-void KvSequence::write(int64_t pos, int layer, bool value, std::span<const float> row) {
+void SequenceState::write(int64_t pos, int layer, bool value, std::span<const float> row) {
   MOE_ASSERT(pos < int64_t(blocks_.size()) * KvCache::kBlockTokens);
   cache_->write(blocks_[size_t(pos / KvCache::kBlockTokens)], int(pos % KvCache::kBlockTokens), layer, value, row);
 }
 
-void KvSequence::read(int64_t pos, int layer, bool value, std::span<float> row) const {
+void SequenceState::read(int64_t pos, int layer, bool value, std::span<float> row) const {
   MOE_ASSERT(pos < length_);
   cache_->read(blocks_[size_t(pos / KvCache::kBlockTokens)], int(pos % KvCache::kBlockTokens), layer, value, row);
 }

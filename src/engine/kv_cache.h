@@ -1,6 +1,7 @@
 #pragma once
 // The attention KV cache, kept in blocks of kBlockTokens positions so that sequences grow,
-// share nothing by accident and can be dropped without moving memory.
+// share nothing by accident and can be dropped without moving memory; and the per-sequence
+// state built on it.
 //
 // Each block holds, for every attention layer, kBlockTokens rows of K and of V; a row is the
 // n_head_kv * head_dim values of one position, stored in the cache type (f32, f16, q8_0 or
@@ -35,6 +36,8 @@ class KvCache {
   void write(int block, int slot, int layer, bool value, std::span<const float> row);
   // Reads one row back as f32.
   void read(int block, int slot, int layer, bool value, std::span<float> row) const;
+  // Copies every layer's rows of one block into another (for SequenceState::fork).
+  void copy_block(int from, int to);
 
  private:
   std::byte* row_ptr(int block, int slot, int layer, bool value);
@@ -49,28 +52,45 @@ class KvCache {
   std::vector<int> free_;
 };
 
-// One sequence's positions in the cache: position p lives in blocks[p / kBlockTokens].
-class KvSequence {
+// Everything the engine keeps for one sequence between forward passes: its positions in the
+// KV cache (position p lives in blocks[p / kBlockTokens]) and, for models with recurrent
+// layers (Qwen3-Next's delta-nets), their f32 state. Create one per sequence, extend it with
+// forward passes, fork() it to branch (a shared prompt, a snapshot), drop it to free its blocks.
+class SequenceState {
  public:
-  explicit KvSequence(KvCache& cache) : cache_(&cache) {}
-  ~KvSequence();
-  KvSequence(KvSequence&& other) noexcept;
-  KvSequence& operator=(KvSequence&&) = delete;
-  KvSequence(const KvSequence&) = delete;
+  explicit SequenceState(KvCache& cache) : cache_(&cache) {}
+  ~SequenceState();
+  SequenceState(SequenceState&& other) noexcept;
+  SequenceState& operator=(SequenceState&&) = delete;
+  SequenceState(const SequenceState&) = delete;
 
   int64_t length() const { return length_; }
   // Makes room for positions up to new_length - 1 (allocating blocks) and records the length.
   void grow(int64_t new_length);
-  // Forgets positions >= new_length (keeps blocks still in use).
+  // Forgets positions >= new_length (keeps blocks still in use). Recurrent state cannot be
+  // rewound: a model with one refuses to run a sequence truncated below its state's length.
   void truncate(int64_t new_length);
 
   void write(int64_t pos, int layer, bool value, std::span<const float> row);
   void read(int64_t pos, int layer, bool value, std::span<float> row) const;
 
+  // The recurrent state, `floats` values, zero for a new sequence (allocated on first use).
+  std::span<float> recurrent(size_t floats);
+  std::span<float> recurrent() { return recurrent_; }  // as allocated (empty before)
+  // The length the recurrent state has absorbed (set by the model after each pass).
+  int64_t recurrent_length() const { return recurrent_length_; }
+  void set_recurrent_length(int64_t n) { recurrent_length_ = n; }
+
+  // A new sequence in the same cache with copies of this one's rows and state: the two then
+  // go their own ways. Throws moe::Error (and allocates nothing) when the cache is too full.
+  SequenceState fork() const;
+
  private:
   KvCache* cache_;
   std::vector<int> blocks_;
   int64_t length_ = 0;
+  std::vector<float> recurrent_;
+  int64_t recurrent_length_ = 0;
 };
 
 }  // namespace moe

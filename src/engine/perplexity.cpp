@@ -51,7 +51,7 @@ PerplexityResult compute_perplexity(Model& model, std::span<const TokenId> token
   const int batch = std::min(options.batch, n_ctx);
 
   const auto start = std::chrono::steady_clock::now();
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, options.kv_type, n_ctx);
+  KvCache cache = make_kv_cache(c, options.kv_type, n_ctx);
   std::vector<TokenId> chunk(static_cast<size_t>(n_ctx));
   // Logits only for the scored half: the unscored prefix runs with Logits::Last (the model
   // promises a token's logits do not depend on how the tokens are split into calls).
@@ -63,7 +63,7 @@ PerplexityResult compute_perplexity(Model& model, std::span<const TokenId> token
   for (int i = 0; i < n_chunks; ++i) {
     std::copy_n(tokens.begin() + ptrdiff_t(i) * n_ctx, n_ctx, chunk.begin());
     if (options.bos >= 0) chunk[0] = options.bos;
-    KvSequence seq(cache);  // fresh per chunk: no context leaks between chunks
+    SequenceState seq(cache);  // fresh per chunk: no context leaks between chunks
     for (int begin = 0; begin < first; begin += batch) {
       const int n = std::min(batch, first - begin);
       model.forward(std::span(chunk).subspan(size_t(begin), size_t(n)), seq, Logits::Last,

@@ -11,6 +11,8 @@
 
 namespace moe {
 
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
 void rms_norm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> out) {
   const size_t width = w.size();
   MOE_ASSERT(x.size() % width == 0 && out.size() == x.size());
@@ -41,7 +43,18 @@ void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer
   const size_t q_dim = size_t(s.n_head) * hd, kv_dim = size_t(s.n_head_kv) * hd;
   const int n = seqs.back().first + seqs.back().count;
   const auto q = sized(scratch.q, n * q_dim), k = sized(scratch.k, n * kv_dim), v = sized(scratch.v, n * kv_dim);
-  matmul(w.q, u, n, q, pool);
+  std::span<float> gate;
+  if (s.gated) {  // each head's query and output gate come out side by side: split them
+    const auto qg = sized(scratch.qg, 2 * n * q_dim);
+    gate = sized(scratch.gate, n * q_dim);
+    matmul(w.q, u, n, qg, pool);
+    for (size_t h = 0; h < size_t(n) * s.n_head; ++h) {
+      std::copy_n(qg.begin() + ptrdiff_t(2 * h * hd), hd, q.begin() + ptrdiff_t(h * hd));
+      std::copy_n(qg.begin() + ptrdiff_t((2 * h + 1) * hd), hd, gate.begin() + ptrdiff_t(h * hd));
+    }
+  } else {
+    matmul(w.q, u, n, q, pool);
+  }
   matmul(w.k, u, n, k, pool);
   matmul(w.v, u, n, v, pool);
 
@@ -53,7 +66,7 @@ void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer
   std::vector<TokenPlace> places(static_cast<size_t>(n));
   size_t cached = 0;  // positions of all sequences together
   for (const SeqTokens& st : seqs) {
-    KvSequence& seq = *st.seq;
+    SequenceState& seq = *st.seq;
     const int64_t pos0 = seq.length() - st.count;
     for (int i = 0; i < st.count; ++i) {
       const int t = st.first + i;
@@ -61,12 +74,12 @@ void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer
       for (int h = 0; h < s.n_head; ++h) {
         std::span<float> head(q.data() + t * q_dim + size_t(h) * hd, size_t(hd));
         rms_norm(head, w.q_norm, s.rms_eps, head);
-        rope_neox(head, hd, pos0 + i, s.rope_base);
+        rope_neox(head, s.n_rot, pos0 + i, s.rope_base);
       }
       for (int h = 0; h < s.n_head_kv; ++h) {
         std::span<float> head(k.data() + t * kv_dim + size_t(h) * hd, size_t(hd));
         rms_norm(head, w.k_norm, s.rms_eps, head);
-        rope_neox(head, hd, pos0 + i, s.rope_base);
+        rope_neox(head, s.n_rot, pos0 + i, s.rope_base);
       }
       seq.write(pos0 + i, cache_layer, false, k.subspan(t * kv_dim, kv_dim));
       seq.write(pos0 + i, cache_layer, true, v.subspan(t * kv_dim, kv_dim));
@@ -79,7 +92,7 @@ void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer
   const auto keys = sized(scratch.keys, cached * kv_dim), values = sized(scratch.values, cached * kv_dim);
   size_t begin = 0;
   for (const SeqTokens& st : seqs) {
-    const KvSequence& seq = *st.seq;
+    const SequenceState& seq = *st.seq;
     parallel_chunks(pool, size_t(seq.length()), 64, [&](size_t first, size_t last, int) {
       for (size_t p = first; p < last; ++p) {
         seq.read(int64_t(p), cache_layer, false, keys.subspan((begin + p) * kv_dim, kv_dim));
@@ -110,6 +123,9 @@ void attention(const AttentionLayer& w, const AttentionShape& s, int cache_layer
     args.scores = sized(scores, size_t(group) * size_t(args.visible)).data();
     attend(args);
   });
+  if (s.gated) {
+    for (size_t i = 0; i < mixed.size(); ++i) mixed[i] *= sigmoid(gate[i]);
+  }
   matmul(w.o, mixed, n, out, pool);
 }
 
@@ -240,6 +256,20 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
       }
     }
   });
+
+  if (w.has_shared) {  // out += sigmoid(shared_gate . u) * shared(u), per token
+    const auto shared = sized(scratch.shared_out, size_t(n) * n_embd);
+    dense_ffn(w.shared, u, n, shared, pool, scratch);
+    for (int t = 0; t < n; ++t) {
+      const float* ut = u.data() + size_t(t) * n_embd;
+      double dot = 0;
+      for (int64_t i = 0; i < n_embd; ++i) dot += double(w.shared_gate[size_t(i)]) * ut[i];
+      const float scale = sigmoid(float(dot));
+      float* o = out.data() + size_t(t) * n_embd;
+      const float* sh = shared.data() + size_t(t) * n_embd;
+      for (int64_t i = 0; i < n_embd; ++i) o[i] += scale * sh[i];
+    }
+  }
 }
 
 }  // namespace moe

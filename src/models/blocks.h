@@ -12,6 +12,8 @@
 
 namespace moe {
 
+float sigmoid(float x);
+
 // out[t] = x[t] / rms(x[t]) * w, over rows of w.size() values. x and out may alias.
 void rms_norm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> out);
 
@@ -19,20 +21,24 @@ void rms_norm(std::span<const float> x, std::span<const float> w, float eps, std
 void rope_neox(std::span<float> head, int n_rot, int64_t pos, float base);
 
 struct AttentionLayer {
-  WeightView q, k, v, o;      // q: [n_head*head_dim][n_embd], k/v: [n_head_kv*head_dim][n_embd], o: [n_embd][n_head*head_dim]
+  // q: [n_head*head_dim][n_embd] (gated: [n_head][2*head_dim], each head's query then its
+  // output gate), k/v: [n_head_kv*head_dim][n_embd], o: [n_embd][n_head*head_dim]
+  WeightView q, k, v, o;
   std::vector<float> q_norm;  // [head_dim] per-head RMSNorm of q and k, before RoPE
   std::vector<float> k_norm;
 };
 
 struct AttentionShape {
-  int n_head, n_head_kv, head_dim;
-  float rope_base, rms_eps;
+  int n_head = 0, n_head_kv = 0, head_dim = 0;
+  int n_rot = 0;       // dims of each head RoPE rotates (NEOX order): head_dim, or fewer (Qwen3-Next: 64 of 256)
+  float rope_base = 10000.0f, rms_eps = 1e-6f;
+  bool gated = false;  // Qwen3-Next: the output is multiplied by sigmoid(gate) before the o projection
 };
 
 // The tokens of one sequence inside a batch: activation rows [first, first + count), at
 // positions seq->length() - count .. seq->length() - 1 (the caller has grown seq already).
 struct SeqTokens {
-  KvSequence* seq;
+  SequenceState* seq;
   int first, count;
 };
 
@@ -40,8 +46,10 @@ struct SeqTokens {
 // nor page-faults. One per model; forward passes of a model do not run concurrently.
 struct Scratch {
   std::vector<float> x, u, delta;                 // residual stream, normed input, block output
-  std::vector<float> q, k, v, keys, values, mixed;  // attention
-  std::vector<float> router_logits, g, up, expert_out;  // feed-forward
+  std::vector<float> q, k, v, keys, values, mixed, qg, gate;  // attention
+  std::vector<float> qkvz, conv_in, z, ba, beta, decay, dn_out;  // delta-net
+  std::vector<float> out_rows, out_logits;        // rows that want logits, and theirs
+  std::vector<float> router_logits, g, up, expert_out, shared_out;  // feed-forward
   std::vector<std::byte> gathered;
   QuantizedActivations input, hidden;
 };
@@ -74,11 +82,15 @@ struct MoeLayer {
   ExpertWeights down;         // n_expert x [n_embd][n_ff_expert]
   int n_expert_used = 0;
   bool renormalize = true;    // divide the selected probabilities by their sum
+  // Qwen3-Next: a shared expert every token goes through, scaled by sigmoid(shared_gate . u).
+  bool has_shared = false;
+  DenseFfnLayer shared;
+  std::vector<float> shared_gate;  // [n_embd]
 };
 
 // Routed experts: softmax over the router logits, top-k, (renormalise), and the weighted sum
-// of the selected experts' SwiGLU outputs. Tokens are grouped by expert so each expert's
-// weights are read once per call.
+// of the selected experts' SwiGLU outputs, plus the gated shared expert where there is one.
+// Tokens are grouped by expert so each expert's weights are read once per call.
 void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
              Scratch& scratch);
 

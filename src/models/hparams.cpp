@@ -15,6 +15,7 @@ ModelConfig read_transformer_config(const gguf::Reader& reader) {
     return int(v);
   };
   c.n_layer = positive(p + "block_count");
+  c.n_cache_layers = c.n_layer;
   c.n_embd = positive(p + "embedding_length");
   c.n_head = positive(p + "attention.head_count");
   c.n_head_kv = positive(p + "attention.head_count_kv", uint64_t(c.n_head));

@@ -3,7 +3,7 @@
 #include <array>
 
 #include "core/error.h"
-#include "models/qwen3_family.h"
+#include "models/architectures.h"
 
 namespace moe {
 namespace {
@@ -17,6 +17,7 @@ struct Architecture {
 constexpr std::array kArchitectures = {
     Architecture{"qwen3", make_qwen3},
     Architecture{"qwen3moe", make_qwen3moe},
+    Architecture{"qwen3next", make_qwen3next},
 };
 
 }  // namespace
@@ -32,7 +33,9 @@ std::unique_ptr<Model> load_model(const gguf::Reader& reader) {
   for (const auto& a : kArchitectures) {
     if (a.name == arch) return a.make(reader);
   }
-  if (arch == "qwen3next" || arch == "qwen35" || arch == "qwen35moe") {
+  // Qwen3.5 looks like Qwen3-Next but orders its value heads differently (reference section
+  // 7.3): running it as qwen3next would give plausible but wrong output.
+  if (arch == "qwen35" || arch == "qwen35moe") {
     fail("{}: architecture '{}' is not supported yet (supported: {})", reader.path(), arch, supported_architectures());
   }
   fail("{}: unsupported architecture '{}' (supported: {})", reader.path(), arch, supported_architectures());

@@ -30,7 +30,14 @@ struct ModelConfig {
   float rope_base = 10000.0f;
   float rms_eps = 1e-6f;
   bool tied_output = false;  // logits use token_embd (no output.weight)
+  int n_cache_layers = 0;    // layers with a KV cache: all of them, or Qwen3-Next's attention layers
+  size_t recurrent_floats = 0;  // a sequence's recurrent state (Qwen3-Next's delta-net layers)
 };
+
+// A KV cache for this model's attention layers, room for max_tokens positions in all.
+inline KvCache make_kv_cache(const ModelConfig& c, GgmlType type, int64_t max_tokens) {
+  return KvCache(c.n_cache_layers, int64_t(c.n_head_kv) * c.head_dim, type, max_tokens);
+}
 
 // Which logits a forward pass returns.
 enum class Logits { Last, All };
@@ -38,7 +45,7 @@ enum class Logits { Last, All };
 // One sequence's part of a batched forward pass.
 struct BatchEntry {
   std::span<const TokenId> tokens;  // run at positions seq->length() .. seq->length() + n - 1
-  KvSequence* seq = nullptr;        // gets their keys and values; at most once per batch
+  SequenceState* seq = nullptr;        // gets their keys and values; at most once per batch
   Logits which = Logits::Last;
   std::span<float> logits;          // n_vocab floats (Last) or n * n_vocab, row-major (All)
 };
@@ -54,7 +61,7 @@ class Model {
   virtual void forward(std::span<const BatchEntry> batch, ThreadPool& pool) = 0;
 
   // One sequence: `tokens` appended to `seq`, logits of the last token or of all.
-  void forward(std::span<const TokenId> tokens, KvSequence& seq, Logits which, std::span<float> logits,
+  void forward(std::span<const TokenId> tokens, SequenceState& seq, Logits which, std::span<float> logits,
                ThreadPool& pool) {
     const BatchEntry entry{tokens, &seq, which, logits};
     forward(std::span(&entry, 1), pool);

@@ -1,6 +1,7 @@
 // Qwen3 dense models (Qwen3-0.6B ... 32B): the Qwen3-MoE layer with one SwiGLU FFN in place of
 // the experts; small models tie the output matrix to the embedding.
 //   per layer: x += attention(rmsnorm(x));  x += down(silu(gate u) * up u), u = rmsnorm(x)
+#include "models/architectures.h"
 #include "models/qwen3_family.h"
 
 namespace moe {

@@ -9,6 +9,7 @@
 #include "models/blocks.h"
 #include "models/hparams.h"
 #include "models/model.h"
+#include "models/trunk.h"
 #include "models/weights.h"
 
 namespace moe {
@@ -28,15 +29,11 @@ class Qwen3Family : public Model {
 
  private:
   const gguf::TensorInfo* token_embd_;
-  WeightView output_;  // [n_vocab][n_embd]: output.weight, or token_embd when tied
-  std::vector<float> output_norm_;
+  OutputHead head_;
   std::vector<std::vector<float>> attn_norm_, ffn_norm_;  // [n_layer][n_embd]
   std::vector<AttentionLayer> attn_;
   AttentionShape shape_{};
-  std::vector<float> out_rows_, out_logits_;  // batched logits before they go to each entry
 };
 
-std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader);
-std::unique_ptr<Model> make_qwen3moe(const gguf::Reader& reader);
 
 }  // namespace moe

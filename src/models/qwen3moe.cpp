@@ -4,6 +4,7 @@
 //   per layer: x += attention(rmsnorm(x));  x += moe(rmsnorm(x))
 //   logits = output(rmsnorm(x))
 // reference/qwen-architectures.md section 4.
+#include "models/architectures.h"
 #include "models/qwen3_family.h"
 
 namespace moe {

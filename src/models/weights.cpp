@@ -39,4 +39,19 @@ std::vector<float> WeightLoader::vector(const std::string& name, int64_t n) cons
   return out;
 }
 
+std::vector<float> WeightLoader::gate_vector(const std::string& name, int64_t n) const {
+  const gguf::TensorInfo& t = reader_.tensor(name);
+  return t.n_dims == 2 ? floats(name, {n, 1}) : vector(name, n);
+}
+
+std::vector<float> WeightLoader::floats(const std::string& name, std::initializer_list<int64_t> shape) const {
+  const gguf::TensorInfo& t = checked(name, shape);
+  std::vector<float> out(static_cast<size_t>(t.n_elements()));
+  const size_t row = t.row_bytes(), width = size_t(t.ne[0]);
+  for (int64_t r = 0; r < t.n_rows(); ++r) {
+    dequantize_row(t.type, t.data.subspan(size_t(r) * row, row), std::span(out).subspan(size_t(r) * width, width));
+  }
+  return out;
+}
+
 }  // namespace moe

@@ -32,6 +32,10 @@ class WeightLoader {
   ExpertWeights experts(const std::string& name, int64_t rows, int64_t cols, int n_expert) const;
   // A vector of n values as f32 (any float type in the file).
   std::vector<float> vector(const std::string& name, int64_t n) const;
+  // The same for a {n} or {n, 1} tensor (a 1-output linear layer, e.g. a gate).
+  std::vector<float> gate_vector(const std::string& name, int64_t n) const;
+  // Any small tensor of exactly this shape (GGUF order) as f32, row-major.
+  std::vector<float> floats(const std::string& name, std::initializer_list<int64_t> shape) const;
   bool has(const std::string& name) const { return reader_.find_tensor(name) != nullptr; }
 
  private:

@@ -24,7 +24,8 @@ class ReferenceModel {
     head_dim_ = int(m.get_uint(p + "attention.key_length"));
     eps_ = m.get_double(p + "attention.layer_norm_rms_epsilon");
     base_ = m.get_double(p + "rope.freq_base");
-    if (arch_ == "qwen3moe") {
+    n_rot_ = int(m.get_uint(p + "rope.dimension_count", uint64_t(head_dim_)));
+    if (arch_ == "qwen3moe" || arch_ == "qwen3next") {
       n_expert_ = int(m.get_uint(p + "expert_count"));
       n_used_ = int(m.get_uint(p + "expert_used_count"));
     }
@@ -78,7 +79,7 @@ class ReferenceModel {
     return logits;
   }
 
- private:
+ protected:
   using Matrix = std::vector<std::vector<double>>;  // [rows][cols]
 
   // Rows of a tensor (or of one expert's slice of a 3-D tensor), dequantized.
@@ -115,9 +116,9 @@ class ReferenceModel {
   void head_norm_rope(std::vector<double>& v, int h, const std::vector<double>& w, int pos) const {
     std::vector<double> head(v.begin() + h * head_dim_, v.begin() + (h + 1) * head_dim_);
     head = rms(head, w);
-    const int half = head_dim_ / 2;
+    const int half = n_rot_ / 2;  // only the first n_rot dims rotate (Qwen3-Next: 64 of 256)
     for (int i = 0; i < half; ++i) {
-      const double th = pos * std::pow(base_, -2.0 * i / head_dim_);
+      const double th = pos * std::pow(base_, -2.0 * i / n_rot_);
       const double a = head[i], b = head[i + half];
       head[i] = a * std::cos(th) - b * std::sin(th);
       head[i + half] = a * std::sin(th) + b * std::cos(th);
@@ -132,9 +133,14 @@ class ReferenceModel {
     return mul(d, a);
   }
   std::vector<double> ffn(const std::string& b, const std::vector<double>& x) const {
+    if (arch_ == "qwen3next") return moe(b, x);
     if (arch_ == "qwen3") {
       return swiglu_ffn(matrix(b + "ffn_gate.weight"), matrix(b + "ffn_up.weight"), matrix(b + "ffn_down.weight"), x);
     }
+    return moe(b, x);
+  }
+  // Routed experts (softmax, top-k, renormalised), plus Qwen3-Next's gated shared expert.
+  std::vector<double> moe(const std::string& b, const std::vector<double>& x) const {
     auto p = mul(matrix(b + "ffn_gate_inp.weight"), x);
     const double mx = *std::max_element(p.begin(), p.end());
     double sum = 0;
@@ -152,12 +158,20 @@ class ReferenceModel {
                                 matrix(b + "ffn_down_exps.weight", e), x);
       for (size_t j = 0; j < out.size(); ++j) out[j] += p[e] / selected * y[j];
     }
+    if (r_.find_tensor(b + "ffn_gate_inp_shexp.weight")) {
+      const auto wg = vec(b + "ffn_gate_inp_shexp.weight");
+      double gate = 0;
+      for (size_t i = 0; i < x.size(); ++i) gate += wg[i] * x[i];
+      const auto y = swiglu_ffn(matrix(b + "ffn_gate_shexp.weight"), matrix(b + "ffn_up_shexp.weight"),
+                                matrix(b + "ffn_down_shexp.weight"), x);
+      for (size_t j = 0; j < out.size(); ++j) out[j] += y[j] / (1 + std::exp(-gate));
+    }
     return out;
   }
 
   const gguf::Reader& r_;
   std::string arch_;
-  int n_layer_ = 0, n_embd_ = 0, n_head_ = 0, n_head_kv_ = 0, head_dim_ = 0, n_expert_ = 0, n_used_ = 0;
+  int n_layer_ = 0, n_embd_ = 0, n_head_ = 0, n_head_kv_ = 0, head_dim_ = 0, n_rot_ = 0, n_expert_ = 0, n_used_ = 0;
   double eps_ = 0, base_ = 0;
 };
 

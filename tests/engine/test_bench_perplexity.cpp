@@ -46,13 +46,13 @@ double direct_perplexity(Model& model, const std::vector<TokenId>& tokens, int n
                          int64_t* n_scored) {
   const auto& c = model.config();
   ThreadPool pool(2);
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F32, n_ctx);
+  KvCache cache = make_kv_cache(c, GgmlType::F32, n_ctx);
   long double nll = 0;
   *n_scored = 0;
   for (size_t start = 0; start + size_t(n_ctx) <= tokens.size(); start += size_t(n_ctx)) {
     std::vector<TokenId> chunk(tokens.begin() + ptrdiff_t(start), tokens.begin() + ptrdiff_t(start) + n_ctx);
     if (bos >= 0) chunk[0] = bos;
-    KvSequence seq(cache);
+    SequenceState seq(cache);
     std::vector<float> logits(size_t(n_ctx) * size_t(c.n_vocab));
     model.forward(chunk, seq, Logits::All, logits, pool);
     for (int pos = n_ctx / 2; pos <= n_ctx - 2; ++pos) {

@@ -10,7 +10,7 @@
 #include "engine/generate.h"
 #include "models/model.h"
 #include "models/synth/synth.h"
-#include "reference_forward.h"
+#include "reference_qwen3next.h"
 
 namespace moe {
 namespace {
@@ -47,8 +47,8 @@ std::vector<TokenId> prompt_tokens(int n, int64_t n_vocab, uint32_t seed = 1) {
 std::vector<float> all_logits(Model& model, std::span<const TokenId> tokens, int chunk, int threads,
                               GgmlType kv = GgmlType::F32) {
   const auto& c = model.config();
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, kv, 256);
-  KvSequence seq(cache);
+  KvCache cache = make_kv_cache(c, kv, 256);
+  SequenceState seq(cache);
   ThreadPool pool(threads);
   std::vector<float> out;
   for (size_t begin = 0; begin < tokens.size(); begin += size_t(chunk)) {
@@ -84,8 +84,7 @@ TEST_P(ForwardTest, MatchesTheDoublePrecisionReference) {
   TinyModel m(GetParam(), "f32");
   const auto tokens = prompt_tokens(37, m.model->config().n_vocab);
   const auto ours = all_logits(*m.model, tokens, 37, 2);
-  const test::ReferenceModel ref(*m.reader);
-  const auto expected = ref.forward(std::vector<int>(tokens.begin(), tokens.end()));
+  const auto expected = test::reference_logits(*m.reader, std::vector<int>(tokens.begin(), tokens.end()));
   const double err = max_diff_over_std(ours, expected);
   std::printf("max |dlogit| / std against the f64 reference: %.2e\n", err);
   EXPECT_LT(err, 1e-4) << "max |dlogit| / std";
@@ -119,8 +118,7 @@ TEST_P(ForwardTest, ThreadCountDoesNotChangeAnyLogit) {
 TEST_P(ForwardTest, QuantizedKvCacheStaysClose) {
   TinyModel m(GetParam(), "f32");
   const auto tokens = prompt_tokens(40, m.model->config().n_vocab);
-  const test::ReferenceModel ref(*m.reader);
-  const auto expected = ref.forward(std::vector<int>(tokens.begin(), tokens.end()));
+  const auto expected = test::reference_logits(*m.reader, std::vector<int>(tokens.begin(), tokens.end()));
   const double f16 = max_diff_over_std(all_logits(*m.model, tokens, 40, 2, GgmlType::F16), expected);
   const double q8 = max_diff_over_std(all_logits(*m.model, tokens, 40, 2, GgmlType::Q8_0), expected);
   const double q4 = max_diff_over_std(all_logits(*m.model, tokens, 40, 2, GgmlType::Q4_0), expected);
@@ -131,15 +129,15 @@ TEST_P(ForwardTest, QuantizedKvCacheStaysClose) {
   EXPECT_GT(q4, q8);  // the cache type really is used
 }
 
-INSTANTIATE_TEST_SUITE_P(Qwen3Family, ForwardTest, ::testing::Values("qwen3moe", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Qwen3Family, ForwardTest, ::testing::Values("qwen3moe", "qwen3", "qwen3next"));
 
 TEST(Generate, GreedyAndSeededSamplingRepeat) {
   TinyModel m("qwen3moe", "q8_0");
   const auto& c = m.model->config();
   const auto prompt = prompt_tokens(9, c.n_vocab);
   auto run = [&](float temp, uint64_t seed) {
-    KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F16, 64);
-    KvSequence seq(cache);
+    KvCache cache = make_kv_cache(c, GgmlType::F16, 64);
+    SequenceState seq(cache);
     ThreadPool pool(2);
     GenerateOptions o;
     o.n_predict = 12;
@@ -163,14 +161,14 @@ TEST(Generate, GreedyAndSeededSamplingRepeat) {
 TEST(Generate, ContextOverflowIsAnError) {
   TinyModel m("qwen3", "q8_0");
   const auto& c = m.model->config();
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F16, 16);
-  KvSequence seq(cache);
+  KvCache cache = make_kv_cache(c, GgmlType::F16, 16);
+  SequenceState seq(cache);
   ThreadPool pool(1);
   const auto prompt = prompt_tokens(20, c.n_vocab);
   std::vector<float> logits(size_t(c.n_vocab));
   EXPECT_THROW(m.model->forward(prompt, seq, Logits::Last, logits, pool), Error);
   const std::vector<TokenId> bad = {TokenId(c.n_vocab)};
-  KvSequence seq2(cache);
+  SequenceState seq2(cache);
   EXPECT_THROW(m.model->forward(bad, seq2, Logits::Last, logits, pool), Error);
 }
 
@@ -191,8 +189,8 @@ TEST_P(BatchTest, ASequenceDoesNotSeeTheRestOfTheBatch) {
   // Steps of (sequence, token count) pairs; together they cover each prompt exactly once.
   const std::vector<std::vector<std::pair<int, int>>> steps = {
       {{0, 17}, {1, 9}, {2, 1}}, {{2, 12}}, {{0, 1}, {2, 1}}, {{2, 7}, {0, 19}}};
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::Q8_0, 256);
-  std::vector<KvSequence> seqs;
+  KvCache cache = make_kv_cache(c, GgmlType::Q8_0, 256);
+  std::vector<SequenceState> seqs;
   for (size_t i = 0; i < prompts.size(); ++i) seqs.emplace_back(cache);
   std::vector<size_t> done(prompts.size(), 0);
   ThreadPool pool(2);
@@ -216,13 +214,13 @@ TEST_P(BatchTest, ASequenceDoesNotSeeTheRestOfTheBatch) {
   for (size_t s = 0; s < prompts.size(); ++s) EXPECT_EQ(done[s], prompts[s].size());
 }
 
-INSTANTIATE_TEST_SUITE_P(Qwen3Family, BatchTest, ::testing::Values("qwen3moe", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Qwen3Family, BatchTest, ::testing::Values("qwen3moe", "qwen3", "qwen3next"));
 
 TEST(Batch, BadBatchesChangeNothing) {
   TinyModel m("qwen3moe", "q8_0");
   const auto& c = m.model->config();
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, GgmlType::F16, 32);
-  KvSequence a(cache), b(cache);
+  KvCache cache = make_kv_cache(c, GgmlType::F16, 32);
+  SequenceState a(cache), b(cache);
   ThreadPool pool(1);
   const auto p = prompt_tokens(8, c.n_vocab);
   std::vector<float> la(size_t(c.n_vocab)), lb(size_t(c.n_vocab));
@@ -250,7 +248,7 @@ TEST(LoadModel, UnsupportedArchitecturesAreNamed) {
     load_model(r);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'qwen35moe' is not supported yet (supported: qwen3, qwen3moe)"),
+    EXPECT_NE(std::string(e.what()).find("'qwen35moe' is not supported yet (supported: qwen3, qwen3moe, qwen3next)"),
               std::string::npos)
         << e.what();
   }

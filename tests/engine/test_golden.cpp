@@ -46,8 +46,8 @@ Golden read_golden(const std::string& name) {
 // token HF decoded.
 std::vector<float> our_logits(Model& model, const Golden& g, GgmlType kv) {
   const auto& c = model.config();
-  KvCache cache(c.n_layer, int64_t(c.n_head_kv) * c.head_dim, kv, 64);
-  KvSequence seq(cache);
+  KvCache cache = make_kv_cache(c, kv, 64);
+  SequenceState seq(cache);
   ThreadPool pool(2);
   std::vector<float> out;
   for (size_t begin = 0; begin < g.prompt.size(); begin += 16) {

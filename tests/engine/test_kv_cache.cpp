@@ -19,7 +19,7 @@ std::vector<float> random_row(size_t n, uint32_t seed) {
 TEST(KvCache, RowsComeBackThroughTheCacheType) {
   for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0}) {
     KvCache cache(2, 128, type, 100);
-    KvSequence seq(cache);
+    SequenceState seq(cache);
     seq.grow(40);  // three blocks, the last one partly used
     for (int64_t p = 0; p < 40; ++p) {
       for (int layer = 0; layer < 2; ++layer) {
@@ -45,11 +45,11 @@ TEST(KvCache, SequencesShareThePoolAndGiveBlocksBack) {
   KvCache cache(1, 64, GgmlType::F16, 64);  // 4 blocks
   EXPECT_EQ(cache.free_blocks(), 4);
   {
-    KvSequence a(cache), b(cache);
+    SequenceState a(cache), b(cache);
     a.grow(17);  // 2 blocks
     b.grow(16);  // 1 block
     EXPECT_EQ(cache.free_blocks(), 1);
-    KvSequence c(cache);
+    SequenceState c(cache);
     EXPECT_THROW(c.grow(33), Error);
     a.truncate(5);
     EXPECT_EQ(a.length(), 5);

@@ -54,16 +54,41 @@ std::vector<ModelShape> all_presets() {
                  .context_length = 40960, .rope_freq_base = 1e6f, .rms_norm_eps = 1e-6f,
                  .tied_embeddings = true};
   p.push_back(q06);
+  // Qwen3-Next: the tiny one keeps every ratio of the real one (3 delta-nets : 1 attention,
+  // 2 value heads per key head, GQA, a quarter of each head rotated, 1 shared expert).
+  ModelShape tiny_next{.arch = Arch::Qwen3Next, .preset = "tiny", .name = "Qwen3-Next tiny (synthetic)",
+                       .n_embd = 256, .n_layer = 4, .n_head = 4, .n_head_kv = 2, .head_dim = 64,
+                       .n_ff = 512, .n_ff_exp = 256, .n_expert = 8, .n_expert_used = 2, .n_vocab = 0,
+                       .context_length = 262144, .rope_freq_base = 1e7f, .rms_norm_eps = 1e-6f,
+                       .tied_embeddings = false, .n_ff_shexp = 256, .rope_dims = 16, .full_attention_interval = 4,
+                       .ssm_conv_kernel = 4, .ssm_k_heads = 2, .ssm_v_heads = 4, .ssm_head_dim = 64};
+  p.push_back(tiny_next);
+  // Qwen/Qwen3-Next-80B-A3B-Instruct (reference section 1).
+  ModelShape next80{.arch = Arch::Qwen3Next, .preset = "80b-a3b", .name = "Qwen3-Next-80B-A3B (synthetic)",
+                    .n_embd = 2048, .n_layer = 48, .n_head = 16, .n_head_kv = 2, .head_dim = 256,
+                    .n_ff = 5120, .n_ff_exp = 512, .n_expert = 512, .n_expert_used = 10, .n_vocab = 151936,
+                    .context_length = 262144, .rope_freq_base = 1e7f, .rms_norm_eps = 1e-6f,
+                    .tied_embeddings = false, .n_ff_shexp = 512, .rope_dims = 64, .full_attention_interval = 4,
+                    .ssm_conv_kernel = 4, .ssm_k_heads = 16, .ssm_v_heads = 32, .ssm_head_dim = 128};
+  p.push_back(next80);
   return p;
 }
 
 }  // namespace
 
-std::string_view arch_name(Arch arch) { return arch == Arch::Qwen3Moe ? "qwen3moe" : "qwen3"; }
+std::string_view arch_name(Arch arch) {
+  switch (arch) {
+    case Arch::Qwen3Moe: return "qwen3moe";
+    case Arch::Qwen3: return "qwen3";
+    case Arch::Qwen3Next: return "qwen3next";
+  }
+  return "?";
+}
 
 std::optional<Arch> parse_arch(std::string_view name) {
   if (name == "qwen3moe") return Arch::Qwen3Moe;
   if (name == "qwen3") return Arch::Qwen3;
+  if (name == "qwen3next") return Arch::Qwen3Next;
   return std::nullopt;
 }
 

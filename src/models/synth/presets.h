@@ -11,9 +11,9 @@
 
 namespace moe::synth {
 
-enum class Arch { Qwen3Moe, Qwen3 };
+enum class Arch { Qwen3Moe, Qwen3, Qwen3Next };
 
-std::string_view arch_name(Arch arch);  // "qwen3moe", "qwen3": general.architecture and key prefix
+std::string_view arch_name(Arch arch);  // "qwen3moe", "qwen3", "qwen3next": general.architecture and key prefix
 std::optional<Arch> parse_arch(std::string_view name);
 
 struct ModelShape {
@@ -35,8 +35,16 @@ struct ModelShape {
   float rope_freq_base = 0;
   float rms_norm_eps = 0;
   bool tied_embeddings = false;  // no output.weight; the LM head reuses token_embd
+  // Qwen3-Next only: shared expert, partial RoPE, gated delta-net layers.
+  uint32_t n_ff_shexp = 0;
+  uint32_t rope_dims = 0;               // rope.dimension_count (0: head_dim)
+  uint32_t full_attention_interval = 0;  // layer i is full attention iff (i + 1) % interval == 0
+  uint32_t ssm_conv_kernel = 0, ssm_k_heads = 0, ssm_v_heads = 0, ssm_head_dim = 0;  // d_k = d_v
 
-  bool is_moe() const { return arch == Arch::Qwen3Moe; }
+  bool is_moe() const { return arch == Arch::Qwen3Moe || arch == Arch::Qwen3Next; }
+  bool is_recurrent(uint32_t layer) const {
+    return full_attention_interval > 0 && (layer + 1) % full_attention_interval != 0;
+  }
 };
 
 // The preset, or std::nullopt if `arch` has none by that name.

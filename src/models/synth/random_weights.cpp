@@ -132,6 +132,9 @@ void fill_row(const WeightRecipe& recipe, uint64_t seed, uint64_t row_key, uint6
         }
       }
       return;
+    case Distribution::Uniform:
+      for (float& x : out) x = recipe.low + (recipe.high - recipe.low) * rng.uniform();
+      return;
   }
 }
 

@@ -10,6 +10,7 @@
 //   Gaussian     N(0, std^2); std is 1/sqrt(fan_in) for the projections, so a unit-RMS input
 //                gives unit-variance outputs, and larger for the router and the LM head.
 //   NormWeight   U(0.5, 1.5) per channel; on the few "outlier" channels U(2, 3).
+//   Uniform      U(low, high): delta-net decay rates and time-step biases.
 //   Embedding    N(0, std^2), except on the outlier channels, where every token carries a
 //                large value of a fixed sign (6 std, +-25%): the "massive activation" channels
 //                of real LLMs, which stress quantization blocks and the RMSNorm.
@@ -43,11 +44,12 @@ class RowRng {
   bool has_spare_ = false;
 };
 
-enum class Distribution { Gaussian, NormWeight, Embedding };
+enum class Distribution { Gaussian, NormWeight, Embedding, Uniform };
 
 struct WeightRecipe {
   Distribution distribution = Distribution::Gaussian;
   float std = 0;               // Gaussian and Embedding
+  float low = 0, high = 0;     // Uniform
   bool with_outliers = false;  // NormWeight and Embedding: boost the outlier channels
 };
 

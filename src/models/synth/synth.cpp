@@ -48,6 +48,16 @@ void write_hyperparameters(gguf::Writer& w, const ModelShape& s, GgmlType reques
     w.set_u32(a + ".expert_used_count", s.n_expert_used);
     w.set_u32(a + ".expert_feed_forward_length", s.n_ff_exp);
   }
+  if (s.arch == Arch::Qwen3Next) {
+    w.set_u32(a + ".expert_shared_feed_forward_length", s.n_ff_shexp);
+    w.set_u32(a + ".rope.dimension_count", s.rope_dims);
+    w.set_u32(a + ".full_attention_interval", s.full_attention_interval);
+    w.set_u32(a + ".ssm.conv_kernel", s.ssm_conv_kernel);
+    w.set_u32(a + ".ssm.state_size", s.ssm_head_dim);
+    w.set_u32(a + ".ssm.group_count", s.ssm_k_heads);
+    w.set_u32(a + ".ssm.time_step_rank", s.ssm_v_heads);
+    w.set_u32(a + ".ssm.inner_size", s.ssm_v_heads * s.ssm_head_dim);
+  }
   // Provenance, so a file can be regenerated (llama.cpp ignores unknown keys).
   w.set_string("moeserve.synth.preset", s.preset);
   w.set_u64("moeserve.synth.seed", o.seed);
@@ -68,7 +78,12 @@ void generate_tensor(ThreadPool& pool, const PlannedTensor& t, uint64_t seed, st
   parallel_chunks(pool, size_t(n_rows), grain, [&](size_t begin, size_t end, int thread) {
     std::span<float> row(scratch[size_t(thread)]);
     for (size_t r = begin; r < end; ++r) {
-      fill_row(t.recipe, seed, key, r, channels, row);
+      if (t.row_source) {
+        const auto [source, source_row] = t.row_source(r);
+        fill_row(t.recipe, seed, hash_name(source), source_row, channels, row);
+      } else {
+        fill_row(t.recipe, seed, key, r, channels, row);
+      }
       quantize_row(t.type, row, out.subspan(r * rb, rb), QuantEffort::Fast);  // random weights: no search
     }
   });
@@ -87,7 +102,7 @@ GgmlType parse_synth_type(const std::string& name) {
 
 ModelShape resolve_shape(const SynthOptions& o) {
   const auto arch = parse_arch(o.arch);
-  if (!arch) fail("synth: unknown --arch '{}' (choose qwen3moe or qwen3)", o.arch);
+  if (!arch) fail("synth: unknown --arch '{}' (choose qwen3moe, qwen3 or qwen3next)", o.arch);
   auto shape = find_preset(*arch, o.preset);
   if (!shape) fail("synth: --arch {} has no preset '{}' (choose one of: {})", o.arch, o.preset, join(preset_names(*arch)));
   if (o.layers) {
@@ -117,7 +132,8 @@ SynthReport write_synth_model(const SynthOptions& o) {
     }
   }
 
-  const std::vector<PlannedTensor> plan = plan_tensors(s, report.n_vocab, requested, o.seed);
+  if (o.fused_ssm_in && s.arch != Arch::Qwen3Next) fail("synth: --fused-ssm-in is for --arch qwen3next only");
+  const std::vector<PlannedTensor> plan = plan_tensors(s, report.n_vocab, requested, o.seed, o.fused_ssm_in);
   const std::vector<uint32_t> outliers = outlier_channels(o.seed, s.n_embd);
   ThreadPool pool(o.threads);
   uint64_t total_bytes = 0;

@@ -12,7 +12,7 @@
 namespace moe::synth {
 
 struct SynthOptions {
-  std::string arch;    // "qwen3moe" | "qwen3"
+  std::string arch;    // "qwen3moe" | "qwen3" | "qwen3next"
   std::string preset;  // see preset_names()
   std::optional<int64_t> layers;  // overrides the preset's block count
   std::string type = "q8_0";      // storage type of the big matrices
@@ -20,6 +20,7 @@ struct SynthOptions {
   uint64_t seed = 0;
   int threads = 0;  // <= 0: one per hardware thread
   std::string output;
+  bool fused_ssm_in = false;  // qwen3next: the legacy fused ssm_in layout
 };
 
 struct SynthReport {

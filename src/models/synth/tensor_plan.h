@@ -13,6 +13,8 @@
 // A row length that is not a multiple of the chosen type's block falls back to Q8_0 (rows of
 // 32) or else F16, and the fallback is reported.
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,10 @@ struct PlannedTensor {
   WeightRecipe recipe;
   bool outliers_apply = false;  // the row is n_embd wide and uses the outlier channels
   std::string note;             // non-empty when the type fell back for the block size
+  // Where row r's random stream comes from, when not from this tensor's own row r: the legacy
+  // fused ssm_in takes each row from the attn_qkv or attn_gate row it holds, so a file in
+  // either layout is the same model.
+  std::function<std::pair<std::string, uint64_t>(uint64_t row)> row_source;
 };
 
 struct TypeChoice {
@@ -49,8 +55,10 @@ TypeChoice choose_type(TensorRole role, GgmlType requested, uint32_t layer, uint
 uint32_t file_type_of(GgmlType requested);
 
 // The whole model, in file order. `n_vocab` is the vocabulary actually written.
+// `fused_ssm_in`: Qwen3-Next delta-nets in the legacy layout (one ssm_in instead of attn_qkv
+// and attn_gate).
 std::vector<PlannedTensor> plan_tensors(const ModelShape& shape, uint32_t n_vocab, GgmlType requested,
-                                        uint64_t seed);
+                                        uint64_t seed, bool fused_ssm_in = false);
 
 // Target standard deviations, exposed for the tests.
 float router_logit_std();                  // the router's logits for a unit-RMS input
