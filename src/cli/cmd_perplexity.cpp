@@ -1,5 +1,6 @@
 // moeserve perplexity: the perplexity of a text file, computed and printed as llama-perplexity
 // does ([1]x,[2]y,... then "Final estimate: PPL = X +/- Y"), so the two can be compared directly.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -21,7 +22,7 @@ namespace {
 
 struct PerplexityCliOptions {
   std::string model, text_file, kv_type = "f16";
-  int n_ctx = 512, batch = 512, threads = 0;
+  int n_ctx = 512, batch = 512, threads = 0, max_chunks = 0;
   LoadOptions load;  // --prefault (default advise) and --mlock
 };
 
@@ -37,7 +38,10 @@ void perplexity(const PerplexityCliOptions& opt) {
   // As llama-perplexity: the whole file in one go, BOS if the vocab adds it, and special-token
   // text such as "<|im_end|>" read as plain text (llama-perplexity does not parse specials; with
   // them parsed, chunk boundaries drift and the two disagree by about 1.5% on our docs).
-  const auto tokens = tokenizer.encode(read_text_file(opt.text_file), {.add_special = true, .parse_special = false});
+  auto tokens = tokenizer.encode(read_text_file(opt.text_file), {.add_special = true, .parse_special = false});
+  if (opt.max_chunks > 0) {  // as llama-perplexity's --chunks: only the first N chunks
+    tokens.resize(std::min(tokens.size(), size_t(opt.max_chunks) * size_t(opt.n_ctx)));
+  }
   PerplexityOptions p;
   p.n_ctx = opt.n_ctx;
   p.batch = opt.batch;
@@ -69,6 +73,8 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("-b,--batch-size", opt->batch, "Tokens per forward pass")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", opt->threads, "CPU threads (default: all)");
   cmd->add_option("--kv-type", opt->kv_type, "KV cache type: f32, f16, q8_0, q4_0");
+  cmd->add_option("--chunks", opt->max_chunks, "Score only the first N chunks (default: all)")
+      ->check(CLI::NonNegativeNumber);
   add_load_options(*cmd, opt->load);
   cmd->callback([opt] { perplexity(*opt); });
 }
