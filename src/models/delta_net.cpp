@@ -4,29 +4,15 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "ops/cpu/dot_lanes.h"
 
 namespace moe {
 namespace {
 
-constexpr int kLanes = 16;  // partial sums in fixed order: vectorizable, same bits on any thread count
 constexpr int kMaxConvKernel = 8;
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }  // ggml's threshold
-
-float dot(const float* a, const float* b, int n) {
-  float acc[kLanes] = {};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
-  }
-  float tail = 0;
-  for (; i < n; ++i) tail += a[i] * b[i];
-  for (int w = kLanes / 2; w > 0; w /= 2) {
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  }
-  return acc[0] + tail;
-}
 
 // x / max(||x||, eps), in place (llama.cpp's l2_norm; HF's rsqrt(sum + eps) differs only for
 // vectors near zero).
@@ -51,9 +37,9 @@ void delta_rule_recurrent(const DeltaRuleArgs& a) {
     for (int j = 0; j < a.d_v; ++j) {
       float* row = a.state + size_t(j) * a.d_k;
       for (int i = 0; i < a.d_k; ++i) row[i] *= decay;
-      const float delta = beta * (v[j] - dot(row, k, a.d_k));
+      const float delta = beta * (v[j] - dot_lanes(row, k, a.d_k));
       for (int i = 0; i < a.d_k; ++i) row[i] += k[i] * delta;
-      o[j] = dot(row, q, a.d_k);
+      o[j] = dot_lanes(row, q, a.d_k);
     }
   }
 }
@@ -80,7 +66,7 @@ void delta_rule_chunked(const DeltaRuleArgs& a, int chunk) {
       for (int j = 0; j < dv; ++j) ut[j] = bt * v(t)[j];
       for (int i = 0; i < dk; ++i) kt[i] = bt * et * k(t)[i];
       for (int s = 0; s < t; ++s) {
-        const float m = M[size_t(t) * C + s] = bt * dot(k(t), k(s), dk) * std::exp(G[size_t(t)] - G[size_t(s)]);
+        const float m = M[size_t(t) * C + s] = bt * dot_lanes(k(t), k(s), dk) * std::exp(G[size_t(t)] - G[size_t(s)]);
         for (int j = 0; j < dv; ++j) ut[j] -= m * U[size_t(s) * dv + j];
         for (int i = 0; i < dk; ++i) kt[i] -= m * Kcd[size_t(s) * dk + i];
       }
@@ -88,17 +74,17 @@ void delta_rule_chunked(const DeltaRuleArgs& a, int chunk) {
     // The chunk's values after what the incoming state already predicts: Vnew = U - Kcd S^T.
     for (int t = 0; t < L; ++t) {
       for (int j = 0; j < dv; ++j) {
-        Vnew[size_t(t) * dv + j] = U[size_t(t) * dv + j] - dot(&Kcd[size_t(t) * dk], a.state + size_t(j) * dk, dk);
+        Vnew[size_t(t) * dv + j] = U[size_t(t) * dv + j] - dot_lanes(&Kcd[size_t(t) * dk], a.state + size_t(j) * dk, dk);
       }
     }
     // Outputs: the decayed incoming state read by q, plus attention within the chunk
     // (diagonal included).
     for (int t = 0; t < L; ++t) {
-      for (int s = 0; s <= t; ++s) A[size_t(t) * C + s] = dot(q(t), k(s), dk) * std::exp(G[size_t(t)] - G[size_t(s)]);
+      for (int s = 0; s <= t; ++s) A[size_t(t) * C + s] = dot_lanes(q(t), k(s), dk) * std::exp(G[size_t(t)] - G[size_t(s)]);
       float* o = a.o + size_t(c0 + t) * a.o_stride;
       const float et = std::exp(G[size_t(t)]);
       for (int j = 0; j < dv; ++j) {
-        float sum = et * dot(q(t), a.state + size_t(j) * dk, dk);
+        float sum = et * dot_lanes(q(t), a.state + size_t(j) * dk, dk);
         for (int s = 0; s <= t; ++s) sum += A[size_t(t) * C + s] * Vnew[size_t(s) * dv + j];
         o[j] = sum;
       }

@@ -90,6 +90,18 @@ inline __m512 pair_scale(const std::byte* b, size_t stride) {
                                _mm512_castps128_ps512(d));
 }
 
+// An odd block count's last block (weights at b, activations at xb) added to acc's lower
+// half. Shared by the row kernel and the tiles, so both give the same bits.
+template <bool kQ4>
+inline void add_last_block(const std::byte* b, const std::byte* xb, __m512& acc) {
+  const __m256i wv = block_weights<kQ4>(b);
+  const __mmask32 neg = _mm256_movepi8_mask(wv);
+  const __m256i xv = _mm256_mask_sub_epi8(load256(xb + 2), neg, _mm256_setzero_si256(), load256(xb + 2));
+  const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wv), xv);
+  const __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(load_f16(b) * load_f16(xb)));
+  acc = _mm512_add_ps(acc, _mm512_zextps256_ps512(part));
+}
+
 template <bool kQ4>
 struct DotQ8_0 {
   static constexpr size_t kWB = kQ4 ? kQ4_0Bytes : kQ8_0Bytes;
@@ -133,18 +145,7 @@ struct DotQ8_0 {
       }
     }
     if (ib < nb) {  // odd block count: the last block alone, in the lower half
-      const std::byte* b0 = w + ib * kWB;
-      const __m256i wv = block_weights<kQ4>(b0);
-      const __m256i wabs = _mm256_abs_epi8(wv);
-      const __mmask32 neg = _mm256_movepi8_mask(wv);
-      const float d0 = load_f16(b0);
-      for (int t = 0; t < NT; ++t) {
-        const std::byte* xb = x + t * xs + ib * kQ8_0Bytes;
-        const __m256i xv = _mm256_mask_sub_epi8(load256(xb + 2), neg, _mm256_setzero_si256(), load256(xb + 2));
-        const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, xv);
-        const __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d0 * load_f16(xb)));
-        acc[t] = _mm512_add_ps(acc[t], _mm512_zextps256_ps512(part));
-      }
+      for (int t = 0; t < NT; ++t) add_last_block<kQ4>(w + ib * kWB, x + t * xs + ib * kQ8_0Bytes, acc[t]);
     }
     for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
   }
@@ -203,17 +204,8 @@ struct TileQ8_0 {
     }
     if (ib < nb) {  // odd block count: exactly as DotQ8_0's tail
       for (int r = 0; r < R; ++r) {
-        const std::byte* b0 = w + r * ws + ib * kWB;
-        const __m256i wv = block_weights<kQ4>(b0);
-        const __m256i wabs = _mm256_abs_epi8(wv);
-        const __mmask32 neg = _mm256_movepi8_mask(wv);
-        const float d0 = load_f16(b0);
         for (int t = 0; t < T; ++t) {
-          const std::byte* xb = x + t * xs + ib * kQ8_0Bytes;
-          const __m256i xv = _mm256_mask_sub_epi8(load256(xb + 2), neg, _mm256_setzero_si256(), load256(xb + 2));
-          const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, xv);
-          const __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d0 * load_f16(xb)));
-          acc[r][t] = _mm512_add_ps(acc[r][t], _mm512_zextps256_ps512(part));
+          add_last_block<kQ4>(w + r * ws + ib * kWB, x + t * xs + ib * kQ8_0Bytes, acc[r][t]);
         }
       }
     }
