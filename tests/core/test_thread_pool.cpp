@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <numeric>
 #include <set>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -39,10 +41,14 @@ TEST(ThreadPool, UsesMoreThanOneThreadWhenAvailable) {
   ThreadPool pool(2);
   std::set<int> seen;
   std::mutex m;
-  // Tasks that take a while give the worker time to pick some up.
-  pool.parallel_for(64, [&](size_t, int thread) {
-    volatile double x = 0;
-    for (int i = 0; i < 20000; ++i) x = x + i;
+  // The first task waits (up to 10 s) until another thread has taken a task, so the test does
+  // not depend on the worker waking before the caller runs out of work on a loaded machine.
+  std::atomic<bool> other{false};
+  pool.parallel_for(64, [&](size_t task, int thread) {
+    if (task != 0) other = true;
+    if (task == 0) {
+      for (int i = 0; i < 10000 && !other; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     std::lock_guard lock(m);
     seen.insert(thread);
   });
