@@ -79,7 +79,43 @@ void read_rope(const Json& j, HfModelConfig& c) {
 
 }  // namespace
 
-std::string supported_hf_architectures() { return "Qwen3ForCausalLM, Qwen3MoeForCausalLM"; }
+std::string supported_hf_architectures() { return "Qwen3ForCausalLM, Qwen3MoeForCausalLM, Qwen3NextForCausalLM"; }
+
+// The delta-net shape, the shared expert, partial RoPE and which layers are full attention.
+void read_qwen3next(const Json& j, HfModelConfig& c) {
+  const std::string& w = c.path;
+  c.n_ff_shexp = get_u32(j, "shared_expert_intermediate_size", w);
+  c.linear_k_heads = get_u32(j, "linear_num_key_heads", w);
+  c.linear_v_heads = get_u32(j, "linear_num_value_heads", w);
+  c.linear_k_dim = get_u32(j, "linear_key_head_dim", w);
+  c.linear_v_dim = get_u32(j, "linear_value_head_dim", w);
+  c.conv_kernel = get_u32(j, "linear_conv_kernel_dim", w);
+  if (c.linear_v_heads % c.linear_k_heads != 0) {
+    fail("{}: linear_num_value_heads {} is not a multiple of linear_num_key_heads {}", w, c.linear_v_heads,
+         c.linear_k_heads);
+  }
+  // partial_rotary_factor: top level (older configs) or inside rope_parameters (transformers 5).
+  std::optional<double> factor = json_util::get_number_opt(j, "partial_rotary_factor", w);
+  if (const auto it = j.find("rope_parameters"); !factor && it != j.end() && it->is_object()) {
+    factor = json_util::get_number_opt(*it, "partial_rotary_factor", w);
+  }
+  c.rope_dims = uint32_t(double(c.head_dim) * factor.value_or(1.0) + 0.5);
+  if (c.rope_dims == 0 || c.rope_dims > c.head_dim || c.rope_dims % 2 != 0) {
+    fail("{}: partial_rotary_factor gives {} rotated dims of head_dim {}", w, c.rope_dims, c.head_dim);
+  }
+  c.full_attention_interval = get_u32_opt(j, "full_attention_interval", w).value_or(4);
+  if (const auto it = j.find("layer_types"); it != j.end() && it->is_array()) {
+    // The GGUF can only say "every interval-th layer": check the list says exactly that.
+    if (it->size() != c.n_layer) fail("{}: layer_types has {} entries for {} layers", w, it->size(), c.n_layer);
+    for (uint32_t l = 0; l < c.n_layer; ++l) {
+      const std::string want = c.is_linear_layer(l) ? "linear_attention" : "full_attention";
+      if ((*it)[l] != want) {
+        fail("{}: layer_types[{}] is {} but full_attention_interval {} implies \"{}\"", w, l, (*it)[l].dump(),
+             c.full_attention_interval, want);
+      }
+    }
+  }
+}
 
 HfModelConfig load_hf_config(const std::string& dir) {
   HfModelConfig c;
@@ -98,6 +134,9 @@ HfModelConfig load_hf_config(const std::string& dir) {
   } else if (c.hf_architecture == "Qwen3ForCausalLM") {
     c.arch = HfArch::Qwen3;
     c.gguf_arch = "qwen3";
+  } else if (c.hf_architecture == "Qwen3NextForCausalLM") {
+    c.arch = HfArch::Qwen3Next;
+    c.gguf_arch = "qwen3next";
   } else {
     fail("{}: architecture '{}' is not supported (supported: {})", w, c.hf_architecture, supported_hf_architectures());
   }
@@ -142,6 +181,7 @@ HfModelConfig load_hf_config(const std::string& dir) {
     require_value(j, "decoder_sparse_step", 1, w, "every layer must be an MoE layer");
     require_value(j, "mlp_only_layers", Json::array(), w, "dense layers inside qwen3moe are not supported");
   }
+  if (c.arch == HfArch::Qwen3Next) read_qwen3next(j, c);
   c.bos_token_id = get_token_id(j, "bos_token_id", w);
   c.eos_token_id = get_token_id(j, "eos_token_id", w);
   c.pad_token_id = get_token_id(j, "pad_token_id", w);
@@ -166,13 +206,24 @@ void write_hparams(const HfModelConfig& c, gguf::Writer& w) {
   }
   w.set_f32(a + ".rope.freq_base", c.rope_theta);
   w.set_f32(a + ".attention.layer_norm_rms_epsilon", c.rms_eps);
-  if (c.arch == HfArch::Qwen3Moe) {
+  const bool moe = c.arch != HfArch::Qwen3;
+  if (moe) {
     w.set_u32(a + ".expert_count", c.n_expert);
     w.set_u32(a + ".expert_used_count", c.n_expert_used);
   }
   w.set_u32(a + ".attention.key_length", c.head_dim);
   w.set_u32(a + ".attention.value_length", c.head_dim);
-  if (c.arch == HfArch::Qwen3Moe) w.set_u32(a + ".expert_feed_forward_length", c.n_ff_exp);
+  if (moe) w.set_u32(a + ".expert_feed_forward_length", c.n_ff_exp);
+  if (c.arch == HfArch::Qwen3Next) {
+    w.set_u32(a + ".expert_shared_feed_forward_length", c.n_ff_shexp);
+    w.set_u32(a + ".ssm.conv_kernel", c.conv_kernel);
+    w.set_u32(a + ".ssm.state_size", c.linear_k_dim);
+    w.set_u32(a + ".ssm.group_count", c.linear_k_heads);
+    w.set_u32(a + ".ssm.time_step_rank", c.linear_v_heads);
+    w.set_u32(a + ".ssm.inner_size", c.linear_v_heads * c.linear_v_dim);
+    w.set_u32(a + ".full_attention_interval", c.full_attention_interval);
+    w.set_u32(a + ".rope.dimension_count", c.rope_dims);
+  }
 }
 
 }  // namespace moe::formats

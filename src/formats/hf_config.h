@@ -1,7 +1,7 @@
 #pragma once
-// config.json of a Hugging Face Qwen3 / Qwen3-MoE checkpoint, validated, and the GGUF
-// hyperparameter keys llama.cpp's converter writes for it (convert_hf_to_gguf.py: TextModel,
-// Qwen2MoeModel, Qwen3Model, Qwen3MoeModel).
+// config.json of a Hugging Face Qwen3 / Qwen3-MoE / Qwen3-Next checkpoint, validated, and the
+// GGUF hyperparameter keys llama.cpp's converter writes for it (convert_hf_to_gguf.py:
+// TextModel, Qwen2MoeModel, Qwen3Model, Qwen3MoeModel, Qwen3NextModel).
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,7 +10,7 @@
 
 namespace moe::formats {
 
-enum class HfArch { Qwen3, Qwen3Moe };
+enum class HfArch { Qwen3, Qwen3Moe, Qwen3Next };
 
 struct RopeScaling {
   std::string type;  // "linear" or "yarn"; empty: none
@@ -30,8 +30,13 @@ struct HfModelConfig {
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
 
-  // Qwen3-MoE only.
+  // Qwen3-MoE and Qwen3-Next.
   uint32_t n_expert = 0, n_expert_used = 0, n_ff_exp = 0;
+
+  // Qwen3-Next only: the shared expert, partial RoPE, the layer schedule and the delta-nets.
+  uint32_t n_ff_shexp = 0, rope_dims = 0, full_attention_interval = 0;
+  uint32_t linear_k_heads = 0, linear_v_heads = 0, linear_k_dim = 0, linear_v_dim = 0, conv_kernel = 0;
+  bool is_linear_layer(uint32_t l) const { return full_attention_interval && (l + 1) % full_attention_interval != 0; }
 
   // Special token ids config.json may carry (the lowest-priority source, as in llama.cpp).
   std::optional<uint32_t> bos_token_id, eos_token_id, pad_token_id;

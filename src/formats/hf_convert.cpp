@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -30,16 +31,23 @@ constexpr std::array kTypes = {
 };
 
 // Writes one source row (any safetensors dtype) as `type`. Same-format copies keep the bits.
-void convert_row(const SafeTensor& src, int64_t row, GgmlType type, std::span<float> scratch, std::span<std::byte> out) {
+void convert_row(const SafeTensor& src, int64_t row, GgmlType type, ValueTransform transform, std::span<float> scratch,
+                 std::span<std::byte> out) {
   const int64_t n = src.row_length();
   const size_t elem = dtype_size(src.dtype);
   const auto bytes = src.data.subspan(size_t(row * n) * elem, size_t(n) * elem);
-  if ((type == GgmlType::F32 && src.dtype == SafeDType::F32) || (type == GgmlType::F16 && src.dtype == SafeDType::F16) ||
-      (type == GgmlType::BF16 && src.dtype == SafeDType::BF16)) {
+  const bool same_format = (type == GgmlType::F32 && src.dtype == SafeDType::F32) ||
+                           (type == GgmlType::F16 && src.dtype == SafeDType::F16) ||
+                           (type == GgmlType::BF16 && src.dtype == SafeDType::BF16);
+  if (same_format && transform == ValueTransform::None) {
     std::memcpy(out.data(), bytes.data(), bytes.size());
     return;
   }
   to_f32(src.dtype, bytes, scratch);
+  for (float& v : scratch.first(size_t(n))) {  // in f32, after the upcast, as llama.cpp does
+    if (transform == ValueTransform::PlusOne) v = v + 1.0f;
+    if (transform == ValueTransform::MinusExp) v = -std::exp(v);
+  }
   switch (type) {
     case GgmlType::F32:
       std::memcpy(out.data(), scratch.data(), out.size());
@@ -63,7 +71,7 @@ void fill_tensor(const PlannedTensor& t, GgmlType type, std::span<std::byte> out
   for (const auto& range : t.rows) {
     for (int64_t r = 0; r < range.n_rows; ++r) {
       if (at + row_bytes > out.size()) fail("convert: tensor {}: more source rows than its shape holds", t.name);
-      convert_row(*range.source, range.first_row + r, type, scratch, out.subspan(at, row_bytes));
+      convert_row(*range.source, range.first_row + r, type, t.transform, scratch, out.subspan(at, row_bytes));
       at += row_bytes;
     }
   }

@@ -18,7 +18,7 @@ class Planner {
     const int64_t vocab = c_.vocab_size, embd = c_.n_embd;
     whole("token_embd.weight", "model.embed_tokens.weight", {vocab, embd}, false);
     for (uint32_t l = 0; l < c_.n_layer; ++l) layer(l);
-    whole("output_norm.weight", "model.norm.weight", {embd}, true);
+    whole("output_norm.weight", "model.norm.weight", {embd}, true, next() ? ValueTransform::PlusOne : ValueTransform::None);
     if (ck_.find("lm_head.weight")) {
       whole("output.weight", "lm_head.weight", {vocab, embd}, false);
     } else if (!c_.tie_word_embeddings) {
@@ -42,12 +42,16 @@ class Planner {
   // The reversed HF shape: the contiguous dimension first.
   static std::vector<int64_t> ne_of(const std::vector<int64_t>& shape) { return {shape.rbegin(), shape.rend()}; }
 
-  void whole(const std::string& gguf_name, const std::string& hf_name, const std::vector<int64_t>& shape, bool keep_f32) {
+  bool next() const { return c_.arch == HfArch::Qwen3Next; }
+
+  void whole(const std::string& gguf_name, const std::string& hf_name, const std::vector<int64_t>& shape, bool keep_f32,
+             ValueTransform transform = ValueTransform::None) {
     const SafeTensor& t = take(hf_name, shape);
-    out_.push_back({gguf_name, ne_of(shape), {{&t, 0, t.n_rows()}}, keep_f32});
+    out_.push_back({gguf_name, ne_of(shape), {{&t, 0, t.n_rows()}}, keep_f32, transform});
   }
 
   void layer(uint32_t l) {
+    if (next()) return qwen3next_layer(l);
     const std::string hf = fmt::format("model.layers.{}.", l), blk = fmt::format("blk.{}.", l);
     const int64_t embd = c_.n_embd, hd = c_.head_dim;
     const int64_t q_rows = int64_t(c_.n_head) * hd, kv_rows = int64_t(c_.n_head_kv) * hd;
@@ -66,14 +70,65 @@ class Planner {
       whole(blk + "ffn_down.weight", hf + "mlp.down_proj.weight", {embd, ff}, false);
       return;
     }
+    moe(hf, blk);
+  }
+
+  void moe(const std::string& hf, const std::string& blk) {
     // The router is small and decides which experts run: llama.cpp keeps it F32.
-    whole(blk + "ffn_gate_inp.weight", hf + "mlp.gate.weight", {int64_t(c_.n_expert), embd}, true);
+    whole(blk + "ffn_gate_inp.weight", hf + "mlp.gate.weight", {int64_t(c_.n_expert), c_.n_embd}, true);
     const std::string experts = hf + "mlp.experts.";
     if (const auto fused = find_either(experts + "gate_up_proj")) {
       fused_experts(blk, experts, *fused);
     } else {
       per_expert(blk, experts);
     }
+  }
+
+  // Qwen3-Next: a gated delta-net or gated attention, then the MoE with its shared expert.
+  void qwen3next_layer(uint32_t l) {
+    const std::string hf = fmt::format("model.layers.{}.", l), blk = fmt::format("blk.{}.", l);
+    const int64_t embd = c_.n_embd, hd = c_.head_dim;
+    const auto plus_one = ValueTransform::PlusOne;
+    whole(blk + "attn_norm.weight", hf + "input_layernorm.weight", {embd}, true, plus_one);
+    if (c_.is_linear_layer(l)) {
+      const int64_t nk = c_.linear_k_heads, nv = c_.linear_v_heads, dk = c_.linear_k_dim, dv = c_.linear_v_dim;
+      const int64_t kd = nk * dk, vd = nv * dv, group_v = nv / nk * dv, block = 2 * dk + 2 * group_v;
+      const std::string la = hf + "linear_attn.";
+      const SafeTensor& qkvz = take(la + "in_proj_qkvz.weight", {nk * block, embd});
+      PlannedTensor qkv{blk + "attn_qkv.weight", {embd, 2 * kd + vd}, {}, false};
+      for (int64_t part : {int64_t(0), dk, 2 * dk}) {  // all q heads, all k heads, all v heads
+        const int64_t rows = part == 2 * dk ? group_v : dk;
+        for (int64_t g = 0; g < nk; ++g) qkv.rows.push_back({&qkvz, g * block + part, rows});
+      }
+      PlannedTensor z{blk + "attn_gate.weight", {embd, vd}, {}, false};
+      for (int64_t g = 0; g < nk; ++g) z.rows.push_back({&qkvz, g * block + 2 * dk + group_v, group_v});
+      out_.push_back(std::move(qkv));
+      out_.push_back(std::move(z));
+      whole(blk + "ssm_ba.weight", la + "in_proj_ba.weight", {2 * nv, embd}, false);
+      const int64_t channels = 2 * kd + vd;
+      const SafeTensor& conv = take(la + "conv1d.weight", {channels, 1, int64_t(c_.conv_kernel)});
+      out_.push_back({blk + "ssm_conv1d.weight", {int64_t(c_.conv_kernel), channels}, {{&conv, 0, conv.n_rows()}}, true});
+      whole(blk + "ssm_a", la + "A_log", {nv}, true, ValueTransform::MinusExp);
+      whole(blk + "ssm_dt.bias", la + "dt_bias", {nv}, true);
+      whole(blk + "ssm_norm.weight", la + "norm.weight", {dv}, true);  // the gated norm: a plain weight
+      whole(blk + "ssm_out.weight", la + "out_proj.weight", {embd, vd}, false);
+    } else {
+      const int64_t q_rows = int64_t(c_.n_head) * hd, kv_rows = int64_t(c_.n_head_kv) * hd;
+      whole(blk + "attn_q.weight", hf + "self_attn.q_proj.weight", {2 * q_rows, embd}, false);  // query + gate
+      whole(blk + "attn_k.weight", hf + "self_attn.k_proj.weight", {kv_rows, embd}, false);
+      whole(blk + "attn_v.weight", hf + "self_attn.v_proj.weight", {kv_rows, embd}, false);
+      whole(blk + "attn_output.weight", hf + "self_attn.o_proj.weight", {embd, q_rows}, false);
+      whole(blk + "attn_q_norm.weight", hf + "self_attn.q_norm.weight", {hd}, true, plus_one);
+      whole(blk + "attn_k_norm.weight", hf + "self_attn.k_norm.weight", {hd}, true, plus_one);
+    }
+    whole(blk + "post_attention_norm.weight", hf + "post_attention_layernorm.weight", {embd}, true, plus_one);
+    moe(hf, blk);
+    const int64_t sff = c_.n_ff_shexp;
+    whole(blk + "ffn_gate_shexp.weight", hf + "mlp.shared_expert.gate_proj.weight", {sff, embd}, false);
+    whole(blk + "ffn_up_shexp.weight", hf + "mlp.shared_expert.up_proj.weight", {sff, embd}, false);
+    whole(blk + "ffn_down_shexp.weight", hf + "mlp.shared_expert.down_proj.weight", {embd, sff}, false);
+    const SafeTensor& sg = take(hf + "mlp.shared_expert_gate.weight", {1, embd});
+    out_.push_back({blk + "ffn_gate_inp_shexp.weight", {embd, 1}, {{&sg, 0, 1}}, true});  // as llama.cpp writes it
   }
 
   // transformers 5 may name the fused parameters with or without a ".weight" suffix.

@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "../gguf/gguf_test_util.h"
@@ -41,17 +43,18 @@ Golden read_golden(const std::string& name) {
   return g;
 }
 
-// Our logits for the same positions: the prompt in chunks of 16 (blocks of 16 positions, so
-// chunks and blocks both end mid-prompt with an odd remainder of 5), then one decode step per
-// token HF decoded.
-std::vector<float> our_logits(Model& model, const Golden& g, GgmlType kv) {
+// Our logits for the same positions: the prompt in calls of `call` tokens, then one decode step
+// per token HF decoded. 16 for the 37-token prompts (blocks of 16 positions, so calls and
+// blocks both end mid-prompt with an odd remainder of 5); 100 for Qwen3-Next's 150 tokens (a
+// call of 100 runs the chunked delta rule, the remaining 50 token by token).
+std::vector<float> our_logits(Model& model, const Golden& g, GgmlType kv, size_t call = 16) {
   const auto& c = model.config();
-  KvCache cache = make_kv_cache(c, kv, 64);
+  KvCache cache = make_kv_cache(c, kv, 256);
   SequenceState seq(cache);
   ThreadPool pool(2);
   std::vector<float> out;
-  for (size_t begin = 0; begin < g.prompt.size(); begin += 16) {
-    const size_t n = std::min<size_t>(16, g.prompt.size() - begin);
+  for (size_t begin = 0; begin < g.prompt.size(); begin += call) {
+    const size_t n = std::min<size_t>(call, g.prompt.size() - begin);
     std::vector<float> logits(n * size_t(c.n_vocab));
     model.forward(std::span(g.prompt).subspan(begin, n), seq, Logits::All, logits, pool);
     out.insert(out.end(), logits.begin(), logits.end());
@@ -132,7 +135,7 @@ TEST_P(GoldenTest, LogitsAgreeWithTransformers) {
   const gguf::Reader reader(opt.out_path);
   auto model = load_model(reader);
   ASSERT_EQ(model->config().n_vocab, g.vocab);
-  const auto ours = our_logits(*model, g, c.kv);
+  const auto ours = our_logits(*model, g, c.kv, std::string(c.model) == "qwen3next-tiny" ? 100 : 16);
   const Agreement a = compare(ours, g.logits, g.vocab);
   std::printf("%s %s weights, %s KV: max|dlogit|/std %.2e, mean KL %.2e, top-1 %d/%d decisive positions\n", c.model,
               std::string(type_name(c.weights)).c_str(), std::string(type_name(c.kv)).c_str(), a.max_diff_over_std,
@@ -154,7 +157,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3moe-tiny", GgmlType::Q8_0, GgmlType::F16, 1.0, 0.03, 1},
                       Case{"qwen3-tiny", GgmlType::Q8_0, GgmlType::F16, 0.25, 5e-3, 20},
                       Case{"qwen3moe-tiny", GgmlType::Q4_K, GgmlType::Q8_0, 4.0, 1.5, 0},
-                      Case{"qwen3-tiny", GgmlType::Q4_K, GgmlType::Q8_0, 2.5, 0.5, 1}),
+                      Case{"qwen3-tiny", GgmlType::Q4_K, GgmlType::Q8_0, 2.5, 0.5, 1},
+                      Case{"qwen3next-tiny", GgmlType::F32, GgmlType::F32, 1e-4, 1e-8, 100},
+                      // This random Qwen3-Next amplifies weight noise far more (measured 1.65 / 0.106
+                      // and 4.26 / 3.46): loose bounds, see docs/correctness.md.
+                      Case{"qwen3next-tiny", GgmlType::Q8_0, GgmlType::F16, 3.5, 0.25, 0},
+                      Case{"qwen3next-tiny", GgmlType::Q4_K, GgmlType::Q8_0, 8.0, 7.0, 0}),
     [](const auto& info) {
       std::string name = std::string(info.param.model) + "_" + std::string(type_name(info.param.weights)) + "_kv_" +
                          std::string(type_name(info.param.kv));
@@ -170,7 +178,7 @@ TEST(LlamaCppConverter, FilesAreInterchangeable) {
   const char* dir_env = std::getenv("MOE_LLAMA_CONVERTED_DIR");
   if (!dir_env) GTEST_SKIP() << "MOE_LLAMA_CONVERTED_DIR is not set (files made by llama.cpp's converter)";
   int compared = 0;
-  for (const char* name : {"qwen3moe-tiny", "qwen3-tiny"}) {
+  for (const char* name : {"qwen3moe-tiny", "qwen3-tiny", "qwen3next-tiny"}) {
     const Golden g = read_golden(name);
     for (const GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q8_0}) {
       const std::string theirs_path = std::string(dir_env) + "/" + name + "-" + std::string(type_name(type)) + ".gguf";
@@ -189,12 +197,47 @@ TEST(LlamaCppConverter, FilesAreInterchangeable) {
         ASSERT_NE(o, nullptr) << t.name;
         EXPECT_EQ(o->type, t.type) << t.name;
         EXPECT_EQ(o->ne, t.ne) << t.name;
-        EXPECT_TRUE(o->data.size() == t.data.size() && std::equal(t.data.begin(), t.data.end(), o->data.begin()))
-            << t.name << ": bytes differ";
+        const bool same = o->data.size() == t.data.size() && std::equal(t.data.begin(), t.data.end(), o->data.begin());
+        std::string detail;
+        if (!same && t.type == GgmlType::F32 && o->data.size() == t.data.size()) {  // the first differing value
+          for (size_t i = 0; i < t.data.size() / 4; ++i) {
+            float a = 0, b = 0;
+            std::memcpy(&a, t.data.data() + 4 * i, 4);
+            std::memcpy(&b, o->data.data() + 4 * i, 4);
+            if (a != b) {
+              detail = fmt::format(" (value {}: llama.cpp {:.9g}, ours {:.9g})", i, a, b);
+              break;
+            }
+          }
+        }
+        // llama.cpp's converter applies Qwen3-Next's value transforms (1 + w for norms,
+        // -exp(A_log)) in the checkpoint's f16 before widening to f32; we widen first, as HF
+        // computes them. Those tensors agree to f16 rounding, everything else byte for byte.
+        const std::string tn(t.name);
+        const bool transformed = std::string(name) == "qwen3next-tiny" && t.type == GgmlType::F32 &&
+                                 ((tn.ends_with("norm.weight") && !tn.ends_with("ssm_norm.weight")) || tn.ends_with("ssm_a"));
+        if (transformed && o->data.size() == t.data.size()) {
+          for (size_t i = 0; i < t.data.size() / 4; ++i) {
+            float a = 0, b = 0;
+            std::memcpy(&a, t.data.data() + 4 * i, 4);
+            std::memcpy(&b, o->data.data() + 4 * i, 4);
+            ASSERT_NEAR(a, b, 1e-3 * std::abs(b)) << t.name << " value " << i;
+          }
+          continue;
+        }
+        EXPECT_TRUE(same) << t.name << ": bytes differ" << detail;
       }
-      const auto their_logits = our_logits(*load_model(theirs), g, GgmlType::F32);
-      const auto our_file_logits = our_logits(*load_model(ours), g, GgmlType::F32);
-      EXPECT_EQ(their_logits, our_file_logits);
+      const size_t call = std::string(name) == "qwen3next-tiny" ? 100 : 16;
+      const auto their_logits = our_logits(*load_model(theirs), g, GgmlType::F32, call);
+      const auto our_file_logits = our_logits(*load_model(ours), g, GgmlType::F32, call);
+      if (std::string(name) == "qwen3next-tiny") {
+        // f16-rounded norms and decays (see above) move this random model's logits visibly
+        // (it amplifies small weight changes: routing flips, a 150-token recurrence), but
+        // the distributions stay close.
+        EXPECT_LT(compare(their_logits, our_file_logits, g.vocab).mean_kl, 0.25);
+      } else {
+        EXPECT_EQ(their_logits, our_file_logits);
+      }
       const Agreement a = compare(their_logits, g.logits, g.vocab);
       std::printf("llama.cpp-converted %s %s: max|dlogit|/std %.2e, mean KL %.2e, top-1 %d/%d\n", name,
                   std::string(type_name(type)).c_str(), a.max_diff_over_std, a.mean_kl, a.top1_agree, a.decisive);
