@@ -176,6 +176,9 @@ class Planner {
   void check_all_used() const {
     for (const auto name : ck_.names()) {
       if (used_.contains(name) || name.ends_with(".rotary_emb.inv_freq")) continue;
+      // Qwen3-Next checkpoints ship a multi-token-prediction head (mtp.*) that HF itself does not
+      // load; it is for speculative decoding, not part of the model's forward pass.
+      if (next() && name.starts_with("mtp.")) continue;
       fail("{}: tensor '{}' is not part of a {} checkpoint as convert understands it (mixed or unknown layout)",
            *ck_.get(name).file, name, c_.hf_architecture);
     }
