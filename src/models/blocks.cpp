@@ -138,6 +138,17 @@ void swiglu(std::span<const float> g, std::span<const float> u, std::span<float>
   for (size_t i = 0; i < h.size(); ++i) h[i] = silu(g[i]) * u[i];
 }
 
+// Products of equal height as one parallel job: tasks of kMatmulRowsPerTask rows, product-major.
+void run_row_tasks(std::span<const RowProduct> products, ThreadPool& pool) {
+  if (products.empty()) return;
+  const int64_t rows = products.front().n_rows();
+  const size_t per = size_t((rows + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
+  pool.parallel_for(products.size() * per, [&](size_t task, int) {
+    const int64_t r0 = int64_t(task % per) * kMatmulRowsPerTask;
+    products[task / per].rows(r0, std::min(rows, r0 + kMatmulRowsPerTask));
+  });
+}
+
 }  // namespace
 
 void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
@@ -218,15 +229,14 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
 
   // Every expert's gate and up products as one parallel job (no barrier per expert):
   // tasks of kMatmulRowsPerTask rows, expert-major, so a thread reads contiguous weights.
+  // Each product is checked and given its kernels once, before the job.
   const auto g = sized(scratch.g, n_rows * ff), up = sized(scratch.up, n_rows * ff);
-  const size_t ff_tasks = size_t((ff + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
-  pool.parallel_for(active.size() * 2 * ff_tasks, [&](size_t task, int) {
-    const int e = active[task / (2 * ff_tasks)];
-    const bool is_up = task / ff_tasks % 2 == 1;
-    const int64_t r0 = int64_t(task % ff_tasks) * kMatmulRowsPerTask;
-    matmul_rows(is_up ? w.up.expert(e) : w.gate.expert(e), rows_of(in, gathered.data(), e), r0,
-                std::min(ff, r0 + kMatmulRowsPerTask), part(is_up ? up : g, e, ff));
-  });
+  std::vector<RowProduct> gate_up;  // per active expert: gate, then up
+  for (int e : active) {
+    gate_up.emplace_back(w.gate.expert(e), rows_of(in, gathered.data(), e), part(g, e, ff));
+    gate_up.emplace_back(w.up.expert(e), rows_of(in, gathered.data(), e), part(up, e, ff));
+  }
+  run_row_tasks(gate_up, pool);
   parallel_chunks(pool, n_rows, 16, [&](size_t begin, size_t end, int) {
     const size_t b = begin * size_t(ff), len = (end - begin) * size_t(ff);
     swiglu(g.subspan(b, len), up.subspan(b, len), g.subspan(b, len));
@@ -236,13 +246,9 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
   scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(n_rows), ff, &pool);
   const ActivationView& hidden = scratch.hidden.view();
   const auto expert_out = sized(scratch.expert_out, n_rows * n_embd);
-  const size_t embd_tasks = size_t((n_embd + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
-  pool.parallel_for(active.size() * embd_tasks, [&](size_t task, int) {
-    const int e = active[task / embd_tasks];
-    const int64_t r0 = int64_t(task % embd_tasks) * kMatmulRowsPerTask;
-    matmul_rows(w.down.expert(e), rows_of(hidden, hidden.data, e), r0, std::min(n_embd, r0 + kMatmulRowsPerTask),
-                part(expert_out, e, n_embd));
-  });
+  std::vector<RowProduct> down;
+  for (int e : active) down.emplace_back(w.down.expert(e), rows_of(hidden, hidden.data, e), part(expert_out, e, n_embd));
+  run_row_tasks(down, pool);
 
   // Weighted sum in rank order, so the result does not depend on which tokens shared an expert.
   parallel_chunks(pool, size_t(n), 8, [&](size_t begin, size_t end, int) {

@@ -87,20 +87,24 @@ void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int6
 
 }  // namespace
 
-void matmul_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y) {
+RowProduct::RowProduct(const WeightView& w, const ActivationView& x, std::span<float> y)
+    : w_(w), x_(x), y_(y), dot_(nullptr), tile_(nullptr) {
   check_product(w, x, y);
-  if (r0 < 0 || r1 > w.rows || r0 > r1) fail("matmul_rows: rows [{}, {}) of {}", r0, r1, w.rows);
-  product_rows(w, x, r0, r1, y, vec_dot_kernel(w.type), gemm_tile_kernel(w.type));
+  dot_ = vec_dot_kernel(w.type);
+  tile_ = gemm_tile_kernel(w.type);
+}
+
+void RowProduct::rows(int64_t r0, int64_t r1) const {
+  MOE_ASSERT(r0 >= 0 && r0 <= r1 && r1 <= w_.rows);
+  product_rows(w_, x_, r0, r1, y_, dot_, tile_);
 }
 
 void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool) {
-  check_product(w, x, y);
-  const VecDotFn dot = vec_dot_kernel(w.type);
-  const GemmTileFn tile = gemm_tile_kernel(w.type);
+  const RowProduct product(w, x, y);
   const auto n_tasks = static_cast<size_t>((w.rows + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
   pool.parallel_for(n_tasks, [&](size_t task, int) {
     const int64_t r0 = static_cast<int64_t>(task) * kMatmulRowsPerTask;
-    product_rows(w, x, r0, std::min(w.rows, r0 + kMatmulRowsPerTask), y, dot, tile);
+    product.rows(r0, std::min(w.rows, r0 + kMatmulRowsPerTask));
   });
 }
 

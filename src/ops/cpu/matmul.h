@@ -13,6 +13,7 @@
 
 #include "core/ggml_type.h"
 #include "core/thread_pool.h"
+#include "ops/cpu/vec_dot.h"
 
 namespace moe {
 
@@ -61,8 +62,21 @@ void matmul(const WeightView& w, std::span<const float> x, int64_t n_tokens, std
 // Same with activations already converted to vec_dot_type(w.type).
 void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool);
 
-// Only rows [r0, r1) of y (laid out as above), on the calling thread: for callers that run
-// many products as one parallel job (the experts of an MoE layer). Same bits as matmul().
-void matmul_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y);
+// One product, checked and given its kernels once, whose row ranges callers run as tasks of a
+// parallel job of their own (the experts of an MoE layer). Same bits as matmul().
+class RowProduct {
+ public:
+  RowProduct(const WeightView& w, const ActivationView& x, std::span<float> y);  // throws as matmul()
+  // Rows [r0, r1) of y (laid out as above), on the calling thread.
+  void rows(int64_t r0, int64_t r1) const;
+  int64_t n_rows() const { return w_.rows; }
+
+ private:
+  WeightView w_;
+  ActivationView x_;
+  std::span<float> y_;
+  VecDotFn dot_;
+  GemmTileFn tile_;
+};
 
 }  // namespace moe
