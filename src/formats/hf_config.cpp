@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "models/hparams.h"
 #include "formats/json_util.h"
 
 namespace moe::formats {
@@ -215,14 +216,10 @@ void write_hparams(const HfModelConfig& c, gguf::Writer& w) {
   w.set_u32(a + ".attention.value_length", c.head_dim);
   if (moe) w.set_u32(a + ".expert_feed_forward_length", c.n_ff_exp);
   if (c.arch == HfArch::Qwen3Next) {
-    w.set_u32(a + ".expert_shared_feed_forward_length", c.n_ff_shexp);
-    w.set_u32(a + ".ssm.conv_kernel", c.conv_kernel);
-    w.set_u32(a + ".ssm.state_size", c.linear_k_dim);
-    w.set_u32(a + ".ssm.group_count", c.linear_k_heads);
-    w.set_u32(a + ".ssm.time_step_rank", c.linear_v_heads);
-    w.set_u32(a + ".ssm.inner_size", c.linear_v_heads * c.linear_v_dim);
-    w.set_u32(a + ".full_attention_interval", c.full_attention_interval);
-    w.set_u32(a + ".rope.dimension_count", c.rope_dims);
+    write_qwen3next_keys(w, {.n_ff_shexp = c.n_ff_shexp, .rope_dims = c.rope_dims,
+                             .full_attention_interval = c.full_attention_interval, .conv_kernel = c.conv_kernel,
+                             .k_heads = c.linear_k_heads, .v_heads = c.linear_v_heads, .k_dim = c.linear_k_dim,
+                             .v_dim = c.linear_v_dim});
   }
 }
 

@@ -39,4 +39,16 @@ ModelConfig read_transformer_config(const gguf::Reader& reader) {
   return c;
 }
 
+void write_qwen3next_keys(gguf::Writer& w, const Qwen3NextKeys& k) {
+  const std::string a = "qwen3next.";
+  w.set_u32(a + "expert_shared_feed_forward_length", k.n_ff_shexp);
+  w.set_u32(a + "ssm.conv_kernel", k.conv_kernel);
+  w.set_u32(a + "ssm.state_size", k.k_dim);
+  w.set_u32(a + "ssm.group_count", k.k_heads);
+  w.set_u32(a + "ssm.time_step_rank", k.v_heads);
+  w.set_u32(a + "ssm.inner_size", k.v_heads * k.v_dim);
+  w.set_u32(a + "full_attention_interval", k.full_attention_interval);
+  w.set_u32(a + "rope.dimension_count", k.rope_dims);
+}
+
 }  // namespace moe

@@ -12,6 +12,7 @@
 #include "models/synth/random_weights.h"
 #include "models/synth/synth_vocab.h"
 #include "models/synth/tensor_plan.h"
+#include "models/hparams.h"
 #include "ops/cpu/quantize.h"
 #include "spdlog/spdlog.h"
 
@@ -49,14 +50,10 @@ void write_hyperparameters(gguf::Writer& w, const ModelShape& s, GgmlType reques
     w.set_u32(a + ".expert_feed_forward_length", s.n_ff_exp);
   }
   if (s.arch == Arch::Qwen3Next) {
-    w.set_u32(a + ".expert_shared_feed_forward_length", s.n_ff_shexp);
-    w.set_u32(a + ".rope.dimension_count", s.rope_dims);
-    w.set_u32(a + ".full_attention_interval", s.full_attention_interval);
-    w.set_u32(a + ".ssm.conv_kernel", s.ssm_conv_kernel);
-    w.set_u32(a + ".ssm.state_size", s.ssm_head_dim);
-    w.set_u32(a + ".ssm.group_count", s.ssm_k_heads);
-    w.set_u32(a + ".ssm.time_step_rank", s.ssm_v_heads);
-    w.set_u32(a + ".ssm.inner_size", s.ssm_v_heads * s.ssm_head_dim);
+    write_qwen3next_keys(w, {.n_ff_shexp = s.n_ff_shexp, .rope_dims = s.rope_dims,
+                             .full_attention_interval = s.full_attention_interval, .conv_kernel = s.ssm_conv_kernel,
+                             .k_heads = s.ssm_k_heads, .v_heads = s.ssm_v_heads, .k_dim = s.ssm_head_dim,
+                             .v_dim = s.ssm_head_dim});
   }
   // Provenance, so a file can be regenerated (llama.cpp ignores unknown keys).
   w.set_string("moeserve.synth.preset", s.preset);
