@@ -7,6 +7,10 @@
 #include <string>
 #include <sys/wait.h>
 
+#include <gtest/gtest.h>
+
+#include "../gguf/gguf_test_util.h"
+
 namespace moe::test {
 
 struct CliResult {
@@ -37,6 +41,14 @@ inline CliResult run_cli(const std::string& args, const std::string& err_file) {
   ss << err.rdbuf();
   r.err = ss.str();
   return r;
+}
+
+// A tiny synth Qwen3-MoE model written by the CLI into `dir`; its path.
+inline std::string make_tiny_model(const TempDir& dir) {
+  const std::string path = dir.file("tiny.gguf");
+  const auto r = run_cli("synth --arch qwen3moe --preset tiny -o " + shell_quote(path), dir.file("err"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return path;
 }
 
 }  // namespace moe::test

@@ -10,13 +10,6 @@
 namespace moe {
 namespace {
 
-std::string make_tiny_model(const test::TempDir& dir) {
-  const std::string path = dir.file("tiny.gguf");
-  const auto r = test::run_cli("synth --arch qwen3moe --preset tiny -o " + test::shell_quote(path), dir.file("err"));
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return path;
-}
-
 std::string write_text(const test::TempDir& dir, int sentences) {
   const std::string path = dir.file("text.txt");
   std::ofstream out(path);
@@ -26,7 +19,7 @@ std::string write_text(const test::TempDir& dir, int sentences) {
 
 TEST(CliPerplexity, PrintsProgressAndTheFinalEstimate) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const std::string text = write_text(dir, 40);
   const auto r = test::run_cli("perplexity -t 2 -c 32 -b 16 -m " + test::shell_quote(model) + " -f " +
                                    test::shell_quote(text),
@@ -43,7 +36,7 @@ TEST(CliPerplexity, PrintsProgressAndTheFinalEstimate) {
 
 TEST(CliPerplexity, TooShortAFileIsOneLineAndExitCodeOne) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const std::string text = write_text(dir, 1);
   const auto r = test::run_cli("perplexity -c 512 -m " + test::shell_quote(model) + " -f " + test::shell_quote(text),
                                dir.file("err"));
@@ -54,7 +47,7 @@ TEST(CliPerplexity, TooShortAFileIsOneLineAndExitCodeOne) {
 
 TEST(CliBench, JsonHasLlamaBenchFieldsAndSaneValues) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const auto r = test::run_cli("bench -o json -p 16 -n 4 -r 2 -t 2 --mem-bw 50 -m " + test::shell_quote(model),
                                dir.file("err"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -85,7 +78,7 @@ TEST(CliBench, JsonHasLlamaBenchFieldsAndSaneValues) {
 
 TEST(CliBench, MarkdownIsALlamaBenchTable) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const auto r = test::run_cli("bench -p 8 -n 0 -r 1 -t 1 -m " + test::shell_quote(model), dir.file("err"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("| model", 0), 0u) << r.out;

@@ -10,16 +10,9 @@
 namespace moe {
 namespace {
 
-std::string make_tiny_model(const test::TempDir& dir) {
-  const std::string path = dir.file("tiny.gguf");
-  const auto r = test::run_cli("synth --arch qwen3moe --preset tiny -o " + test::shell_quote(path), dir.file("err"));
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return path;
-}
-
 TEST(CliLoad, RunPopulatesLocksAndLogsTheLoadLine) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const auto r = test::run_cli("run --prefault populate --mlock -n 2 -t 2 --seed 1 -p Hello -m " +
                                    test::shell_quote(model),
                                dir.file("err"));
@@ -35,7 +28,7 @@ TEST(CliLoad, RunPopulatesLocksAndLogsTheLoadLine) {
 
 TEST(CliLoad, NoMmapReadsIntoHugePagesAndGeneratesTheSameText) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const std::string args = "run -n 12 -t 2 --seed 3 --temp 0 -p Hello -m " + test::shell_quote(model);
   const auto mapped = test::run_cli(args, dir.file("err1"));
   const auto copied = test::run_cli(args + " --no-mmap", dir.file("err2"));
@@ -47,7 +40,7 @@ TEST(CliLoad, NoMmapReadsIntoHugePagesAndGeneratesTheSameText) {
 
 TEST(CliLoad, RunDefaultsToAdviseAndRejectsUnknownPolicies) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const auto ok = test::run_cli("run -n 1 --seed 1 -p Hello -m " + test::shell_quote(model), dir.file("err"));
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.err.find("read-ahead advised"), std::string::npos) << ok.err;
@@ -59,7 +52,7 @@ TEST(CliLoad, RunDefaultsToAdviseAndRejectsUnknownPolicies) {
 
 TEST(CliLoad, BenchJsonCarriesTheLoadReport) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const auto r = test::run_cli("bench -o json -p 8 -n 0 -r 1 -t 1 -m " + test::shell_quote(model), dir.file("err"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
@@ -74,7 +67,7 @@ TEST(CliLoad, BenchJsonCarriesTheLoadReport) {
 
 TEST(CliLoad, PerplexityTakesTheSameOptions) {
   test::TempDir dir;
-  const std::string model = make_tiny_model(dir);
+  const std::string model = test::make_tiny_model(dir);
   const std::string text = dir.file("text.txt");
   {
     std::ofstream out(text);
