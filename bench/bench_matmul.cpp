@@ -32,38 +32,50 @@ constexpr size_t kWorkingSet = size_t(512) << 20;
 // Weight matrices with realistic values: random floats quantized once, then copied.
 struct Weights {
   GgmlType type;
+  WeightLayout layout = WeightLayout::Rows;
   int64_t rows = 0, cols = 0;
   size_t matrix_bytes = 0;
   std::vector<std::byte> data;  // n_copies matrices back to back
   size_t n_copies = 0;
 
   WeightView copy(size_t i) const {
-    return WeightView::packed(type, rows, cols, data.data() + (i % n_copies) * matrix_bytes);
+    const std::byte* p = data.data() + (i % n_copies) * matrix_bytes;
+    if (layout != WeightLayout::Rows) return WeightView::interleaved(type, layout, rows, cols, p);
+    return WeightView::packed(type, rows, cols, p);
   }
 };
 
 // The benchmarks of one shape and format run one after another; keep only the current one.
-const Weights& weights(GgmlType type, int64_t rows, int64_t cols, size_t working_set) {
+const Weights& weights(GgmlType type, WeightLayout layout, int64_t rows, int64_t cols, size_t working_set) {
   static std::unique_ptr<Weights> cached;
-  if (cached && cached->type == type && cached->rows == rows && cached->cols == cols &&
+  if (cached && cached->type == type && cached->layout == layout && cached->rows == rows && cached->cols == cols &&
       cached->n_copies * cached->matrix_bytes >= working_set) {
     return *cached;
   }
   cached.reset();  // free the previous set first
   auto w = std::make_unique<Weights>();
   w->type = type;
+  w->layout = layout;
   w->rows = rows;
   w->cols = cols;
-  w->matrix_bytes = row_bytes(type, cols) * rows;
+  w->matrix_bytes = layout == WeightLayout::Rows
+                        ? row_bytes(type, cols) * rows
+                        : interleaved_group_bytes(layout, cols) * size_t(rows / kInterleaveRows);
   w->n_copies = std::max<size_t>(1, (working_set + w->matrix_bytes - 1) / w->matrix_bytes);
   w->data.resize(w->n_copies * w->matrix_bytes);
   std::mt19937 rng(42);
   std::normal_distribution<float> dist(0.0f, 0.02f);
   std::vector<float> row(cols);
   const size_t rb = row_bytes(type, cols);
+  std::vector<std::byte> plain(rb * rows);
   for (int64_t r = 0; r < rows; ++r) {
     for (auto& v : row) v = dist(rng);
-    quantize_row(type, row, std::span(w->data).subspan(r * rb, rb));
+    quantize_row(type, row, std::span(plain).subspan(r * rb, rb));
+  }
+  if (layout == WeightLayout::Rows) {
+    std::memcpy(w->data.data(), plain.data(), plain.size());
+  } else {
+    interleave_groups(layout, cols, plain.data(), rb, 0, rows / kInterleaveRows, w->data.data());
   }
   for (size_t c = 1; c < w->n_copies; ++c) {
     std::memcpy(w->data.data() + c * w->matrix_bytes, w->data.data(), w->matrix_bytes);
@@ -79,6 +91,7 @@ ThreadPool& pool(int n_threads) {
 
 struct Config {
   GgmlType type;
+  WeightLayout layout;
   int64_t rows, cols, n_tokens;
   SimdLevel level;
   int threads;
@@ -88,7 +101,7 @@ void run_matmul(benchmark::State& state, Config c) {
   const SimdLevel saved = active_simd_level();
   set_simd_level(c.level);
   const bool gemv = c.n_tokens == 1;
-  const Weights& w = weights(c.type, c.rows, c.cols, gemv ? kWorkingSet : 0);
+  const Weights& w = weights(c.type, c.layout, c.rows, c.cols, gemv ? kWorkingSet : 0);
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> x(c.n_tokens * c.cols), y(c.n_tokens * c.rows);
@@ -124,26 +137,38 @@ void register_all() {
   // Qwen3-30B-A3B: dense-FFN-sized projections (2048 <-> 6144) and one expert's gate/up
   // (768 x 2048) and down (2048 x 768) matrices.
   const std::pair<int64_t, int64_t> gemv_shapes[] = {{6144, 2048}, {2048, 6144}, {768, 2048}, {2048, 768}};
+  // Each format in GGUF's row layout, and (suffix "+x16") repacked where it has an
+  // interleaved layout on this CPU.
+  std::vector<std::pair<GgmlType, WeightLayout>> variants;
   for (GgmlType type : types) {
+    variants.emplace_back(type, WeightLayout::Rows);
+    if (interleaved_layout(type) != WeightLayout::Rows) variants.emplace_back(type, interleaved_layout(type));
+  }
+  auto variant_name = [](GgmlType type, WeightLayout layout) {
+    return fmt::format("{}{}", type_name(type), layout == WeightLayout::Rows ? "" : "+x16");
+  };
+  for (auto [type, layout] : variants) {
     for (auto [rows, cols] : gemv_shapes) {
       for (SimdLevel level : levels()) {
+        if (layout != WeightLayout::Rows && level != SimdLevel::Avx512) continue;
         for (int threads : {1, 2}) {
-          const Config c{type, rows, cols, 1, level, threads};
-          const auto name = fmt::format("gemv/{}/{}x{}/{}/threads:{}", type_name(type), rows, cols,
+          const Config c{type, layout, rows, cols, 1, level, threads};
+          const auto name = fmt::format("gemv/{}/{}x{}/{}/threads:{}", variant_name(type, layout), rows, cols,
                                         simd_level_name(level), threads);
           benchmark::RegisterBenchmark(name.c_str(), run_matmul, c)->UseRealTime()->MinTime(0.3);
         }
       }
     }
   }
-  for (GgmlType type : types) {
+  for (auto [type, layout] : variants) {
     for (int64_t n_tokens : {64, 512}) {
       for (SimdLevel level : levels()) {
         if (level == SimdLevel::Scalar && n_tokens > 64) continue;  // minutes per run
+        if (layout != WeightLayout::Rows && level != SimdLevel::Avx512) continue;
         for (int threads : {1, 2}) {
-          const Config c{type, 2048, 2048, n_tokens, level, threads};
-          const auto name = fmt::format("gemm/{}/2048x2048/tokens:{}/{}/threads:{}", type_name(type), n_tokens,
-                                        simd_level_name(level), threads);
+          const Config c{type, layout, 2048, 2048, n_tokens, level, threads};
+          const auto name = fmt::format("gemm/{}/2048x2048/tokens:{}/{}/threads:{}", variant_name(type, layout),
+                                        n_tokens, simd_level_name(level), threads);
           benchmark::RegisterBenchmark(name.c_str(), run_matmul, c)->UseRealTime()->MinTime(0.3);
         }
       }

@@ -127,7 +127,7 @@ void bench(const BenchCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   const LoadReport load = prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = load_model(reader);
+  auto model = build_model(reader, opt.load);
   const ModelConfig& c = model->config();
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 

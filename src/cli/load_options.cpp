@@ -22,6 +22,10 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
       "--no-mmap", [&options] { options.backing = MappedFile::Backing::HugePageCopy; },
       "Read the model into private memory in 2 MiB huge pages instead of mapping the file: fewer TLB misses "
       "(decode 1.47x faster on a VM, docs/performance.md) for a slower load and private RAM");
+  cmd.add_flag_callback(
+      "--no-repack", [&options] { options.repack = false; },
+      "Use every matrix in place in the model file instead of repacking Q4_K matrices into the faster "
+      "interleaved layout (AVX-512 VNNI CPUs; costs a copy at load, the file's pages are released)");
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }

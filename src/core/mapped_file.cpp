@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/huge_page_buffer.h"
 #include "core/thread_pool.h"
 #include "core/units.h"
 
@@ -53,23 +54,10 @@ MappedFile::MappedFile(const std::string& path, Backing backing) : path_(path) {
 // drops the file mapping. The page cache may keep the file's pages, but they are clean and
 // the kernel reclaims them under pressure: no second copy is ever pinned.
 void MappedFile::copy_to_huge_pages() {
-  constexpr size_t kHuge = size_t(2) << 20;
   const auto start = std::chrono::steady_clock::now();
   resident_before_copy_ = resident_fraction(bytes());
-  const size_t bytes_needed = (size_ + kHuge - 1) / kHuge * kHuge;
-  void* raw = ::mmap(nullptr, bytes_needed + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) {
-    fail("{}: cannot allocate {} to read the model into (--no-mmap): {}", path_, format_bytes(bytes_needed),
-         std::strerror(errno));
-  }
-  // Keep the 2 MiB-aligned part; give back the slack before and after it.
-  auto* const first = static_cast<std::byte*>(raw);
-  auto* const aligned = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(first) + kHuge - 1) & ~(kHuge - 1));
-  if (aligned > first) ::munmap(first, size_t(aligned - first));
-  const size_t tail = size_t(first + bytes_needed + kHuge - (aligned + bytes_needed));
-  if (tail > 0) ::munmap(aligned + bytes_needed, tail);
-  ::madvise(aligned, bytes_needed, MADV_HUGEPAGE);  // advice: without THP it is a plain copy
-
+  HugePageBuffer copy(size_, fmt::format("{}: reading the model into memory (--no-mmap)", path_));
+  std::byte* const aligned = copy.data();
   const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
   ThreadPool pool{static_cast<int>(n_threads)};
   const auto* src = static_cast<const std::byte*>(data_);
@@ -80,10 +68,10 @@ void MappedFile::copy_to_huge_pages() {
       std::memcpy(aligned + off, src + off, std::min(kChunk, size_ - off));
     }
   });
-  ::mprotect(aligned, bytes_needed, PROT_READ);  // weights are read-only, as in the mapping
+  copy.seal();  // weights are read-only, as in the mapping
   ::munmap(data_, map_bytes_);
-  data_ = aligned;
-  map_bytes_ = bytes_needed;
+  map_bytes_ = copy.mapped_size();
+  data_ = copy.release();
   backing_ = Backing::HugePageCopy;
   copy_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -218,6 +206,13 @@ std::optional<std::string> lock_in_memory(std::span<const std::byte> bytes) {
                        std::strerror(err), memlock_limit_text());
   }
   return std::string(std::strerror(err));
+}
+
+void drop_file_pages(std::span<const std::byte> bytes) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) & ~(page - 1);
+  const auto end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) & ~(page - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: may fail (mlock)
 }
 
 }  // namespace moe

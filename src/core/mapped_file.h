@@ -64,6 +64,12 @@ double resident_fraction(std::span<const std::byte> bytes);
 // requests in flight.
 void prefault(std::span<const std::byte> bytes, Prefault how, int n_threads);
 
+// Takes the whole pages inside a range of a *file* mapping (MappedFile::Backing::Mapped) out of
+// this process (MADV_DONTNEED): the page cache may keep them, clean, and a later read faults
+// them in again from the file. Used once tensors have been repacked into other memory. Never on
+// a HugePageCopy: private anonymous memory would read back as zeros.
+void drop_file_pages(std::span<const std::byte> bytes);
+
 // mlock()s the range so it is never paged out (this also faults it in). Returns nullopt on
 // success, else why it failed, with the RLIMIT_MEMLOCK limit and how to raise it: callers
 // warn and go on, since the model still works unlocked.

@@ -1,5 +1,6 @@
 #include "engine/model_loading.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -100,6 +101,17 @@ LoadReport prepare_model_memory(const gguf::Reader& reader, const LoadOptions& o
   report.prefault_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("{}", report.summary());
   return report;
+}
+
+std::unique_ptr<Model> build_model(const gguf::Reader& reader, const LoadOptions& options) {
+  auto model = load_model(reader, ModelOptions{.repack = options.repack});
+  const RepackedWeights& r = model->repacked();
+  if (r.n_tensors() > 0) {
+    spdlog::info("load: repacked {} tensors ({}) into interleaved layouts in {:.2f} s ({:.1f} GB/s); --no-repack "
+                 "uses them in place",
+                 r.n_tensors(), format_bytes(r.bytes()), r.seconds(), double(r.bytes()) / 1e9 / std::max(r.seconds(), 1e-9));
+  }
+  return model;
 }
 
 }  // namespace moe

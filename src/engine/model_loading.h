@@ -9,6 +9,7 @@
 #include "core/mapped_file.h"
 #include "core/system_memory.h"
 #include "gguf/reader.h"
+#include "models/model.h"
 
 namespace moe {
 
@@ -17,6 +18,7 @@ struct LoadOptions {
   Prefault prefault = Prefault::Advise;
   bool mlock = false;  // lock the mapping in RAM; a failure is a warning, not an error
   int threads = 0;     // threads for Populate; <= 0: one per hardware thread
+  bool repack = true;  // --no-repack: off (ModelOptions::repack)
 };
 
 // A model counts as warm when this much of it was already in the page cache.
@@ -46,5 +48,8 @@ std::optional<std::string> ram_warning(uint64_t cpu_bytes, const SystemMemory& m
 // Applies `options` to every shard of `reader` and logs the load line, the RAM warning and any
 // mlock failure (stderr). Throws only on errors that make the mapping unusable.
 LoadReport prepare_model_memory(const gguf::Reader& reader, const LoadOptions& options);
+
+// load_model() with the options' repack setting; logs what was repacked and how fast.
+std::unique_ptr<Model> build_model(const gguf::Reader& reader, const LoadOptions& options);
 
 }  // namespace moe

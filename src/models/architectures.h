@@ -7,8 +7,8 @@
 
 namespace moe {
 
-std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader);      // qwen3.cpp
-std::unique_ptr<Model> make_qwen3moe(const gguf::Reader& reader);   // qwen3moe.cpp
-std::unique_ptr<Model> make_qwen3next(const gguf::Reader& reader);  // qwen3next.cpp
+std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader, const ModelOptions& options);      // qwen3.cpp
+std::unique_ptr<Model> make_qwen3moe(const gguf::Reader& reader, const ModelOptions& options);   // qwen3moe.cpp
+std::unique_ptr<Model> make_qwen3next(const gguf::Reader& reader, const ModelOptions& options);  // qwen3next.cpp
 
 }  // namespace moe

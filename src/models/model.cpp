@@ -10,7 +10,7 @@ namespace {
 
 struct Architecture {
   std::string_view name;
-  std::unique_ptr<Model> (*make)(const gguf::Reader&);
+  std::unique_ptr<Model> (*make)(const gguf::Reader&, const ModelOptions&);
 };
 
 // The one table of supported architectures.
@@ -28,10 +28,10 @@ std::string supported_architectures() {
   return names;
 }
 
-std::unique_ptr<Model> load_model(const gguf::Reader& reader) {
+std::unique_ptr<Model> load_model(const gguf::Reader& reader, const ModelOptions& options) {
   const std::string_view arch = reader.architecture();
   for (const auto& a : kArchitectures) {
-    if (a.name == arch) return a.make(reader);
+    if (a.name == arch) return a.make(reader, options);
   }
   // Qwen3.5 looks like Qwen3-Next but orders its value heads differently (reference section
   // 7.3): running it as qwen3next would give plausible but wrong output.

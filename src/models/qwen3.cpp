@@ -8,9 +8,9 @@ namespace moe {
 
 class Qwen3 final : public Qwen3Family {
  public:
-  explicit Qwen3(const gguf::Reader& reader) : Qwen3Family(reader) {
+  explicit Qwen3(const gguf::Reader& reader, const ModelOptions& options) : Qwen3Family(reader, options) {
     config_.n_ff = int(reader.metadata().get_uint("qwen3.feed_forward_length"));
-    const WeightLoader load(reader);
+    const WeightLoader load(reader, repack_target());
     const int64_t d = config_.n_embd, ff = config_.n_ff;
     for (int il = 0; il < config_.n_layer; ++il) {
       const std::string b = "blk." + std::to_string(il) + ".";
@@ -27,6 +27,6 @@ class Qwen3 final : public Qwen3Family {
   std::vector<DenseFfnLayer> ffn_;
 };
 
-std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader) { return std::make_unique<Qwen3>(reader); }
+std::unique_ptr<Model> make_qwen3(const gguf::Reader& reader, const ModelOptions& options) { return std::make_unique<Qwen3>(reader, options); }
 
 }  // namespace moe

@@ -4,9 +4,9 @@
 
 namespace moe {
 
-Qwen3Family::Qwen3Family(const gguf::Reader& reader) {
+Qwen3Family::Qwen3Family(const gguf::Reader& reader, const ModelOptions& options) : Model(options) {
   config_ = read_transformer_config(reader);
-  const WeightLoader load(reader);
+  const WeightLoader load(reader, repack_target());
   const ModelConfig& c = config_;
   const int64_t d = c.n_embd, q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
   token_embd_ = &reader.tensor("token_embd.weight");

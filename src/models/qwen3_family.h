@@ -16,7 +16,7 @@ namespace moe {
 
 class Qwen3Family : public Model {
  public:
-  explicit Qwen3Family(const gguf::Reader& reader);
+  explicit Qwen3Family(const gguf::Reader& reader, const ModelOptions& options);
 
   using Model::forward;
   void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;

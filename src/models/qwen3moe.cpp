@@ -11,7 +11,7 @@ namespace moe {
 
 class Qwen3Moe final : public Qwen3Family {
  public:
-  explicit Qwen3Moe(const gguf::Reader& reader) : Qwen3Family(reader) {
+  explicit Qwen3Moe(const gguf::Reader& reader, const ModelOptions& options) : Qwen3Family(reader, options) {
     const gguf::Metadata& m = reader.metadata();
     config_.n_expert = int(m.get_uint("qwen3moe.expert_count"));
     config_.n_expert_used = int(m.get_uint("qwen3moe.expert_used_count"));
@@ -19,7 +19,7 @@ class Qwen3Moe final : public Qwen3Family {
     if (config_.n_expert_used <= 0 || config_.n_expert_used > config_.n_expert) {
       fail("{}: {} experts used per token out of {}", reader.path(), config_.n_expert_used, config_.n_expert);
     }
-    const WeightLoader load(reader);
+    const WeightLoader load(reader, repack_target());
     const int64_t d = config_.n_embd, ff = config_.n_ff_expert;
     for (int il = 0; il < config_.n_layer; ++il) {
       const std::string b = "blk." + std::to_string(il) + ".";
@@ -42,6 +42,6 @@ class Qwen3Moe final : public Qwen3Family {
   std::vector<MoeLayer> moe_;
 };
 
-std::unique_ptr<Model> make_qwen3moe(const gguf::Reader& reader) { return std::make_unique<Qwen3Moe>(reader); }
+std::unique_ptr<Model> make_qwen3moe(const gguf::Reader& reader, const ModelOptions& options) { return std::make_unique<Qwen3Moe>(reader, options); }
 
 }  // namespace moe

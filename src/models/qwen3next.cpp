@@ -24,7 +24,7 @@ namespace {
 
 class Qwen3Next final : public Model {
  public:
-  explicit Qwen3Next(const gguf::Reader& reader);
+  explicit Qwen3Next(const gguf::Reader& reader, const ModelOptions& options);
 
   using Model::forward;
   void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;
@@ -50,7 +50,7 @@ class Qwen3Next final : public Model {
   Scratch scratch_;
 };
 
-Qwen3Next::Qwen3Next(const gguf::Reader& reader) {
+Qwen3Next::Qwen3Next(const gguf::Reader& reader, const ModelOptions& options) : Model(options) {
   const gguf::Metadata& m = reader.metadata();
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
@@ -92,7 +92,7 @@ Qwen3Next::Qwen3Next(const gguf::Reader& reader) {
     fail("{}: {}rope.dimension_count = {} does not fit head_dim {}", reader.path(), p, attn_shape_.n_rot, c.head_dim);
   }
 
-  const WeightLoader load(reader);
+  const WeightLoader load(reader, repack_target());
   const int64_t d = c.n_embd, ff = c.n_ff_expert, q_dim = int64_t(c.n_head) * c.head_dim,
                 kv_dim = int64_t(c.n_head_kv) * c.head_dim;
   const DeltaNetShape& ds = delta_shape_;
@@ -179,6 +179,6 @@ void Qwen3Next::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
 
 }  // namespace
 
-std::unique_ptr<Model> make_qwen3next(const gguf::Reader& reader) { return std::make_unique<Qwen3Next>(reader); }
+std::unique_ptr<Model> make_qwen3next(const gguf::Reader& reader, const ModelOptions& options) { return std::make_unique<Qwen3Next>(reader, options); }
 
 }  // namespace moe

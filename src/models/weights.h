@@ -1,10 +1,13 @@
 #pragma once
 // Typed views of a model's tensors, checked against the shapes the hyperparameters imply.
-// Matrices stay in the mapped file (used in place); small vectors (norms) are copied to f32.
+// Matrices stay in the mapped file (used in place) unless their format has a faster
+// interleaved layout on this CPU (ops/cpu/interleave.h): those are repacked at load into
+// RepackedWeights. Small vectors (norms) are copied to f32.
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "core/huge_page_buffer.h"
 #include "gguf/reader.h"
 #include "ops/cpu/matmul.h"
 
@@ -22,9 +25,31 @@ struct ExpertWeights {
   }
 };
 
+// Tensors repacked at load, in anonymous huge-page memory; the model's views point into it,
+// so it lives as long as the model. The file's pages of a repacked tensor are then dropped
+// from the process (file mappings only): the model is never held twice.
+class RepackedWeights {
+ public:
+  // An interleaved copy of `tensor` (n_matrices stacked rows x cols matrices in GGUF row
+  // layout), or nullopt when its format has no interleaved layout on this CPU or its rows
+  // are not whole groups. Returns the view of matrix 0; matrix e is e * matrix_bytes later.
+  std::optional<WeightView> repack(const gguf::Reader& reader, const gguf::TensorInfo& tensor, int64_t rows,
+                                   int64_t cols, int n_matrices);
+  size_t bytes() const { return bytes_; }
+  double seconds() const { return seconds_; }
+  size_t n_tensors() const { return buffers_.size(); }
+
+ private:
+  std::vector<HugePageBuffer> buffers_;
+  size_t bytes_ = 0;
+  double seconds_ = 0;
+};
+
 class WeightLoader {
  public:
-  explicit WeightLoader(const gguf::Reader& reader) : reader_(reader) {}
+  // With `repacked`, matrices whose format has a faster layout are repacked into it.
+  explicit WeightLoader(const gguf::Reader& reader, RepackedWeights* repacked = nullptr)
+      : reader_(reader), repacked_(repacked) {}
 
   // A rows x cols matrix (GGUF shape {cols, rows}).
   WeightView matrix(const std::string& name, int64_t rows, int64_t cols) const;
@@ -41,6 +66,7 @@ class WeightLoader {
  private:
   const gguf::TensorInfo& checked(const std::string& name, std::initializer_list<int64_t> shape) const;
   const gguf::Reader& reader_;
+  RepackedWeights* repacked_;
 };
 
 }  // namespace moe

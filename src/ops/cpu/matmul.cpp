@@ -12,6 +12,16 @@ WeightView WeightView::packed(GgmlType type, int64_t rows, int64_t cols, const s
   return {type, rows, cols, data, static_cast<size_t>(row_bytes(type, static_cast<uint64_t>(cols)))};
 }
 
+WeightView WeightView::interleaved(GgmlType type, WeightLayout layout, int64_t rows, int64_t cols,
+                                   const std::byte* data) {
+  return {type, rows, cols, data, 0, layout};
+}
+
+size_t WeightView::bytes() const {
+  if (layout == WeightLayout::Rows) return row_stride * static_cast<size_t>(rows);
+  return interleaved_group_bytes(layout, cols) * static_cast<size_t>(rows / kInterleaveRows);
+}
+
 void QuantizedActivations::quantize(GgmlType type, std::span<const float> x, int64_t n_tokens, int64_t cols,
                                     ThreadPool* pool) {
   if (type != GgmlType::F32 && type != GgmlType::Q8_0 && type != GgmlType::Q8_K) {
@@ -49,7 +59,12 @@ void check_product(const WeightView& w, const ActivationView& x, std::span<float
     fail("matmul: {} x {} {} weights: columns must be a positive multiple of {}", w.rows, w.cols, type_name(w.type),
          block_size(w.type));
   }
-  if (w.row_stride < row_bytes(w.type, static_cast<uint64_t>(w.cols))) {
+  if (w.layout != WeightLayout::Rows) {
+    if (interleaved_type(w.layout) != w.type || w.rows % kInterleaveRows != 0) {
+      fail("matmul: {} x {} {} weights cannot be in interleaved layout {}", w.rows, w.cols, type_name(w.type),
+           static_cast<int>(w.layout));
+    }
+  } else if (w.row_stride < row_bytes(w.type, static_cast<uint64_t>(w.cols))) {
     fail("matmul: row stride {} is shorter than a {} row of {} values", w.row_stride, type_name(w.type), w.cols);
   }
   if (x.cols != w.cols) fail("matmul: activations have {} columns, weights {}", x.cols, w.cols);
@@ -85,18 +100,44 @@ void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int6
   }
 }
 
+// Groups of 16 interleaved rows [r0, r1), token groups outside as above.
+void group_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y,
+                GroupDotFn dot) {
+  const size_t group_bytes = interleaved_group_bytes(w.layout, w.cols);
+  for (int64_t t0 = 0; t0 < x.n_tokens; t0 += kMaxDotTokens) {
+    const int n_tok = static_cast<int>(std::min<int64_t>(kMaxDotTokens, x.n_tokens - t0));
+    const std::byte* xt = x.data + static_cast<size_t>(t0) * x.row_stride;
+    for (int64_t r = r0; r < r1; r += kInterleaveRows) {
+      float out[kInterleaveRows * kMaxDotTokens];
+      dot(w.cols, w.data + static_cast<size_t>(r / kInterleaveRows) * group_bytes, xt, x.row_stride, n_tok, out);
+      for (int i = 0; i < kInterleaveRows; ++i) {
+        for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * w.rows + r + i)] = out[i * kMaxDotTokens + t];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 RowProduct::RowProduct(const WeightView& w, const ActivationView& x, std::span<float> y)
-    : w_(w), x_(x), y_(y), dot_(nullptr), tile_(nullptr) {
+    : w_(w), x_(x), y_(y), dot_(nullptr), tile_(nullptr), group_dot_(nullptr) {
   check_product(w, x, y);
-  dot_ = vec_dot_kernel(w.type);
-  tile_ = gemm_tile_kernel(w.type);
+  if (w.layout == WeightLayout::Rows) {
+    dot_ = vec_dot_kernel(w.type);
+    tile_ = gemm_tile_kernel(w.type);
+  } else {
+    group_dot_ = group_dot_kernel(w.layout);
+  }
 }
 
 void RowProduct::rows(int64_t r0, int64_t r1) const {
   MOE_ASSERT(r0 >= 0 && r0 <= r1 && r1 <= w_.rows);
-  product_rows(w_, x_, r0, r1, y_, dot_, tile_);
+  if (group_dot_) {
+    MOE_ASSERT(r0 % kInterleaveRows == 0 && r1 % kInterleaveRows == 0);
+    group_rows(w_, x_, r0, r1, y_, group_dot_);
+  } else {
+    product_rows(w_, x_, r0, r1, y_, dot_, tile_);
+  }
 }
 
 void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, ThreadPool& pool) {

@@ -13,6 +13,7 @@
 
 #include "core/ggml_type.h"
 #include "core/thread_pool.h"
+#include "ops/cpu/interleave.h"
 #include "ops/cpu/vec_dot.h"
 
 namespace moe {
@@ -24,9 +25,14 @@ struct WeightView {
   int64_t cols = 0;  // input features (ne[0]), a multiple of the format's block size
   const std::byte* data = nullptr;
   size_t row_stride = 0;  // bytes between rows; row_bytes(type, cols) for a packed tensor
+  WeightLayout layout = WeightLayout::Rows;  // otherwise rows / 16 interleaved groups, no row_stride
 
   // A packed row-major tensor: e.g. one expert's slice of a 3-D expert tensor.
   static WeightView packed(GgmlType type, int64_t rows, int64_t cols, const std::byte* data);
+  // A tensor repacked by interleave_groups() (rows a multiple of 16).
+  static WeightView interleaved(GgmlType type, WeightLayout layout, int64_t rows, int64_t cols, const std::byte* data);
+  // Bytes of the whole matrix as laid out.
+  size_t bytes() const;
 };
 
 // Activation rows already in a vec_dot type (F32, Q8_0 or Q8_K), one row per token.
@@ -52,8 +58,8 @@ class QuantizedActivations {
   ActivationView view_{GgmlType::F32};
 };
 
-// Rows per task: fixed, so the split never depends on the thread count.
-constexpr int64_t kMatmulRowsPerTask = 16;
+// Rows per task: fixed, so the split never depends on the thread count. One interleaved group.
+constexpr int64_t kMatmulRowsPerTask = kInterleaveRows;
 
 // y (n_tokens x w.rows, token-major) = x (n_tokens x w.cols, f32) times W transposed.
 // Throws moe::Error on mismatched sizes or a format without kernels.
@@ -67,7 +73,8 @@ void matmul(const WeightView& w, const ActivationView& x, std::span<float> y, Th
 class RowProduct {
  public:
   RowProduct(const WeightView& w, const ActivationView& x, std::span<float> y);  // throws as matmul()
-  // Rows [r0, r1) of y (laid out as above), on the calling thread.
+  // Rows [r0, r1) of y (laid out as above), on the calling thread. Interleaved weights take
+  // whole groups: r0 and r1 multiples of 16 (or r1 = n_rows()).
   void rows(int64_t r0, int64_t r1) const;
   int64_t n_rows() const { return w_.rows; }
 
@@ -77,6 +84,7 @@ class RowProduct {
   std::span<float> y_;
   VecDotFn dot_;
   GemmTileFn tile_;
+  GroupDotFn group_dot_;
 };
 
 }  // namespace moe

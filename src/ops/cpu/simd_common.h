@@ -51,6 +51,12 @@ static inline float load_f32(const std::byte* p) {
   return f;
 }
 
+static inline uint32_t load_u32(const std::byte* p) {
+  uint32_t u;
+  std::memcpy(&u, p, 4);
+  return u;
+}
+
 static inline float load_bf16(const std::byte* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);

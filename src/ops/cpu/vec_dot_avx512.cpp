@@ -7,6 +7,7 @@
 // fuses the scale multiply and the i32 accumulation. Every weight block is decoded once and
 // used for all NT tokens; each token's instruction sequence is the same for every NT.
 #include "ops/cpu/simd_common.h"  // first: it includes <immintrin.h>
+#include "ops/cpu/interleave.h"
 #include "ops/cpu/vec_dot.h"
 
 namespace moe {
@@ -324,6 +325,82 @@ struct DotQ6K {
   }
 };
 
+// ---- Q4_K, 16 rows interleaved (ops/cpu/interleave.h) x Q8_K activations -----------------
+
+// Lane r of every vector is row r. Per sub-block, vpdpbusd multiplies four weights of each
+// row by four activation bytes broadcast to all lanes: low nibbles as they are, high nibbles
+// masked in place (16 x their value, divided out exactly once per sub-block). The sub-block's
+// integer sum meets its 6-bit scale in int32; the mins meet the activations' sums per 32
+// values with vpdpwssd. Only the block's two float scales are applied in float, as the scalar
+// reference does.
+template <int NT>
+struct GroupDotQ4_Kx16 {
+  static constexpr size_t kScales = offsetof(BlockQ4_Kx16, scales), kMins = offsetof(BlockQ4_Kx16, mins),
+                          kQs = offsetof(BlockQ4_Kx16, qs), kDmin = offsetof(BlockQ4_Kx16, dmin);
+
+  static void run(int64_t k, const std::byte* w, const std::byte* x, size_t xs, float* out) {
+    const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8(char(0xF0));
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < k / kQK_K; ++ib) {
+      const std::byte* b = w + ib * sizeof(BlockQ4_Kx16);
+      const std::byte* xb[NT];
+      for (int t = 0; t < NT; ++t) xb[t] = x + t * xs + ib * kQ8_KBytes;
+      __m512i isum[NT], msum[NT];
+      for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+      for (int s = 0; s < 8; ++s) {
+        __m512i lo[NT], hi[NT];
+        for (int t = 0; t < NT; ++t) lo[t] = hi[t] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; ++c) {
+          const __m512i q = load512(b + kQs + (4 * s + c) * 64);
+          const __m512i ql = _mm512_and_si512(q, low), qh = _mm512_and_si512(q, high);
+          for (int t = 0; t < NT; ++t) {
+            const std::byte* a = xb[t] + kQ8_KQs + 32 * s + 4 * c;
+            lo[t] = _mm512_dpbusd_epi32(lo[t], ql, _mm512_set1_epi32(int(load_u32(a))));
+            hi[t] = _mm512_dpbusd_epi32(hi[t], qh, _mm512_set1_epi32(int(load_u32(a + 16))));
+          }
+        }
+        const __m512i sc = _mm512_cvtepu8_epi32(load128(b + kScales + 16 * s));
+        for (int t = 0; t < NT; ++t) {
+          const __m512i sub = _mm512_add_epi32(lo[t], _mm512_srai_epi32(hi[t], 4));
+          isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sub, sc));
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        // Sums of 32 activations as int16 pairs: lane i of `pairs` = (sum of sub-block 2i', 2i'+1)
+        // for i = 0, 1, 4, 5 (packs works within 128-bit halves).
+        const __m256i sums32 = _mm256_madd_epi16(load256(xb[t] + kQ8_KBsums), _mm256_set1_epi16(1));
+        const __m512i pairs = _mm512_zextsi256_si512(_mm256_packs_epi32(sums32, sums32));
+        for (int p = 0; p < 4; ++p) {
+          const __m512i m = _mm512_cvtepu8_epi16(load256(b + kMins + 32 * p));
+          const __m512i bp = _mm512_permutexvar_epi32(_mm512_set1_epi32(p < 2 ? p : p + 2), pairs);
+          msum[t] = _mm512_dpwssd_epi32(msum[t], m, bp);
+        }
+      }
+      const __m512 d = _mm512_cvtph_ps(load256(b)), dmin = _mm512_cvtph_ps(load256(b + kDmin));
+      for (int t = 0; t < NT; ++t) {
+        const __m512 dx = _mm512_set1_ps(load_f32(xb[t]));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      alignas(64) float rows[kInterleaveRows];
+      _mm512_store_ps(rows, acc[t]);
+      for (int r = 0; r < kInterleaveRows; ++r) out[r * kMaxDotTokens + t] = rows[r];
+    }
+  }
+};
+
+void group_dot_q4_k_x16(int64_t k, const std::byte* w, const std::byte* x, size_t xs, int n_tok, float* out) {
+  switch (n_tok) {
+    case 1: GroupDotQ4_Kx16<1>::run(k, w, x, xs, out); break;
+    case 2: GroupDotQ4_Kx16<2>::run(k, w, x, xs, out); break;
+    case 3: GroupDotQ4_Kx16<3>::run(k, w, x, xs, out); break;
+    default: GroupDotQ4_Kx16<4>::run(k, w, x, xs, out); break;
+  }
+}
+
 template <template <bool, int> class Tile, bool kQ4>
 void by_tile_tokens(int64_t k, const std::byte* w, size_t ws, const std::byte* x, size_t xs, int n_tok, float* out) {
   switch (n_tok) {
@@ -336,6 +413,10 @@ void by_tile_tokens(int64_t k, const std::byte* w, size_t ws, const std::byte* x
 static_assert(kGemmTileTokens == 4, "by_tile_tokens instantiates 1..4");
 
 }  // namespace
+
+GroupDotFn group_dot_avx512(WeightLayout layout) {
+  return layout == WeightLayout::Q4_Kx16 ? group_dot_q4_k_x16 : nullptr;
+}
 
 GemmTileFn gemm_tile_avx512(GgmlType type) {
   switch (type) {
