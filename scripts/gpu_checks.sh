@@ -27,6 +27,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"
 run devices "$build/moeserve" devices
 run test_cuda "$build/tests/cuda/test_cuda" --gtest_output="json:$out/logs/test_cuda.json"
 run sanitizer_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cuda/test_cuda"
+# Benchmarks (JSON on stdout, kept whole in results.json).
+run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out/logs/bench_cuda_matvec.out'"
 # The CPU kernels on this machine's CPU too (another vendor's AVX-512).
 for t in core/test_core ops/test_ops gguf/test_gguf; do
   [ -x "$build/tests/$t" ] && run "$(basename $t)" "$build/tests/$t" --gtest_output="json:$out/logs/$(basename $t).json"
@@ -42,7 +44,14 @@ for c in checks:
         r = json.load(open(report))
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
-json.dump({"gpu": gpu, "checks": checks}, open(os.path.join(out, "results.json"), "w"), indent=2)
+benches = {}
+for name in ["bench_cuda_matvec"]:
+    path = os.path.join(out, "logs", name + ".out")
+    try:
+        benches[name] = json.load(open(path))
+    except (OSError, ValueError):
+        benches[name] = None
+json.dump({"gpu": gpu, "checks": checks, "benchmarks": benches}, open(os.path.join(out, "results.json"), "w"), indent=2)
 PY
 tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$out/logs"
 exit $status

@@ -1,0 +1,132 @@
+// GPU decode products: achieved GB/s of weights per format and shape, against the device's
+// measured copy bandwidth (a device-to-device cudaMemcpy reads and writes, so its GB/s
+// counts both directions). Weights rotate over copies filling 1 GiB, far beyond the L2 cache,
+// so every launch streams from HBM. Prints one JSON object.
+//   bench_cuda_matvec [--reps N]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ops/cpu/quantize.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_buffer.h"
+#include "ops/cuda/matvec.h"
+
+namespace moe {
+namespace {
+
+constexpr size_t kWorkingSet = size_t(1) << 30;
+
+struct Timer {
+  cudaEvent_t start, stop;
+  Timer() {
+    MOE_CUDA_CHECK(cudaEventCreate(&start));
+    MOE_CUDA_CHECK(cudaEventCreate(&stop));
+  }
+  ~Timer() {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+  }
+  float ms() const {
+    float v = 0;
+    MOE_CUDA_CHECK(cudaEventElapsedTime(&v, start, stop));
+    return v;
+  }
+};
+
+// Median over reps of GB/s for one call of fn(i) moving `bytes`.
+template <typename Fn>
+double median_gbs(size_t bytes, int reps, Fn&& fn) {
+  Timer t;
+  std::vector<double> gbs;
+  for (int i = 0; i < 3; ++i) fn(i);  // warm-up
+  for (int r = 0; r < reps; ++r) {
+    MOE_CUDA_CHECK(cudaEventRecord(t.start));
+    constexpr int kCalls = 20;
+    for (int i = 0; i < kCalls; ++i) fn(r * kCalls + i);
+    MOE_CUDA_CHECK(cudaEventRecord(t.stop));
+    MOE_CUDA_CHECK(cudaEventSynchronize(t.stop));
+    gbs.push_back(double(bytes) * kCalls / (t.ms() * 1e-3) / 1e9);
+  }
+  std::sort(gbs.begin(), gbs.end());
+  return gbs[gbs.size() / 2];
+}
+
+int run(int reps) {
+  cudaDeviceProp prop{};
+  MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  // Copy bandwidth: read + write of 512 MiB.
+  const size_t copy_bytes = size_t(512) << 20;
+  cuda::DeviceBuffer a(copy_bytes), b(copy_bytes);
+  MOE_CUDA_CHECK(cudaMemset(a.get(), 1, copy_bytes));
+  const double copy_gbs = median_gbs(2 * copy_bytes, reps, [&](int) {
+    MOE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), copy_bytes, cudaMemcpyDeviceToDevice));
+  });
+  std::string results;
+  const GgmlType types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K,
+                            GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
+  // Qwen3-Next-80B-A3B decode shapes: an attention/delta-net projection, one expert's gate
+  // (512 x 2048) and down (2048 x 512), and the output head.
+  const std::pair<int64_t, int64_t> shapes[] = {{4096, 2048}, {2048, 4096}, {512, 2048}, {2048, 512}, {151936, 2048}};
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  for (GgmlType type : types) {
+    for (auto [rows, cols] : shapes) {
+      const size_t rb = row_bytes(type, uint64_t(cols)), bytes = rb * size_t(rows);
+      // 256 distinct random rows, repeated: the bytes streamed are what counts here.
+      constexpr int64_t kDistinct = 256;
+      std::vector<std::byte> host(bytes);
+      std::vector<float> row(size_t(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        if (r < kDistinct) {
+          for (auto& v : row) v = dist(rng);
+          quantize_row(type, row, std::span(host).subspan(size_t(r) * rb, rb), QuantEffort::Fast);
+        } else {
+          std::memcpy(host.data() + size_t(r) * rb, host.data() + size_t(r % kDistinct) * rb, rb);
+        }
+      }
+      const size_t copies = std::max<size_t>(1, kWorkingSet / bytes);
+      cuda::DeviceBuffer w(bytes * copies);
+      for (size_t c = 0; c < copies; ++c) {
+        MOE_CUDA_CHECK(cudaMemcpy(w.as<std::byte>() + c * bytes, host.data(), bytes, cudaMemcpyHostToDevice));
+      }
+      for (int n_tok : {1, 4}) {
+        cuda::DeviceBuffer x(size_t(n_tok * cols) * 4), y(size_t(n_tok * rows) * 4);
+        MOE_CUDA_CHECK(cudaMemset(x.get(), 0, x.bytes()));
+        const double gbs = median_gbs(bytes, reps, [&](int i) {
+          cuda::matvec(type, w.as<std::byte>() + size_t(i) % copies * bytes, rb, rows, cols, x.as<float>(), n_tok,
+                       y.as<float>(), nullptr);
+        });
+        results += fmt::format("{}\n    {{\"type\": \"{}\", \"rows\": {}, \"cols\": {}, \"tokens\": {}, \"gb_s\": {:.1f}, "
+                               "\"of_copy_bw\": {:.3f}}}",
+                               results.empty() ? "" : ",", type_name(type), rows, cols, n_tok, gbs, gbs / copy_gbs);
+      }
+    }
+  }
+  std::printf("{\n  \"device\": \"%s\",\n  \"copy_gb_s\": %.1f,\n  \"matvec\": [%s\n  ]\n}\n", prop.name, copy_gbs,
+              results.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  int reps = 7;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--reps") == 0) reps = std::max(1, std::atoi(argv[i + 1]));
+  }
+  try {
+    return moe::run(reps);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_matvec: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,62 @@
+#include "ops/cuda/matvec.h"
+
+#include "core/error.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_buffer.h"
+
+namespace moe::cuda {
+
+bool has_matvec(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16: return true;
+    default: return false;
+  }
+}
+
+namespace {
+
+void check(GgmlType type, int64_t rows, int64_t cols, int n_tok) {
+  if (!has_matvec(type)) fail("matvec: no GPU kernel for {} weights", type_name(type));
+  // The kernels decode 8 values at a time; quantized rows are whole blocks.
+  const int64_t multiple = std::max<int64_t>(8, block_size(type));
+  if (rows < 0 || cols <= 0 || cols % multiple != 0) {
+    fail("matvec: {} x {} {} weights: columns must be a positive multiple of {}", rows, cols, type_name(type), multiple);
+  }
+  if (n_tok < 1 || n_tok > kMaxMatvecTokens) fail("matvec: {} tokens (1 to {} per call)", n_tok, kMaxMatvecTokens);
+}
+
+}  // namespace
+
+void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, int64_t cols, const float* x, int n_tok,
+            float* y, cudaStream_t stream) {
+  check(type, rows, cols, n_tok);
+  if (row_stride < row_bytes(type, uint64_t(cols))) {
+    fail("matvec: row stride {} is shorter than a {} row of {} values", row_stride, type_name(type), cols);
+  }
+  if (rows == 0) return;
+  MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, cols, x, n_tok, y, stream));
+}
+
+void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
+                   int n_tok, std::span<float> y) {
+  check(type, rows, cols, n_tok);
+  const size_t rb = row_bytes(type, uint64_t(cols));
+  if (w.size() != rb * size_t(rows) || x.size() != size_t(n_tok * cols) || y.size() != size_t(n_tok * rows)) {
+    fail("matvec_on_gpu: {} weight bytes, {} activations, {} outputs do not fit {} x {} {} and {} tokens", w.size(),
+         x.size(), y.size(), rows, cols, type_name(type), n_tok);
+  }
+  DeviceBuffer dw(w.size()), dx(x.size_bytes()), dy(y.size_bytes());
+  MOE_CUDA_CHECK(cudaMemcpy(dw.get(), w.data(), w.size(), cudaMemcpyHostToDevice));
+  MOE_CUDA_CHECK(cudaMemcpy(dx.get(), x.data(), x.size_bytes(), cudaMemcpyHostToDevice));
+  matvec(type, dw.get(), rb, rows, cols, dx.as<float>(), n_tok, dy.as<float>(), nullptr);
+  MOE_CUDA_CHECK(cudaMemcpy(y.data(), dy.get(), y.size_bytes(), cudaMemcpyDeviceToHost));
+}
+
+}  // namespace moe::cuda
