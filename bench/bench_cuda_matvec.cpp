@@ -1,4 +1,4 @@
-// GPU decode products: achieved GB/s of weights per format and shape, against the device's
+// GPU decode products (activations already quantized): achieved GB/s of weights per format and shape, against the device's
 // measured copy bandwidth (a device-to-device cudaMemcpy reads and writes, so its GB/s
 // counts both directions). Weights rotate over copies filling 1 GiB, far beyond the L2 cache,
 // so every launch streams from HBM. Prints one JSON object.
@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "ops/cpu/quantize.h"
+#include "ops/cpu/vec_dot.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/matvec.h"
@@ -83,7 +84,7 @@ int run(int reps) {
       // 256 distinct random rows, repeated: the bytes streamed are what counts here.
       constexpr int64_t kDistinct = 256;
       std::vector<std::byte> host(bytes);
-      std::vector<float> row(size_t(cols));
+      std::vector<float> row(static_cast<size_t>(cols));
       for (int64_t r = 0; r < rows; ++r) {
         if (r < kDistinct) {
           for (auto& v : row) v = dist(rng);
@@ -100,9 +101,10 @@ int run(int reps) {
       for (int n_tok : {1, 4}) {
         cuda::DeviceBuffer x(size_t(n_tok * cols) * 4), y(size_t(n_tok * rows) * 4);
         MOE_CUDA_CHECK(cudaMemset(x.get(), 0, x.bytes()));
+        cuda::ActivationBuffer activations;
+        const auto xa = activations.quantize(vec_dot_type(type), x.as<float>(), n_tok, cols, nullptr);
         const double gbs = median_gbs(bytes, reps, [&](int i) {
-          cuda::matvec(type, w.as<std::byte>() + size_t(i) % copies * bytes, rb, rows, cols, x.as<float>(), n_tok,
-                       y.as<float>(), nullptr);
+          cuda::matvec(type, w.as<std::byte>() + size_t(i) % copies * bytes, rb, rows, xa, y.as<float>(), nullptr);
         });
         results += fmt::format("{}\n    {{\"type\": \"{}\", \"rows\": {}, \"cols\": {}, \"tokens\": {}, \"gb_s\": {:.1f}, "
                                "\"of_copy_bw\": {:.3f}}}",

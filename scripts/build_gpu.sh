@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds what scripts/gpu_checks.sh runs (CUDA for sm_90) into build-gpu/, and copies the
-# shared libraries the GPU machine may lack into build-gpu/libs. Carry build-gpu there.
+# Builds what scripts/gpu_checks.sh runs (CUDA for sm_90) into build-gpu/, with the shared
+# libraries the GPU machine may lack, and stages both in build-gpu/stage: carry that there and
+# run `scripts/gpu_checks.sh build-gpu/stage OUT_DIR`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DMOE_BENCH=ON >/dev/null
@@ -10,3 +11,12 @@ for lib in libspdlog.so.1.10 libfmt.so.9 libpcre2-8.so.0 libbenchmark.so.1debian
   src=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
   [ -n "$src" ] && cp -L "$src" build-gpu/libs/
 done
+# What the GPU machine needs, and nothing else (the working tree that travels is limited):
+# build-gpu/stage mirrors the build tree's layout for these files.
+rm -rf build-gpu/stage
+for f in moeserve tests/cuda/test_cuda tests/core/test_core tests/ops/test_ops tests/gguf/test_gguf \
+  bench/bench_matmul bench/bench_memory bench/bench_cuda_matvec; do
+  mkdir -p "build-gpu/stage/$(dirname "$f")" && cp "build-gpu/$f" "build-gpu/stage/$f"
+done
+cp -r build-gpu/libs build-gpu/stage/libs
+

@@ -1,6 +1,7 @@
 #include "ops/cuda/matvec.h"
 
 #include "core/error.h"
+#include "ops/cpu/vec_dot.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_buffer.h"
 
@@ -22,10 +23,12 @@ bool has_matvec(GgmlType type) {
 
 namespace {
 
-void check(GgmlType type, int64_t rows, int64_t cols, int n_tok) {
+// The GPU kernels take 16 quantized (8 float) values a task; quantized rows are whole blocks.
+int64_t column_multiple(GgmlType type) { return std::max<int64_t>(block_size(type) == 1 ? 8 : 16, block_size(type)); }
+
+void check_shape(GgmlType type, int64_t rows, int64_t cols, int n_tok) {
   if (!has_matvec(type)) fail("matvec: no GPU kernel for {} weights", type_name(type));
-  // The kernels decode 8 values at a time; quantized rows are whole blocks.
-  const int64_t multiple = std::max<int64_t>(8, block_size(type));
+  const int64_t multiple = column_multiple(type);
   if (rows < 0 || cols <= 0 || cols % multiple != 0) {
     fail("matvec: {} x {} {} weights: columns must be a positive multiple of {}", rows, cols, type_name(type), multiple);
   }
@@ -34,19 +37,23 @@ void check(GgmlType type, int64_t rows, int64_t cols, int n_tok) {
 
 }  // namespace
 
-void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, int64_t cols, const float* x, int n_tok,
-            float* y, cudaStream_t stream) {
-  check(type, rows, cols, n_tok);
-  if (row_stride < row_bytes(type, uint64_t(cols))) {
-    fail("matvec: row stride {} is shorter than a {} row of {} values", row_stride, type_name(type), cols);
+void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
+            cudaStream_t stream) {
+  check_shape(type, rows, x.cols, x.n_tok);
+  if (x.type != vec_dot_type(type)) {
+    fail("matvec: {} weights need {} activations, got {}", type_name(type), type_name(vec_dot_type(type)),
+         type_name(x.type));
+  }
+  if (row_stride < row_bytes(type, uint64_t(x.cols))) {
+    fail("matvec: row stride {} is shorter than a {} row of {} values", row_stride, type_name(type), x.cols);
   }
   if (rows == 0) return;
-  MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, cols, x, n_tok, y, stream));
+  MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, x, y, stream));
 }
 
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
                    int n_tok, std::span<float> y) {
-  check(type, rows, cols, n_tok);
+  check_shape(type, rows, cols, n_tok);
   const size_t rb = row_bytes(type, uint64_t(cols));
   if (w.size() != rb * size_t(rows) || x.size() != size_t(n_tok * cols) || y.size() != size_t(n_tok * rows)) {
     fail("matvec_on_gpu: {} weight bytes, {} activations, {} outputs do not fit {} x {} {} and {} tokens", w.size(),
@@ -55,7 +62,9 @@ void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, in
   DeviceBuffer dw(w.size()), dx(x.size_bytes()), dy(y.size_bytes());
   MOE_CUDA_CHECK(cudaMemcpy(dw.get(), w.data(), w.size(), cudaMemcpyHostToDevice));
   MOE_CUDA_CHECK(cudaMemcpy(dx.get(), x.data(), x.size_bytes(), cudaMemcpyHostToDevice));
-  matvec(type, dw.get(), rb, rows, cols, dx.as<float>(), n_tok, dy.as<float>(), nullptr);
+  ActivationBuffer activations;
+  const DeviceActivations a = activations.quantize(vec_dot_type(type), dx.as<float>(), n_tok, cols, nullptr);
+  matvec(type, dw.get(), rb, rows, a, dy.as<float>(), nullptr);
   MOE_CUDA_CHECK(cudaMemcpy(y.data(), dy.get(), y.size_bytes(), cudaMemcpyDeviceToHost));
 }
 

@@ -2,9 +2,11 @@
 // Weight matrix times a few activation vectors on the GPU: the decode-time product.
 //   y[t][r] = sum_i W[r][i] * x[t][i]   for t < n_tok, r < rows
 // W is in its GGUF format (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32), rows row_stride
-// bytes apart; x and y are f32, token-major. Each weight value is decoded once per launch and
-// used for every token; activations stay in f32 (no second rounding on top of the weights').
-// Checked against the CPU reference by tests/cuda/test_cuda_matvec.cpp.
+// bytes apart; y is f32, token-major. The activations come quantized as the CPU quantizes
+// them (activations.h: Q8_0 for Q8_0/Q4_0 weights, Q8_K for the K-quants, F32 for float
+// weights, the pairing of ops/cpu/vec_dot.h), so the integer sums of every block are the CPU
+// kernels' and the results agree with the CPU's to float rounding. Each weight is read once
+// per launch for all tokens. Checked against the CPU by tests/cuda/test_cuda_matvec.cpp.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -12,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "core/ggml_type.h"
+#include "ops/cuda/activations.h"
 
 namespace moe::cuda {
 
@@ -19,17 +22,17 @@ constexpr int kMaxMatvecTokens = 8;
 
 bool has_matvec(GgmlType type);
 
-// Device pointers. Throws moe::Error for an unsupported type, a column count that is not a
-// multiple of the format's block size, or n_tok outside 1..kMaxMatvecTokens.
-void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, int64_t cols, const float* x, int n_tok,
-            float* y, cudaStream_t stream);
+// Device pointers. Throws moe::Error for an unsupported type, activations of the wrong type
+// or length, a row stride shorter than a row, or n_tok outside 1..kMaxMatvecTokens.
+void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
+            cudaStream_t stream);
 
-// Host convenience for tests and benchmarks: uploads, multiplies, downloads.
+// Host convenience for tests: uploads, quantizes the activations, multiplies, downloads.
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
                    int n_tok, std::span<float> y);
 
 // The kernel launch itself (matvec.cu); callers use the checked functions above.
-cudaError_t launch_matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, int64_t cols,
-                          const float* x, int n_tok, float* y, cudaStream_t stream);
+cudaError_t launch_matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x,
+                          float* y, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -1,0 +1,45 @@
+#include "ops/cuda/activations.h"
+
+#include "core/error.h"
+#include "ops/cuda/cuda_check.h"
+
+namespace moe::cuda {
+
+namespace {
+// Grows `buffer` to at least `bytes` (contents are not kept).
+void reserve(DeviceBuffer& buffer, size_t bytes) {
+  if (buffer.bytes() < bytes) buffer = DeviceBuffer(bytes);
+}
+}  // namespace
+
+DeviceActivations ActivationBuffer::quantize(GgmlType type, const float* x, int n_tok, int64_t cols,
+                                             cudaStream_t stream) {
+  if (n_tok < 0 || cols <= 0) fail("activations: {} tokens of {} columns", n_tok, cols);
+  DeviceActivations a{type, cols, n_tok};
+  if (type == GgmlType::F32) {
+    a.f32 = x;
+    return a;
+  }
+  if (type != GgmlType::Q8_0 && type != GgmlType::Q8_K) {
+    fail("activations cannot be quantized to {} on the GPU (F32, Q8_0 or Q8_K)", type_name(type));
+  }
+  const int64_t block = block_size(type);
+  if (cols % block != 0) fail("activations: {} columns is not a multiple of the {} block size {}", cols, type_name(type), block);
+  const int64_t n = cols * n_tok;
+  reserve(qs_, size_t(n));
+  reserve(scales_, size_t(n / block) * sizeof(float));
+  if (type == GgmlType::Q8_K) reserve(sums_, size_t(n / 16) * sizeof(int));
+  if (n > 0) {
+    if (type == GgmlType::Q8_0) {
+      MOE_CUDA_CHECK(launch_quantize_q8_0(x, n, qs_.as<int8_t>(), scales_.as<float>(), stream));
+    } else {
+      MOE_CUDA_CHECK(launch_quantize_q8_k(x, n, qs_.as<int8_t>(), scales_.as<float>(), sums_.as<int>(), stream));
+    }
+  }
+  a.qs = qs_.as<int8_t>();
+  a.scales = scales_.as<float>();
+  a.sums = type == GgmlType::Q8_K ? sums_.as<int>() : nullptr;
+  return a;
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,47 @@
+#pragma once
+// Activations as the GPU's integer kernels read them: quantized on the GPU with the CPU's exact
+// rounding (ops/cpu/quantize.cpp), so that a product's integer block sums are the CPU's and the
+// two backends differ only in the order of float additions.
+//   Q8_0 (for Q8_0 / Q4_0 weights): per 32 values d = amax / 127, q = roundf(x / d); the scale
+//        used in products is d rounded to f16, as the CPU's block stores it.
+//   Q8_K (for the K-quants): per 256 values d = max / -127 (max: the signed value of largest
+//        magnitude), q = min(127, rint(x / d)); sums of 16 consecutive q.
+//   F32 (float weights): the values as they are.
+// Laid out for the GPU rather than as GGUF blocks: int8 values [token][cols] (16-byte aligned
+// rows), f32 scales [token][cols / block], int32 sums [token][cols / 16].
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "core/ggml_type.h"
+#include "ops/cuda/device_buffer.h"
+
+namespace moe::cuda {
+
+struct DeviceActivations {
+  GgmlType type = GgmlType::F32;  // F32, Q8_0 or Q8_K
+  int64_t cols = 0;
+  int n_tok = 0;
+  const float* f32 = nullptr;   // F32: [n_tok][cols]
+  const int8_t* qs = nullptr;   // Q8_0 / Q8_K: [n_tok][cols]
+  const float* scales = nullptr;  // [n_tok][cols / 32] (Q8_0) or [n_tok][cols / 256] (Q8_K)
+  const int* sums = nullptr;    // Q8_K: [n_tok][cols / 16]
+};
+
+// Owns the device memory of quantized activations; reused between calls (grows as needed).
+class ActivationBuffer {
+ public:
+  // x: device pointer to n_tok rows of cols floats. For F32 the view points at x itself.
+  // Throws moe::Error for other types or a cols that is not a multiple of the block size.
+  DeviceActivations quantize(GgmlType type, const float* x, int n_tok, int64_t cols, cudaStream_t stream);
+
+ private:
+  DeviceBuffer qs_, scales_, sums_;
+};
+
+// The launches (activations.cu).
+cudaError_t launch_quantize_q8_0(const float* x, int64_t n, int8_t* qs, float* scales, cudaStream_t stream);
+cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
+
+}  // namespace moe::cuda
