@@ -112,8 +112,51 @@ int run(int reps) {
       }
     }
   }
-  std::printf("{\n  \"device\": \"%s\",\n  \"copy_gb_s\": %.1f,\n  \"matvec\": [%s\n  ]\n}\n", prop.name, copy_gbs,
-              results.c_str());
+  // MoE expert products of one decode step in one launch: Qwen3-Next's 10 of 512 experts,
+  // gate/up (512 x 2048) and down (2048 x 512), experts drawn at random each call.
+  std::string experts_results;
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_K}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{512, 2048}, {2048, 512}}) {
+      constexpr int kExperts = 512, kUsed = 10;
+      const size_t rb = row_bytes(type, uint64_t(cols)), expert_bytes = rb * size_t(rows);
+      std::vector<std::byte> host(expert_bytes * kExperts);
+      std::vector<float> row(static_cast<size_t>(cols));
+      for (size_t r = 0; r < size_t(rows) * kExperts; ++r) {
+        if (r < 256) {
+          for (auto& v : row) v = dist(rng);
+          quantize_row(type, row, std::span(host).subspan(r * rb, rb), QuantEffort::Fast);
+        } else {
+          std::memcpy(host.data() + r * rb, host.data() + (r % 256) * rb, rb);
+        }
+      }
+      cuda::DeviceBuffer w(host.size()), x(size_t(kUsed * cols) * 4), y(size_t(kUsed * rows) * 4);
+      MOE_CUDA_CHECK(cudaMemcpy(w.get(), host.data(), host.size(), cudaMemcpyHostToDevice));
+      MOE_CUDA_CHECK(cudaMemset(x.get(), 0, x.bytes()));
+      // 64 random draws of 10 distinct experts, cycled through.
+      constexpr int kDraws = 64;
+      std::vector<int32_t> ids;
+      for (int d = 0; d < kDraws; ++d) {
+        std::vector<int32_t> all(kExperts);
+        for (int e = 0; e < kExperts; ++e) all[size_t(e)] = e;
+        std::shuffle(all.begin(), all.end(), rng);
+        ids.insert(ids.end(), all.begin(), all.begin() + kUsed);
+      }
+      cuda::DeviceBuffer dids(ids.size() * sizeof(int32_t));
+      MOE_CUDA_CHECK(cudaMemcpy(dids.get(), ids.data(), dids.bytes(), cudaMemcpyHostToDevice));
+      cuda::ActivationBuffer activations;
+      const auto xa = activations.quantize(vec_dot_type(type), x.as<float>(), kUsed, cols, nullptr);
+      const double gbs = median_gbs(expert_bytes * kUsed, reps, [&](int i) {
+        cuda::matvec_experts(type, w.get(), expert_bytes, rb, rows, xa, dids.as<int32_t>() + (i % kDraws) * kUsed,
+                             y.as<float>(), nullptr);
+      });
+      experts_results += fmt::format("{}\n    {{\"type\": \"{}\", \"rows\": {}, \"cols\": {}, \"experts\": {}, "
+                                     "\"of\": {}, \"gb_s\": {:.1f}, \"of_copy_bw\": {:.3f}}}",
+                                     experts_results.empty() ? "" : ",", type_name(type), rows, cols, kUsed, kExperts,
+                                     gbs, gbs / copy_gbs);
+    }
+  }
+  std::printf("{\n  \"device\": \"%s\",\n  \"copy_gb_s\": %.1f,\n  \"matvec\": [%s\n  ],\n  \"matvec_experts\": [%s\n  ]\n}\n",
+              prop.name, copy_gbs, results.c_str(), experts_results.c_str());
   return 0;
 }
 

@@ -37,9 +37,9 @@ void check_shape(GgmlType type, int64_t rows, int64_t cols, int n_tok) {
 
 }  // namespace
 
-void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
-            cudaStream_t stream) {
-  check_shape(type, rows, x.cols, x.n_tok);
+namespace {
+
+void check_operands(GgmlType type, size_t row_stride, const DeviceActivations& x) {
   if (x.type != vec_dot_type(type)) {
     fail("matvec: {} weights need {} activations, got {}", type_name(type), type_name(vec_dot_type(type)),
          type_name(x.type));
@@ -47,8 +47,28 @@ void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const
   if (row_stride < row_bytes(type, uint64_t(x.cols))) {
     fail("matvec: row stride {} is shorter than a {} row of {} values", row_stride, type_name(type), x.cols);
   }
+}
+
+}  // namespace
+
+void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
+            cudaStream_t stream) {
+  check_shape(type, rows, x.cols, x.n_tok);
+  check_operands(type, row_stride, x);
   if (rows == 0) return;
   MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, x, y, stream));
+}
+
+void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream) {
+  check_shape(type, rows, x.cols, 1);
+  check_operands(type, row_stride, x);
+  if (x.n_tok > 65535) fail("matvec_experts: {} activation rows in one launch (at most 65535)", x.n_tok);
+  if (expert_stride < row_stride * size_t(rows)) {
+    fail("matvec_experts: expert stride {} is shorter than {} rows of {} bytes", expert_stride, rows, row_stride);
+  }
+  if (rows == 0 || x.n_tok == 0) return;
+  MOE_CUDA_CHECK(launch_matvec_experts(type, w, expert_stride, row_stride, rows, x, experts, y, stream));
 }
 
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,

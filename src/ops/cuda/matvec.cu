@@ -219,6 +219,42 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   }
 }
 
+// Expert products: block row y of the grid is activation row j, multiplied by expert
+// experts[j]'s matrix (at w + experts[j] * expert_stride).
+template <typename Format>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+    matvec_experts_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride, int64_t rows,
+                          const DeviceActivations x, const int32_t* __restrict__ experts, float* __restrict__ y) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
+  if (row >= rows) return;
+  const int j = blockIdx.y;
+  DeviceActivations xj = x;  // row j alone
+  xj.n_tok = 1;
+  if (xj.qs) xj.qs += int64_t(j) * x.cols;
+  if (xj.f32) xj.f32 += int64_t(j) * x.cols;
+  if (xj.scales) xj.scales += int64_t(j) * x.cols / (x.type == GgmlType::Q8_0 ? 32 : 256);
+  if (xj.sums) xj.sums += int64_t(j) * x.cols / 16;
+  const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
+  float acc[1] = {0.0f};
+  const int tasks = int(x.cols / Format::kTask);
+#pragma unroll 2
+  for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
+  float s = acc[0];
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
+  if (threadIdx.x == 0) y[int64_t(j) * rows + row] = s;
+}
+
+template <typename Format>
+cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t stride, int64_t rows,
+                                  const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream) {
+  const dim3 block(32, kWarpsPerBlock);
+  const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok));
+  matvec_experts_kernel<Format>
+      <<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(w), expert_stride, stride, rows, x, experts, y);
+  return cudaGetLastError();
+}
+
 template <typename Format>
 cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const DeviceActivations& x, float* y,
                           cudaStream_t stream) {
@@ -250,6 +286,23 @@ cudaError_t launch_matvec(GgmlType type, const void* w, size_t stride, int64_t r
     case GgmlType::F32: return launch_format<FloatWeights<F32>>(w, stride, rows, x, y, stream);
     case GgmlType::F16: return launch_format<FloatWeights<F16>>(w, stride, rows, x, y, stream);
     case GgmlType::BF16: return launch_format<FloatWeights<BF16>>(w, stride, rows, x, y, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t launch_matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t stride, int64_t rows,
+                                  const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream) {
+  switch (type) {
+    case GgmlType::Q8_0: return launch_experts_format<Q8_0>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::Q4_0: return launch_experts_format<Q4_0>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::Q4_K:
+      return launch_experts_format<Q45_K<false>>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::Q5_K: return launch_experts_format<Q45_K<true>>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::Q6_K: return launch_experts_format<Q6_K>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::F32: return launch_experts_format<FloatWeights<F32>>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::F16: return launch_experts_format<FloatWeights<F16>>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::BF16:
+      return launch_experts_format<FloatWeights<BF16>>(w, expert_stride, stride, rows, x, experts, y, stream);
     default: return cudaErrorInvalidValue;
   }
 }

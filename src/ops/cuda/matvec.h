@@ -27,12 +27,20 @@ bool has_matvec(GgmlType type);
 void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
             cudaStream_t stream);
 
+// The MoE expert products of one step in one launch: activation row j (of x.n_tok, any number)
+// goes through expert experts[j] (device int32), whose rows x cols matrix starts at
+// w + experts[j] * expert_stride:  y[j][r] = sum_i W_e[r][i] * x[j][i].
+void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream);
+
 // Host convenience for tests: uploads, quantizes the activations, multiplies, downloads.
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
                    int n_tok, std::span<float> y);
 
-// The kernel launch itself (matvec.cu); callers use the checked functions above.
+// The kernel launches (matvec.cu); callers use the checked functions above.
 cudaError_t launch_matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x,
                           float* y, cudaStream_t stream);
+cudaError_t launch_matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+                                  const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -1,0 +1,36 @@
+// RMSNorm: one block of 256 threads per row.
+#include "ops/cuda/ops.h"
+
+namespace moe::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps, int width,
+                                float* out) {
+  const float* xr = x + int64_t(blockIdx.x) * width;
+  float* yr = out + int64_t(blockIdx.x) * width;
+  double sum = 0;
+  for (int i = threadIdx.x; i < width; i += kThreads) sum += double(xr[i]) * xr[i];
+  __shared__ double partial[kThreads / 32];
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  __syncthreads();
+  double total = 0;
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) total += partial[i];
+  const float scale = float(1.0 / sqrt(total / double(width) + eps));
+  for (int i = threadIdx.x; i < width; i += kThreads) yr[i] = xr[i] * scale * w[i];
+}
+
+}  // namespace
+
+cudaError_t rms_norm(const float* x, const float* w, float eps, int64_t rows, int width, float* out,
+                     cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  rms_norm_kernel<<<unsigned(rows), kThreads, 0, stream>>>(x, w, eps, width, out);
+  return cudaGetLastError();
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,42 @@
+#pragma once
+// The small ops of a forward pass on the GPU, each the CPU block's arithmetic (models/blocks.cpp)
+// on device pointers, asynchronous on `stream`. They return the launch's error; callers wrap
+// them in MOE_CUDA_CHECK. Shapes are the caller's to get right (the model loader checks them);
+// tests/cuda checks every op against its CPU reference on random data.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "core/ggml_type.h"
+
+namespace moe::cuda {
+
+// out[r] = x[r] / rms(x[r]) * w for `rows` rows of `width` values (sum of squares in double,
+// as on the CPU). x and out may alias. Per-head q/k norms are rows of head_dim.
+cudaError_t rms_norm(const float* x, const float* w, float eps, int64_t rows, int width, float* out,
+                     cudaStream_t stream);
+
+// NEOX rotary embedding of the first n_rot dims of every head, in place: x is [n_tok][n_head]
+// [head_dim], pos[t] the position of token t (device memory). Angles in double, as on the CPU.
+cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int head_dim, int n_rot, float base,
+                      cudaStream_t stream);
+
+// h = silu(g) * u over n values (h may alias g).
+cudaError_t swiglu(const float* g, const float* u, int64_t n, float* h, cudaStream_t stream);
+
+// y += x over n values.
+cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream);
+
+// MoE routing, per token: softmax over its n_expert router logits, the k most probable
+// experts (ties to the lower id), their probabilities (divided by their sum when
+// `renormalize`). logits [n_tok][n_expert]; experts and weights [n_tok][k], rank order.
+cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
+                        float* weights, cudaStream_t stream);
+
+// out[i] = row ids[i] of a matrix in `type` (rows row_stride bytes apart), as f32: the
+// embedding lookup. cols a multiple of the type's block size.
+cudaError_t get_rows(GgmlType type, const void* w, size_t row_stride, int64_t cols, const int32_t* ids, int n,
+                     float* out, cudaStream_t stream);
+
+}  // namespace moe::cuda

@@ -1,0 +1,76 @@
+// MoE routing, one warp per token: the CPU's route_token (models/blocks.cpp) with the softmax
+// sum in double; lane l holds the experts l, l + 32, ...
+#include <cfloat>
+
+#include "ops/cuda/ops.h"
+
+namespace moe::cuda {
+namespace {
+
+constexpr int kMaxExperts = 512, kPerLane = kMaxExperts / 32, kWarps = 4;
+
+__global__ void route_kernel(const float* __restrict__ logits, int n_tok, int n_expert, int k, bool renormalize,
+                             int32_t* experts, float* weights) {
+  const int t = blockIdx.x * kWarps + threadIdx.y, lane = threadIdx.x;
+  if (t >= n_tok) return;
+  const float* l = logits + int64_t(t) * n_expert;
+  float max = -FLT_MAX;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int e = lane + 32 * j;
+    if (e < n_expert) max = fmaxf(max, l[e]);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) max = fmaxf(max, __shfl_xor_sync(0xFFFFFFFFu, max, off));
+  float p[kPerLane];
+  double sum = 0;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int e = lane + 32 * j;
+    p[j] = e < n_expert ? expf(l[e] - max) : 0.0f;
+    sum += p[j];
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) p[j] = lane + 32 * j < n_expert ? float(p[j] / sum) : -1.0f;
+
+  double selected = 0;
+  float chosen_p = 0;  // lane r keeps rank r's probability
+  int chosen_e = 0;
+  for (int r = 0; r < k; ++r) {
+    // This lane's best candidate, then the warp's: highest probability, lower id on ties.
+    float best = -1.0f;
+    int best_e = n_expert;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      if (p[j] > best) best = p[j], best_e = lane + 32 * j;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      const float b = __shfl_xor_sync(0xFFFFFFFFu, best, off);
+      const int be = __shfl_xor_sync(0xFFFFFFFFu, best_e, off);
+      if (b > best || (b == best && be < best_e)) best = b, best_e = be;
+    }
+    if (best_e % 32 == lane) p[best_e / 32] = -1.0f;  // taken
+    selected += best;
+    if (lane == r) chosen_p = best, chosen_e = best_e;
+  }
+  if (lane < k) {
+    experts[int64_t(t) * k + lane] = chosen_e;
+    weights[int64_t(t) * k + lane] = renormalize ? float(chosen_p / selected) : chosen_p;
+  }
+}
+
+}  // namespace
+
+cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
+                        float* weights, cudaStream_t stream) {
+  if (n_expert > kMaxExperts || k < 1 || k > 32 || k > n_expert) return cudaErrorInvalidValue;
+  if (n_tok == 0) return cudaSuccess;
+  const dim3 block(32, kWarps), grid(unsigned((n_tok + kWarps - 1) / kWarps));
+  route_kernel<<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+  return cudaGetLastError();
+}
+
+}  // namespace moe::cuda

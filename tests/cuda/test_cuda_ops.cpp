@@ -1,0 +1,181 @@
+// The GPU's small ops and expert products against their CPU references (models/blocks.cpp,
+// ops/cpu), on fresh random data: RMSNorm, NEOX RoPE (whole and partial), SwiGLU, add, MoE
+// routing, the embedding lookup (bit for bit) and the grouped expert products.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "../ops/ops_test_util.h"
+#include "core/thread_pool.h"
+#include "models/blocks.h"
+#include "ops/cpu/matmul.h"
+#include "ops/cuda/activations.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/matvec.h"
+#include "ops/cuda/ops.h"
+
+namespace moe {
+namespace {
+
+// A device copy of a host vector, and back.
+template <typename T>
+struct Device {
+  cuda::DeviceBuffer buffer;
+  size_t n;
+  explicit Device(const std::vector<T>& host) : buffer(host.size() * sizeof(T)), n(host.size()) {
+    MOE_CUDA_CHECK(cudaMemcpy(buffer.get(), host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  explicit Device(size_t count) : buffer(count * sizeof(T)), n(count) {}
+  T* get() const { return buffer.as<T>(); }
+  std::vector<T> host() const {
+    std::vector<T> out(n);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    MOE_CUDA_CHECK(cudaMemcpy(out.data(), buffer.get(), n * sizeof(T), cudaMemcpyDeviceToHost));
+    return out;
+  }
+};
+
+TEST(CudaOps, RmsNormMatchesTheCpu) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  for (int width : {64, 2048, 3000}) {
+    const int rows = 5;
+    auto x = test::random_floats(rng, size_t(rows * width), 3.0f);
+    const auto w = test::random_floats(rng, size_t(width));
+    std::vector<float> cpu(x.size());
+    rms_norm(x, w, 1e-6f, cpu);
+    Device<float> dx(x), dw(w);
+    MOE_CUDA_CHECK(cuda::rms_norm(dx.get(), dw.get(), 1e-6f, rows, width, dx.get(), nullptr));  // in place
+    const auto gpu = dx.host();
+    for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-6f * std::fabs(cpu[i]) + 1e-30f) << i;
+  }
+}
+
+TEST(CudaOps, RopeMatchesTheCpu) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int n_tok = 3, n_head = 4, head_dim = 64;
+  for (int n_rot : {64, 16}) {
+    auto x = test::random_floats(rng, size_t(n_tok * n_head * head_dim));
+    const std::vector<int32_t> pos{0, 17, 99999};
+    auto cpu = x;
+    for (int t = 0; t < n_tok; ++t) {
+      for (int h = 0; h < n_head; ++h) {
+        rope_neox(std::span(cpu).subspan(size_t((t * n_head + h) * head_dim), size_t(head_dim)), n_rot, pos[size_t(t)],
+                  1e6f);
+      }
+    }
+    Device<float> dx(x);
+    Device<int32_t> dpos(pos);
+    MOE_CUDA_CHECK(cuda::rope_neox(dx.get(), dpos.get(), n_tok, n_head, head_dim, n_rot, 1e6f, nullptr));
+    const auto gpu = dx.host();
+    for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-6f * (std::fabs(cpu[i]) + 1.0f)) << i;
+  }
+}
+
+TEST(CudaOps, SwigluAndAdd) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const size_t n = 10001;
+  const auto g = test::random_floats(rng, n, 4.0f), u = test::random_floats(rng, n);
+  Device<float> dg(g), du(u), dh(n);
+  MOE_CUDA_CHECK(cuda::swiglu(dg.get(), du.get(), int64_t(n), dh.get(), nullptr));
+  MOE_CUDA_CHECK(cuda::add(dg.get(), du.get(), int64_t(n), nullptr));
+  const auto h = dh.host(), sum = dg.host();
+  for (size_t i = 0; i < n; ++i) {
+    const float want = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    ASSERT_NEAR(h[i], want, 1e-6f * std::fabs(want) + 1e-30f) << i;
+    ASSERT_EQ(sum[i], g[i] + u[i]) << i;
+  }
+}
+
+TEST(CudaOps, RoutingMatchesTheCpu) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int n_tok = 17;
+  for (int n_expert : {8, 128, 512}) {
+    for (int k : {2, 8, 10}) {
+      if (k > n_expert) continue;
+      for (bool renormalize : {true, false}) {
+        SCOPED_TRACE(fmt::format("{} experts, top {}, renormalize {}", n_expert, k, renormalize));
+        const auto logits = test::random_floats(rng, size_t(n_tok * n_expert), 2.0f);
+        Device<float> dl(logits), dw(size_t(n_tok * k));
+        Device<int32_t> de(size_t(n_tok * k));
+        MOE_CUDA_CHECK(cuda::route_top_k(dl.get(), n_tok, n_expert, k, renormalize, de.get(), dw.get(), nullptr));
+        const auto experts = de.host();
+        const auto weights = dw.host();
+        for (int t = 0; t < n_tok; ++t) {
+          const Route r = route_token(std::span(logits).subspan(size_t(t * n_expert), size_t(n_expert)), k, renormalize);
+          for (int i = 0; i < k; ++i) {
+            ASSERT_EQ(experts[size_t(t * k + i)], r.experts[size_t(i)]) << "token " << t << " rank " << i;
+            ASSERT_NEAR(weights[size_t(t * k + i)], r.weights[size_t(i)], 1e-6f * r.weights[size_t(i)]) << t << " " << i;
+          }
+        }
+      }
+    }
+  }
+  Device<float> dl(size_t(8));
+  Device<int32_t> de(size_t(8));
+  EXPECT_EQ(cuda::route_top_k(dl.get(), 1, 1024, 2, true, de.get(), dl.get(), nullptr), cudaErrorInvalidValue);
+}
+
+TEST(CudaOps, GetRowsIsTheCpuDequantizerBitForBit) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  for (GgmlType type : test::weight_types()) {
+    SCOPED_TRACE(std::string(type_name(type)));
+    const int64_t rows = 50, cols = block_size(type) == 256 ? 512 : 96;
+    const auto w = test::random_blocks(rng, type, rows, cols);
+    const std::vector<int32_t> ids{7, 0, 49, 7, 23};
+    Device<std::byte> dw(w);
+    Device<int32_t> dids(ids);
+    Device<float> out(ids.size() * size_t(cols));
+    MOE_CUDA_CHECK(cuda::get_rows(type, dw.get(), row_bytes(type, cols), cols, dids.get(), int(ids.size()), out.get(),
+                                  nullptr));
+    const auto gpu = out.host();
+    const auto all = test::dequantize(type, w, rows, cols);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(gpu[i * size_t(cols) + size_t(c)], all[size_t(ids[i] * cols + c)]) << "row " << ids[i] << " col " << c;
+      }
+    }
+  }
+}
+
+TEST(CudaOps, ExpertProductsMatchTheCpu) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  ThreadPool pool(2);
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16}) {
+    SCOPED_TRACE(std::string(type_name(type)));
+    const int n_expert = 6;
+    const int64_t rows = 48, cols = 512;
+    const auto w = test::quantize(type, test::random_floats(rng, size_t(n_expert * rows * cols), 0.05f),
+                                  n_expert * rows, cols);
+    const std::vector<int32_t> experts{3, 0, 3, 5, 1};
+    const int n = int(experts.size());
+    const auto x = test::random_floats(rng, size_t(n * cols));
+    Device<std::byte> dw(w);
+    Device<float> dx(x), dy(size_t(n * rows));
+    Device<int32_t> de(experts);
+    cuda::ActivationBuffer buffer;
+    const auto a = buffer.quantize(vec_dot_type(type), dx.get(), n, cols, nullptr);
+    const size_t rb = row_bytes(type, cols);
+    cuda::matvec_experts(type, dw.get(), rb * rows, rb, rows, a, de.get(), dy.get(), nullptr);
+    const auto gpu = dy.host();
+    for (int j = 0; j < n; ++j) {
+      std::vector<float> cpu(static_cast<size_t>(rows));
+      const WeightView we = WeightView::packed(type, rows, cols, w.data() + size_t(experts[size_t(j)]) * rb * rows);
+      matmul(we, std::span(x).subspan(size_t(j * cols), size_t(cols)), 1, cpu, pool);
+      double scale = 0;
+      for (float v : cpu) scale = std::max(scale, double(std::fabs(v)));
+      for (int64_t r = 0; r < rows; ++r) ASSERT_NEAR(gpu[size_t(j * rows + r)], cpu[size_t(r)], 1e-5 * scale) << j << " " << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
