@@ -57,7 +57,7 @@ std::string params_cell(uint64_t n) {
 }
 
 void print_markdown(const std::vector<BenchResult>& results, const std::string& type, const ModelFootprint& fp,
-                    int threads) {
+                    const std::string& backend, int threads) {
   std::printf("| %-30s | %10s | %10s | %-10s | %7s | %15s | %20s |\n", "model", "size", "params", "backend", "threads",
               "test", "t/s");
   std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: |\n", std::string(30, '-').c_str(),
@@ -67,12 +67,12 @@ void print_markdown(const std::vector<BenchResult>& results, const std::string& 
     const std::string ts = fmt::format("{:.2f} ± {:.2f}", r.avg_ts(), r.stddev_ts());
     // "±" is two bytes in UTF-8 but one column: pad by hand so the table stays aligned.
     std::printf("| %-30s | %10s | %10s | %-10s | %7d | %15s | %*s |\n", type.c_str(), size_cell(fp.bytes).c_str(),
-                params_cell(fp.n_params).c_str(), "CPU", threads, r.name.c_str(), 21, ts.c_str());
+                params_cell(fp.n_params).c_str(), backend.c_str(), threads, r.name.c_str(), 21, ts.c_str());
   }
 }
 
 nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOptions& opt, const std::string& type,
-                       const ModelFootprint& fp, const LoadReport& load, int threads) {
+                       const ModelFootprint& fp, const LoadReport& load, const std::string& backend, int threads) {
   auto rows = nlohmann::json::array();
   for (const auto& r : results) {
     nlohmann::json j;
@@ -81,7 +81,7 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
     j["moeserve_version"] = MOE_VERSION;
     j["cpu_info"] = cpu_features().brand;
     j["gpu_info"] = "";
-    j["backends"] = "CPU";
+    j["backends"] = backend;
     j["model_filename"] = opt.model;
     j["model_type"] = type;
     j["model_size"] = fp.bytes;
@@ -127,7 +127,7 @@ void bench(const BenchCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   const LoadReport load = prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = build_model(reader, opt.load);
+  auto model = open_model(reader, opt.load);
   const ModelConfig& c = model->config();
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 
@@ -146,9 +146,9 @@ void bench(const BenchCliOptions& opt) {
                fp.weight_bytes_per_token, pool.size(), opt.kv_type);
   const auto results = run_bench(*model, b, pool, [](const std::string& line) { spdlog::info("bench: {}", line); });
   if (opt.output == "json") {
-    std::printf("%s\n", to_json(results, opt, type, fp, load, int(pool.size())).dump(2).c_str());
+    std::printf("%s\n", to_json(results, opt, type, fp, load, model->backend(), int(pool.size())).dump(2).c_str());
   } else {
-    print_markdown(results, type, fp, int(pool.size()));
+    print_markdown(results, type, fp, model->backend(), int(pool.size()));
     if (opt.mem_bw_gb_s > 0) {
       std::printf("\ndecode roofline at %.1f GB/s: %.2f t/s (%llu weight bytes per token)\n", opt.mem_bw_gb_s,
                   roofline_tokens_per_second(fp.weight_bytes_per_token, opt.mem_bw_gb_s),

@@ -32,7 +32,7 @@ void perplexity(const PerplexityCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = build_model(reader, opt.load);
+  auto model = open_model(reader, opt.load);
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 
   // As llama-perplexity: the whole file in one go, BOS if the vocab adds it, and special-token

@@ -69,7 +69,7 @@ void run(const RunOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = build_model(reader, opt.load);
+  auto model = open_model(reader, opt.load);
   const ModelConfig& c = model->config();
 
   std::string text = opt.prompt_file.empty() ? opt.prompt : read_text_file(opt.prompt_file);

@@ -2,7 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <string>
+
+#include "core/error.h"
+#include "core/units.h"
+#include "core/log.h"
+#ifdef MOE_HAVE_CUDA
+#include "models/cuda/gpu_model.h"
+#include "ops/cuda/device.h"
+#endif
 
 namespace moe::cli {
 
@@ -26,8 +35,78 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
       "--no-repack", [&options] { options.repack = false; },
       "Use every matrix in place in the model file instead of repacking Q4_K matrices into the faster "
       "interleaved layout (AVX-512 VNNI CPUs; costs a copy at load, the file's pages are released)");
+  cmd.add_option("--device", options.device,
+                 "Where the model runs: auto (the GPU when the architecture runs there and the weights fit, else the "
+                 "CPU), cpu, cuda or cudaN")
+      ->capture_default_str();
+  cmd.add_option_function<int>(
+      "--n-gpu-layers",
+      [&options](int n) {
+        if (n < 0) throw CLI::ValidationError("-ngl", "must be >= 0");
+        options.device = n == 0 ? "cpu" : "cuda";
+        options.gpu_layers = n;
+      },
+      "-ngl: layers on the GPU, as llama.cpp counts them: 0 runs on the CPU, at least the model's layer count on the GPU "
+      "(a split between the two comes with --vram-budget)");
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
+}
+
+namespace {
+
+// The CUDA device index named by "cuda" / "cudaN"; nullopt for "cpu"; "auto" gives 0.
+std::optional<int> gpu_index(const std::string& device) {
+  if (device == "cpu") return std::nullopt;
+  if (device == "auto" || device == "cuda") return 0;
+  if (device.starts_with("cuda") && device.size() > 4 &&
+      device.find_first_not_of("0123456789", 4) == std::string::npos) {
+    return std::stoi(device.substr(4));
+  }
+  fail("--device '{}': use auto, cpu, cuda or cudaN", device);
+}
+
+#ifdef MOE_HAVE_CUDA
+// Why the GPU backend cannot take this model on device `gpu`; empty when it can. Weights that
+// do not fit only count for "auto": asked for explicitly, loading says how much is missing.
+std::string gpu_unusable(const gguf::Reader& reader, int gpu, bool required) {
+  const auto list = cuda::list_gpus();
+  if (list.gpus.empty()) return "no CUDA device: " + list.reason;
+  if (gpu >= int(list.gpus.size())) return fmt::format("no CUDA device {} ({} found)", gpu, list.gpus.size());
+  std::string why;
+  if (!cuda::gpu_supports(reader, &why)) return why;
+  const uint64_t free_bytes = list.gpus[size_t(gpu)].free_bytes;
+  if (!required && reader.tensor_bytes() > free_bytes) {
+    return fmt::format("the weights ({}) do not fit the free VRAM ({})", format_bytes(reader.tensor_bytes()),
+                       format_bytes(free_bytes));
+  }
+  return "";
+}
+#endif
+
+}  // namespace
+
+std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options) {
+  const std::optional<int> gpu = gpu_index(options.device);
+  const bool required = options.device != "auto";
+  if (gpu) {
+    const auto n_layer = int64_t(reader.metadata().get_uint(std::string(reader.architecture()) + ".block_count"));
+    if (options.gpu_layers > 0 && options.gpu_layers < n_layer) {
+      fail("-ngl {}: {} of the {} layers on the GPU is not supported yet; use -ngl 0 (CPU) or -ngl {} (GPU)",
+           options.gpu_layers, options.gpu_layers, n_layer, n_layer);
+    }
+#ifdef MOE_HAVE_CUDA
+    const std::string why = gpu_unusable(reader, *gpu, required);
+    if (why.empty()) {
+      spdlog::info("device: cuda{}", *gpu);
+      return cuda::load_gpu_model(reader, *gpu);
+    }
+    if (required) fail("--device {}: {}", options.device, why);
+    spdlog::info("device: cpu ({})", why);
+#else
+    if (required) fail("--device {}: this moeserve was built without CUDA", options.device);
+#endif
+  }
+  return build_model(reader, options);
 }
 
 }  // namespace moe::cli

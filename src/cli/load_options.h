@@ -1,6 +1,9 @@
 #pragma once
-// --mlock and --prefault, shared by the commands that load a model (run, bench, perplexity).
+// Model loading options shared by the commands that load a model (run, bench, perplexity):
+// --prefault, --mlock, --no-mmap, --no-repack, and where the model runs (--device, -ngl).
 #include <CLI/CLI.hpp>
+
+#include <memory>
 
 #include "engine/model_loading.h"
 
@@ -9,5 +12,9 @@ namespace moe::cli {
 // Adds the options to `cmd`, writing into `options`, which must outlive the parse; its
 // prefault value on entry is the command's default.
 void add_load_options(CLI::App& cmd, LoadOptions& options);
+
+// The model on the device `options` pick (logged): the GPU backend where asked for or, with
+// "auto", where it runs the architecture and the weights fit; else the CPU engine.
+std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options);
 
 }  // namespace moe::cli

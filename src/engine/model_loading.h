@@ -19,6 +19,10 @@ struct LoadOptions {
   bool mlock = false;  // lock the mapping in RAM; a failure is a warning, not an error
   int threads = 0;     // threads for Populate; <= 0: one per hardware thread
   bool repack = true;  // --no-repack: off (ModelOptions::repack)
+  // --device: "auto" (the first GPU when the model's architecture runs there and its weights
+  // fit, else the CPU), "cpu", "cuda" or "cudaN". -ngl N picks "cpu" (0) or the GPU (all layers).
+  std::string device = "auto";
+  int gpu_layers = -1;  // -ngl as given; -1: not given
 };
 
 // A model counts as warm when this much of it was already in the page cache.

@@ -63,6 +63,8 @@ class Model {
   explicit Model(const ModelOptions& options) : options_(options) {}
   virtual ~Model() = default;
   const ModelConfig& config() const { return config_; }
+  // Where forward() runs, as llama-bench names backends: "CPU", "CUDA".
+  virtual std::string backend() const { return "CPU"; }
   // What loading repacked (empty with ModelOptions::repack off or nothing to repack).
   const RepackedWeights& repacked() const { return repacked_; }
 

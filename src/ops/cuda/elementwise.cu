@@ -20,7 +20,38 @@ __global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
   if (i < n) y[i] += x[i];
 }
 
+__global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, int64_t width, float* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= int64_t(n) * k * width) return;
+  out[i] = x[(i / width) / k * width + i % width];
+}
+
+__global__ void combine_kernel(const float* __restrict__ rows, const float* __restrict__ weights, int n, int k,
+                               int64_t width, float* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= int64_t(n) * width) return;
+  const int64_t t = i / width, c = i % width;
+  float sum = 0.0f;
+  for (int r = 0; r < k; ++r) sum = __fadd_rn(sum, __fmul_rn(weights[t * k + r], rows[(t * k + r) * width + c]));
+  out[i] = sum;
+}
+
 }  // namespace
+
+cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out, cudaStream_t stream) {
+  const int64_t total = int64_t(n) * k * width;
+  if (total == 0) return cudaSuccess;
+  repeat_rows_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, n, k, width, out);
+  return cudaGetLastError();
+}
+
+cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
+                            cudaStream_t stream) {
+  const int64_t total = int64_t(n) * width;
+  if (total == 0) return cudaSuccess;
+  combine_kernel<<<grid_for(total), kThreads, 0, stream>>>(rows, weights, n, k, width, out);
+  return cudaGetLastError();
+}
 
 cudaError_t swiglu(const float* g, const float* u, int64_t n, float* h, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;

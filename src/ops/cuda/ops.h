@@ -28,6 +28,14 @@ cudaError_t swiglu(const float* g, const float* u, int64_t n, float* h, cudaStre
 // y += x over n values.
 cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream);
 
+// out[j] = x[j / k] for j < n * k: each token's row once per expert it is routed to.
+cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out, cudaStream_t stream);
+
+// out[t] = sum over r < k of weights[t][r] * rows[t * k + r], in rank order, each product
+// rounded before it is added (the CPU's sum): the experts' outputs combined.
+cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
+                            cudaStream_t stream);
+
 // MoE routing, per token: softmax over its n_expert router logits, the k most probable
 // experts (ties to the lower id), their probabilities (divided by their sum when
 // `renormalize`). logits [n_tok][n_expert]; experts and weights [n_tok][k], rank order.

@@ -1,0 +1,20 @@
+#pragma once
+// Models whose weights all live in VRAM and whose forward pass runs on one GPU.
+#include <memory>
+#include <string>
+
+#include "gguf/reader.h"
+#include "models/model.h"
+
+namespace moe::cuda {
+
+// Whether the GPU backend runs this architecture yet (qwen3, qwen3moe; qwen3next's delta-net
+// kernels are still to come), and if not, why.
+bool gpu_supports(const gguf::Reader& reader, std::string* why = nullptr);
+
+// Loads the model onto `device`, all weights uploaded. Throws moe::Error when the
+// architecture is not supported or the weights do not fit the free VRAM (the message says how
+// much is needed and points to the CPU / partial placement options).
+std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device);
+
+}  // namespace moe::cuda

@@ -1,0 +1,292 @@
+// Qwen3 and Qwen3-MoE on one GPU: the CPU model files' forward pass (qwen3_family.cpp,
+// qwen3moe.cpp, blocks.cpp) step for step on device buffers, with the kernels of ops/cuda.
+//   x = embed(tokens)
+//   per layer: x += attention(rmsnorm(x));  x += ffn(rmsnorm(x))   (dense or routed experts)
+//   logits = output(rmsnorm(x))
+// The KV cache lives in VRAM (f16) and belongs to one sequence at a time; the engine's
+// SequenceState keeps the length. Decode reads every weight once a token; prefill runs the
+// products in groups of up to 8 tokens (a GEMM path for prefill is still to come).
+#include <cmath>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/units.h"
+#include "models/cuda/gpu_model.h"
+#include "models/cuda/gpu_weights.h"
+#include "models/hparams.h"
+#include "models/trunk.h"
+#include "ops/cuda/activations.h"
+#include "ops/cuda/attention.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/matvec.h"
+#include "ops/cuda/ops.h"
+
+namespace moe::cuda {
+namespace {
+
+// A device buffer of T that grows to what the largest call needs.
+template <typename T>
+struct Scratch {
+  DeviceBuffer buffer;
+  T* get(size_t n) {
+    if (buffer.bytes() < n * sizeof(T)) buffer = DeviceBuffer(n * sizeof(T));
+    return buffer.as<T>();
+  }
+};
+
+struct GpuAttention {
+  GpuMatrix q, k, v, o;
+  DeviceBuffer q_norm, k_norm;
+};
+
+struct GpuFfn {
+  GpuMatrix router;               // MoE only
+  GpuMatrix gate, up, down;       // dense matrices, or stacked experts
+};
+
+class Qwen3Gpu final : public Model {
+ public:
+  Qwen3Gpu(const gguf::Reader& reader, int device);
+  void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;
+  using Model::forward;
+  std::string backend() const override { return "CUDA"; }
+
+ private:
+  // y = W x for the n rows of x (f32, device), in groups of kMaxMatvecTokens.
+  void product(const GpuMatrix& w, const float* x, int n, float* y);
+  void attention(int il, int n, const float* u, float* out);
+  void ffn(int il, int n, const float* u, float* out);
+  void ensure_cache(int64_t positions);
+
+  bool moe_ = false;
+  int n_expert_used_ = 0;
+  size_t weight_bytes_ = 0;
+  GpuMatrix token_embd_, output_;
+  DeviceBuffer output_norm_;
+  std::vector<DeviceBuffer> attn_norm_, ffn_norm_;
+  std::vector<GpuAttention> attn_;
+  std::vector<GpuFfn> ffn_;
+
+  cudaStream_t stream_ = nullptr;  // the default stream for now (graphs come with decode capture)
+  ActivationBuffer act_q8_0_, act_q8_k_;
+  Scratch<float> x_, u_, delta_, q_, k_, v_, mixed_, router_, g_, up_, rows_, expert_out_, logits_;
+  Scratch<int32_t> ids_, pos_, experts_;
+  Scratch<float> weights_;
+  std::vector<DeviceBuffer> k_cache_, v_cache_;
+  int64_t cache_positions_ = 0;
+  const SequenceState* owner_ = nullptr;  // the sequence the cache holds
+};
+
+Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{.repack = false}) {
+  MOE_CUDA_CHECK(cudaSetDevice(device));
+  config_ = read_transformer_config(reader);
+  ModelConfig& c = config_;
+  moe_ = reader.architecture() == "qwen3moe";
+  if (moe_) {
+    const gguf::Metadata& m = reader.metadata();
+    c.n_expert = int(m.get_uint("qwen3moe.expert_count"));
+    c.n_expert_used = n_expert_used_ = int(m.get_uint("qwen3moe.expert_used_count"));
+    c.n_ff_expert = int(m.get_uint("qwen3moe.expert_feed_forward_length"));
+  } else {
+    c.n_ff = int(reader.metadata().get_uint("qwen3.feed_forward_length"));
+  }
+  const WeightLoader load(reader);
+  const int64_t d = c.n_embd, q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
+  size_t& total = weight_bytes_;
+  token_embd_ = upload(load.matrix("token_embd.weight", c.n_vocab, d), total);
+  output_ = upload(load.matrix(c.tied_output ? "token_embd.weight" : "output.weight", c.n_vocab, d), total);
+  output_norm_ = upload(load.vector("output_norm.weight", d), total);
+  for (int il = 0; il < c.n_layer; ++il) {
+    const std::string b = "blk." + std::to_string(il) + ".";
+    attn_norm_.push_back(upload(load.vector(b + "attn_norm.weight", d), total));
+    ffn_norm_.push_back(upload(load.vector(b + "ffn_norm.weight", d), total));
+    attn_.push_back({upload(load.matrix(b + "attn_q.weight", q_dim, d), total),
+                     upload(load.matrix(b + "attn_k.weight", kv_dim, d), total),
+                     upload(load.matrix(b + "attn_v.weight", kv_dim, d), total),
+                     upload(load.matrix(b + "attn_output.weight", d, q_dim), total),
+                     upload(load.vector(b + "attn_q_norm.weight", c.head_dim), total),
+                     upload(load.vector(b + "attn_k_norm.weight", c.head_dim), total)});
+    GpuFfn f;
+    if (moe_) {
+      const int64_t ff = c.n_ff_expert;
+      f.router = upload(load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d), total);
+      f.gate = upload(load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert), total);
+      f.up = upload(load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert), total);
+      f.down = upload(load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert), total);
+    } else {
+      f.gate = upload(load.matrix(b + "ffn_gate.weight", c.n_ff, d), total);
+      f.up = upload(load.matrix(b + "ffn_up.weight", c.n_ff, d), total);
+      f.down = upload(load.matrix(b + "ffn_down.weight", d, c.n_ff), total);
+    }
+    ffn_.push_back(std::move(f));
+  }
+  c.n_cache_layers = 0;  // the KV cache is in VRAM, not in the engine's KvCache
+  k_cache_.resize(size_t(c.n_layer));
+  v_cache_.resize(size_t(c.n_layer));
+  spdlog::info("gpu: {} of weights on device {}", format_bytes(weight_bytes_), device);
+}
+
+void Qwen3Gpu::product(const GpuMatrix& w, const float* x, int n, float* y) {
+  const GgmlType at = vec_dot_type(w.type);
+  ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
+  const DeviceActivations all = buffer.quantize(at, x, n, w.cols, stream_);
+  for (int t0 = 0; t0 < n; t0 += kMaxMatvecTokens) {
+    DeviceActivations part = all;
+    part.n_tok = std::min(kMaxMatvecTokens, n - t0);
+    const int64_t skip = int64_t(t0) * w.cols;
+    if (part.f32) part.f32 += skip;
+    if (part.qs) part.qs += skip;
+    if (part.scales) part.scales += skip / block_size(at);
+    if (part.sums) part.sums += skip / 16;
+    matvec(w.type, w.data.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_);
+  }
+}
+
+void Qwen3Gpu::ensure_cache(int64_t positions) {
+  if (positions <= cache_positions_) return;
+  int64_t capacity = std::max<int64_t>(cache_positions_, 256);
+  while (capacity < positions) capacity *= 2;
+  const size_t row = size_t(config_.n_head_kv) * config_.head_dim * sizeof(__half);
+  for (size_t il = 0; il < k_cache_.size(); ++il) {
+    for (auto* cache : {&k_cache_[il], &v_cache_[il]}) {
+      DeviceBuffer grown(row * size_t(capacity));
+      if (cache_positions_ > 0) {
+        MOE_CUDA_CHECK(cudaMemcpyAsync(grown.get(), cache->get(), row * size_t(cache_positions_),
+                                       cudaMemcpyDeviceToDevice, stream_));
+      }
+      *cache = std::move(grown);
+    }
+  }
+  cache_positions_ = capacity;
+}
+
+void Qwen3Gpu::attention(int il, int n, const float* u, float* out) {
+  const ModelConfig& c = config_;
+  const GpuAttention& w = attn_[size_t(il)];
+  const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
+  float* q = q_.get(size_t(n) * q_dim);
+  float* k = k_.get(size_t(n) * kv_dim);
+  float* v = v_.get(size_t(n) * kv_dim);
+  product(w.q, u, n, q);
+  product(w.k, u, n, k);
+  product(w.v, u, n, v);
+  MOE_CUDA_CHECK(rms_norm(q, w.q_norm.as<float>(), c.rms_eps, int64_t(n) * c.n_head, hd, q, stream_));
+  MOE_CUDA_CHECK(rms_norm(k, w.k_norm.as<float>(), c.rms_eps, int64_t(n) * c.n_head_kv, hd, k, stream_));
+  const int32_t* pos = pos_.get(size_t(n));
+  MOE_CUDA_CHECK(rope_neox(q, pos, n, c.n_head, hd, hd, c.rope_base, stream_));
+  MOE_CUDA_CHECK(rope_neox(k, pos, n, c.n_head_kv, hd, hd, c.rope_base, stream_));
+  auto* kc = k_cache_[size_t(il)].as<__half>();
+  auto* vc = v_cache_[size_t(il)].as<__half>();
+  MOE_CUDA_CHECK(store_kv(k, v, n, kv_dim, pos, kc, vc, stream_));
+  float* mixed = mixed_.get(size_t(n) * q_dim);
+  MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, 1.0f / std::sqrt(float(hd)), mixed, stream_));
+  product(w.o, mixed, n, out);
+}
+
+void Qwen3Gpu::ffn(int il, int n, const float* u, float* out) {
+  const ModelConfig& c = config_;
+  const GpuFfn& w = ffn_[size_t(il)];
+  if (!moe_) {
+    float* g = g_.get(size_t(n) * c.n_ff);
+    float* up = up_.get(size_t(n) * c.n_ff);
+    product(w.gate, u, n, g);
+    product(w.up, u, n, up);
+    MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * c.n_ff, g, stream_));
+    product(w.down, g, n, out);
+    return;
+  }
+  // Routing, then every (token, rank) row through its expert: one launch per matrix.
+  const int k = n_expert_used_, rows = n * k;
+  const int64_t d = c.n_embd, ff = c.n_ff_expert;
+  float* logits = router_.get(size_t(n) * c.n_expert);
+  product(w.router, u, n, logits);
+  int32_t* experts = experts_.get(size_t(rows));
+  float* weights = weights_.get(size_t(rows));
+  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_));
+  float* repeated = rows_.get(size_t(rows) * d);
+  MOE_CUDA_CHECK(repeat_rows(u, n, k, d, repeated, stream_));
+  float* g = g_.get(size_t(rows) * ff);
+  float* up = up_.get(size_t(rows) * ff);
+  auto experts_product = [&](const GpuMatrix& m, const float* x, float* y) {
+    const GgmlType at = vec_dot_type(m.type);
+    ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
+    const DeviceActivations a = buffer.quantize(at, x, rows, m.cols, stream_);
+    matvec_experts(m.type, m.data.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_);
+  };
+  experts_product(w.gate, repeated, g);
+  experts_product(w.up, repeated, up);
+  MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
+  float* expert_out = expert_out_.get(size_t(rows) * d);
+  experts_product(w.down, g, expert_out);
+  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, out, stream_));
+}
+
+void Qwen3Gpu::forward(std::span<const BatchEntry> batch, ThreadPool&) {
+  const ModelConfig& c = config_;
+  const int n = check_batch(batch, c.n_vocab);
+  if (batch.size() != 1) fail("gpu: one sequence per forward pass for now (got {})", batch.size());
+  const BatchEntry& entry = batch.front();
+  const int64_t pos0 = entry.seq->length();
+  if (owner_ != entry.seq && pos0 != 0) {
+    fail("gpu: the KV cache holds another sequence; a second sequence must start at position 0");
+  }
+  grow_sequences(batch);
+  owner_ = entry.seq;
+  ensure_cache(pos0 + n);
+
+  std::vector<int32_t> ids(entry.tokens.begin(), entry.tokens.end()), pos(static_cast<size_t>(n));
+  for (int t = 0; t < n; ++t) pos[size_t(t)] = int32_t(pos0 + t);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(size_t(n)), ids.data(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(size_t(n)), pos.data(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
+
+  const int64_t d = c.n_embd;
+  float* x = x_.get(size_t(n) * d);
+  float* u = u_.get(size_t(n) * d);
+  float* delta = delta_.get(size_t(n) * d);
+  MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.data.get(), token_embd_.row_stride, d, ids_.get(size_t(n)), n,
+                          x, stream_));
+  for (int il = 0; il < c.n_layer; ++il) {
+    MOE_CUDA_CHECK(rms_norm(x, attn_norm_[size_t(il)].as<float>(), c.rms_eps, n, int(d), u, stream_));
+    attention(il, n, u, delta);
+    MOE_CUDA_CHECK(add(x, delta, int64_t(n) * d, stream_));
+    MOE_CUDA_CHECK(rms_norm(x, ffn_norm_[size_t(il)].as<float>(), c.rms_eps, n, int(d), u, stream_));
+    ffn(il, n, u, delta);
+    MOE_CUDA_CHECK(add(x, delta, int64_t(n) * d, stream_));
+  }
+  // Logits of the last token or of all.
+  const int first = entry.which == Logits::All ? 0 : n - 1, count = n - first;
+  const float* rows = x + int64_t(first) * d;
+  MOE_CUDA_CHECK(rms_norm(rows, output_norm_.as<float>(), c.rms_eps, count, int(d), u, stream_));
+  float* logits = logits_.get(size_t(count) * c.n_vocab);
+  product(output_, u, count, logits);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(entry.logits.data(), logits, size_t(count) * c.n_vocab * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+}  // namespace
+
+bool gpu_supports(const gguf::Reader& reader, std::string* why) {
+  const std::string_view arch = reader.architecture();
+  if (arch == "qwen3" || arch == "qwen3moe") return true;
+  if (why) *why = fmt::format("the GPU backend does not run '{}' yet (qwen3, qwen3moe)", arch);
+  return false;
+}
+
+std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device) {
+  std::string why;
+  if (!gpu_supports(reader, &why)) fail("{}: {}", reader.path(), why);
+  size_t free_bytes = 0, total_bytes = 0;
+  MOE_CUDA_CHECK(cudaSetDevice(device));
+  MOE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const uint64_t need = reader.tensor_bytes();
+  if (need > free_bytes) {
+    fail("{}: the weights need {} of VRAM, device {} has {} free; run on the CPU (--device cpu) or, once the hybrid "
+         "placement lands, give a --vram-budget",
+         reader.path(), format_bytes(need), device, format_bytes(free_bytes));
+  }
+  return std::make_unique<Qwen3Gpu>(reader, device);
+}
+
+}  // namespace moe::cuda
