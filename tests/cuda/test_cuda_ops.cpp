@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <fmt/format.h>
@@ -13,6 +14,7 @@
 #include "models/blocks.h"
 #include "ops/cpu/matmul.h"
 #include "ops/cuda/activations.h"
+#include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
@@ -175,6 +177,106 @@ TEST(CudaOps, ExpertProductsMatchTheCpu) {
       for (int64_t r = 0; r < rows; ++r) ASSERT_NEAR(gpu[size_t(j * rows + r)], cpu[size_t(r)], 1e-5 * scale) << j << " " << r;
     }
   }
+}
+
+// Causal GQA attention over an f16 cache against a double-precision softmax, for a prefill
+// of 5 tokens after 300 cached positions and for one decode token (split over warps).
+TEST(CudaOps, AttentionMatchesADoubleReference) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  for (int head_dim : {64, 128, 256}) {
+    const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, cached = 300;
+    for (int n : {5, 1}) {
+      SCOPED_TRACE(fmt::format("head_dim {} tokens {}", head_dim, n));
+      const int positions = cached + n;
+      const auto q = test::random_floats(rng, size_t(n * n_head * head_dim));
+      const auto k = test::random_floats(rng, size_t(positions * kv_dim)), v = test::random_floats(rng, size_t(positions * kv_dim));
+      std::vector<int32_t> pos(static_cast<size_t>(n));
+      for (int t = 0; t < n; ++t) pos[size_t(t)] = cached + t;
+      // The cache holds f16: the reference reads the same rounded values.
+      std::vector<__half> kh(k.size()), vh(v.size());
+      for (size_t i = 0; i < k.size(); ++i) kh[i] = __float2half_rn(k[i]), vh[i] = __float2half_rn(v[i]);
+      Device<float> dq(q), dout(q.size());
+      Device<__half> dk(kh), dv(vh);
+      Device<int32_t> dpos(pos);
+      const float scale = 1.0f / std::sqrt(float(head_dim));
+      MOE_CUDA_CHECK(cuda::attend(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim, scale,
+                                  dout.get(), nullptr));
+      const auto got = dout.host();
+      for (int t = 0; t < n; ++t) {
+        for (int h = 0; h < n_head; ++h) {
+          const int g = h / (n_head / n_head_kv);
+          std::vector<double> w(size_t(pos[size_t(t)] + 1));
+          double max = -1e300, sum = 0;
+          for (int p = 0; p <= pos[size_t(t)]; ++p) {
+            double s = 0;
+            for (int i = 0; i < head_dim; ++i) {
+              s += double(q[size_t((t * n_head + h) * head_dim + i)]) * double(__half2float(kh[size_t(p * kv_dim + g * head_dim + i)]));
+            }
+            w[size_t(p)] = s * scale;
+            max = std::max(max, w[size_t(p)]);
+          }
+          for (auto& x : w) sum += x = std::exp(x - max);
+          for (int i = 0; i < head_dim; ++i) {
+            double o = 0;
+            for (size_t p = 0; p < w.size(); ++p) o += w[p] / sum * double(__half2float(vh[p * kv_dim + size_t(g * head_dim + i)]));
+            ASSERT_NEAR(got[size_t((t * n_head + h) * head_dim + i)], o, 1e-5) << "token " << t << " head " << h << " dim " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The fused kernels give the bits of the ops they fuse.
+TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int n = 3;
+  const int64_t d = 512;
+  const auto x = test::random_floats(rng, size_t(n * d), 2.0f), w = test::random_floats(rng, size_t(d));
+  Device<float> dx(x), dw(w), u1(size_t(n * d)), u2(size_t(n * d));
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q8_K}) {
+    cuda::ActivationBuffer fused, parts;
+    const auto a = fused.quantize_normed(type, dx.get(), dw.get(), 1e-6f, n, d, u1.get(), nullptr);
+    MOE_CUDA_CHECK(cuda::rms_norm(dx.get(), dw.get(), 1e-6f, n, int(d), u2.get(), nullptr));
+    const auto b = parts.quantize(type, u2.get(), n, d, nullptr);
+    EXPECT_EQ(u1.host(), u2.host());
+    std::vector<int8_t> qa(size_t(n * d)), qb(qa.size());
+    MOE_CUDA_CHECK(cudaMemcpy(qa.data(), a.qs, qa.size(), cudaMemcpyDeviceToHost));
+    MOE_CUDA_CHECK(cudaMemcpy(qb.data(), b.qs, qb.size(), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(qa, qb) << type_name(type);
+  }
+
+  const int n_head = 4, n_head_kv = 2, hd = 128, n_rot = 32;
+  const auto q = test::random_floats(rng, size_t(n * n_head * hd)), k = test::random_floats(rng, size_t(n * n_head_kv * hd));
+  const auto v = test::random_floats(rng, size_t(n * n_head_kv * hd));
+  const auto qn = test::random_floats(rng, size_t(hd)), kn = test::random_floats(rng, size_t(hd));
+  const std::vector<int32_t> pos{4, 5, 6};
+  Device<float> q1(q), k1(k), q2(q), k2(k), dv(v), dqn(qn), dkn(kn);
+  Device<int32_t> dpos(pos);
+  const size_t cache = size_t(8 * n_head_kv * hd);
+  Device<__half> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
+  MOE_CUDA_CHECK(cudaMemset(kc1.get(), 0, cache * 2));
+  MOE_CUDA_CHECK(cudaMemset(vc1.get(), 0, cache * 2));
+  MOE_CUDA_CHECK(cudaMemset(kc2.get(), 0, cache * 2));
+  MOE_CUDA_CHECK(cudaMemset(vc2.get(), 0, cache * 2));
+  MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q1.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), n,
+                                          n_head, n_head_kv, hd, n_rot, 1e6f, kc1.get(), vc1.get(), nullptr));
+  MOE_CUDA_CHECK(cuda::rms_norm(q2.get(), dqn.get(), 1e-6f, n * n_head, hd, q2.get(), nullptr));
+  MOE_CUDA_CHECK(cuda::rms_norm(k2.get(), dkn.get(), 1e-6f, n * n_head_kv, hd, k2.get(), nullptr));
+  MOE_CUDA_CHECK(cuda::rope_neox(q2.get(), dpos.get(), n, n_head, hd, n_rot, 1e6f, nullptr));
+  MOE_CUDA_CHECK(cuda::rope_neox(k2.get(), dpos.get(), n, n_head_kv, hd, n_rot, 1e6f, nullptr));
+  MOE_CUDA_CHECK(cuda::store_kv(k2.get(), dv.get(), n, n_head_kv * hd, dpos.get(), kc2.get(), vc2.get(), nullptr));
+  EXPECT_EQ(q1.host(), q2.host());
+  EXPECT_EQ(k1.host(), k2.host());
+  auto bits = [](const std::vector<__half>& h) {
+    std::vector<uint16_t> out(h.size());
+    std::memcpy(out.data(), h.data(), h.size() * 2);
+    return out;
+  };
+  EXPECT_EQ(bits(kc1.host()), bits(kc2.host()));
+  EXPECT_EQ(bits(vc1.host()), bits(vc2.host()));
 }
 
 }  // namespace

@@ -6,6 +6,9 @@
 // The KV cache lives in VRAM (f16) and belongs to one sequence at a time; the engine's
 // SequenceState keeps the length. Decode reads every weight once a token; prefill runs the
 // products in groups of up to 8 tokens (a GEMM path for prefill is still to come).
+// A decode step is some 27 kernels a layer: launched one by one, their launch costs would
+// exceed their run time, so decode steps replay a CUDA graph of the whole step, captured
+// once and captured again whenever a buffer it uses may have moved (after any other call).
 #include <cmath>
 #include <unordered_map>
 
@@ -48,16 +51,30 @@ struct GpuFfn {
 class Qwen3Gpu final : public Model {
  public:
   Qwen3Gpu(const gguf::Reader& reader, int device);
+  ~Qwen3Gpu() override;
+  Qwen3Gpu(const Qwen3Gpu&) = delete;
+  Qwen3Gpu& operator=(const Qwen3Gpu&) = delete;
   void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;
   using Model::forward;
   std::string backend() const override { return "CUDA"; }
 
  private:
-  // y = W x for the n rows of x (f32, device), in groups of kMaxMatvecTokens.
-  void product(const GpuMatrix& w, const float* x, int n, float* y);
-  void attention(int il, int n, const float* u, float* out);
-  void ffn(int il, int n, const float* u, float* out);
+  // x (n rows of f32, device) quantized for w's kernels; reused while the next call of the
+  // same activation type has not overwritten it.
+  const DeviceActivations& quantized(const GpuMatrix& w, const float* x, int n);
+  void product(const GpuMatrix& w, const DeviceActivations& x, float* y) { product(w, x, y, false); }
+  void product(const GpuMatrix& w, const float* x, int n, float* y) { product(w, quantized(w, x, n), y, false); }
+  // x += attention(rmsnorm(x)) and x += ffn(rmsnorm(x)) for layer il, n tokens.
+  void attention(int il, int n, float* x);
+  void ffn(int il, int n, float* x);
+  // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch.
+  const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
+  // y (+)= W x for quantized x.
+  void product(const GpuMatrix& w, const DeviceActivations& x, float* y, bool accumulate);
   void ensure_cache(int64_t positions);
+  // Everything a step does on the GPU, from the token ids in pinned memory to the logits in
+  // pinned memory: run directly, or recorded into the decode graph.
+  void enqueue(int n, int first_logit);
 
   bool moe_ = false;
   int n_expert_used_ = 0;
@@ -68,9 +85,13 @@ class Qwen3Gpu final : public Model {
   std::vector<GpuAttention> attn_;
   std::vector<GpuFfn> ffn_;
 
-  cudaStream_t stream_ = nullptr;  // the default stream for now (graphs come with decode capture)
+  cudaStream_t stream_ = nullptr;
+  cudaGraphExec_t decode_graph_ = nullptr;
+  bool decode_graph_valid_ = false, warm_ = false;  // warm: every buffer sized by an earlier call
+  PinnedBuffer ids_host_, pos_host_, logits_host_;
   ActivationBuffer act_q8_0_, act_q8_k_;
-  Scratch<float> x_, u_, delta_, q_, k_, v_, mixed_, router_, g_, up_, rows_, expert_out_, logits_;
+  DeviceActivations last_q8_0_, last_q8_k_, last_f32_;
+  Scratch<float> x_, u_, q_, k_, v_, mixed_, router_, g_, up_, expert_out_, logits_;
   Scratch<int32_t> ids_, pos_, experts_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
@@ -78,8 +99,14 @@ class Qwen3Gpu final : public Model {
   const SequenceState* owner_ = nullptr;  // the sequence the cache holds
 };
 
+Qwen3Gpu::~Qwen3Gpu() {
+  if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
 Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{.repack = false}) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
   moe_ = reader.architecture() == "qwen3moe";
@@ -127,19 +154,38 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{
   spdlog::info("gpu: {} of weights on device {}", format_bytes(weight_bytes_), device);
 }
 
-void Qwen3Gpu::product(const GpuMatrix& w, const float* x, int n, float* y) {
+const DeviceActivations& Qwen3Gpu::quantized(const GpuMatrix& w, const float* x, int n) {
   const GgmlType at = vec_dot_type(w.type);
+  DeviceActivations& last = at == GgmlType::Q8_K ? last_q8_k_ : at == GgmlType::Q8_0 ? last_q8_0_ : last_f32_;
   ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
-  const DeviceActivations all = buffer.quantize(at, x, n, w.cols, stream_);
+  last = buffer.quantize(at, x, n, w.cols, stream_);
+  return last;
+}
+
+const DeviceActivations& Qwen3Gpu::normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u) {
+  const GgmlType at = vec_dot_type(m.type);
+  if (at == GgmlType::F32) {  // float weights read the normed rows as they are
+    MOE_CUDA_CHECK(rms_norm(x, w.as<float>(), config_.rms_eps, n, int(m.cols), u, stream_));
+    return quantized(m, u, n);
+  }
+  DeviceActivations& last = at == GgmlType::Q8_K ? last_q8_k_ : last_q8_0_;
+  ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
+  last = buffer.quantize_normed(at, x, w.as<float>(), config_.rms_eps, n, m.cols, u, stream_);
+  return last;
+}
+
+// Groups of kMaxMatvecTokens tokens: each group reads the weights once.
+void Qwen3Gpu::product(const GpuMatrix& w, const DeviceActivations& all, float* y, bool accumulate) {
+  const int n = all.n_tok;
   for (int t0 = 0; t0 < n; t0 += kMaxMatvecTokens) {
     DeviceActivations part = all;
     part.n_tok = std::min(kMaxMatvecTokens, n - t0);
     const int64_t skip = int64_t(t0) * w.cols;
     if (part.f32) part.f32 += skip;
     if (part.qs) part.qs += skip;
-    if (part.scales) part.scales += skip / block_size(at);
+    if (part.scales) part.scales += skip / block_size(all.type);
     if (part.sums) part.sums += skip / 16;
-    matvec(w.type, w.data.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_);
+    matvec(w.type, w.data.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
   }
 }
 
@@ -159,67 +205,89 @@ void Qwen3Gpu::ensure_cache(int64_t positions) {
     }
   }
   cache_positions_ = capacity;
+  decode_graph_valid_ = false;
 }
 
-void Qwen3Gpu::attention(int il, int n, const float* u, float* out) {
+void Qwen3Gpu::attention(int il, int n, float* x) {
   const ModelConfig& c = config_;
   const GpuAttention& w = attn_[size_t(il)];
   const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
+  float* u = u_.get(size_t(n) * c.n_embd);
   float* q = q_.get(size_t(n) * q_dim);
   float* k = k_.get(size_t(n) * kv_dim);
   float* v = v_.get(size_t(n) * kv_dim);
-  product(w.q, u, n, q);
-  product(w.k, u, n, k);
-  product(w.v, u, n, v);
-  MOE_CUDA_CHECK(rms_norm(q, w.q_norm.as<float>(), c.rms_eps, int64_t(n) * c.n_head, hd, q, stream_));
-  MOE_CUDA_CHECK(rms_norm(k, w.k_norm.as<float>(), c.rms_eps, int64_t(n) * c.n_head_kv, hd, k, stream_));
+  // q, k and v read u quantized once where their formats share an activation type.
+  const DeviceActivations& uq = normed(w.q, x, attn_norm_[size_t(il)], n, u);
+  product(w.q, uq, q);
+  product(w.k, vec_dot_type(w.k.type) == uq.type ? uq : quantized(w.k, u, n), k);
+  product(w.v, vec_dot_type(w.v.type) == uq.type ? uq : quantized(w.v, u, n), v);
   const int32_t* pos = pos_.get(size_t(n));
-  MOE_CUDA_CHECK(rope_neox(q, pos, n, c.n_head, hd, hd, c.rope_base, stream_));
-  MOE_CUDA_CHECK(rope_neox(k, pos, n, c.n_head_kv, hd, hd, c.rope_base, stream_));
   auto* kc = k_cache_[size_t(il)].as<__half>();
   auto* vc = v_cache_[size_t(il)].as<__half>();
-  MOE_CUDA_CHECK(store_kv(k, v, n, kv_dim, pos, kc, vc, stream_));
+  MOE_CUDA_CHECK(qk_norm_rope_store(q, k, v, w.q_norm.as<float>(), w.k_norm.as<float>(), c.rms_eps, pos, n, c.n_head,
+                                    c.n_head_kv, hd, hd, c.rope_base, kc, vc, stream_));
   float* mixed = mixed_.get(size_t(n) * q_dim);
   MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, 1.0f / std::sqrt(float(hd)), mixed, stream_));
-  product(w.o, mixed, n, out);
+  product(w.o, quantized(w.o, mixed, n), x, true);
 }
 
-void Qwen3Gpu::ffn(int il, int n, const float* u, float* out) {
+void Qwen3Gpu::ffn(int il, int n, float* x) {
   const ModelConfig& c = config_;
   const GpuFfn& w = ffn_[size_t(il)];
+  float* u = u_.get(size_t(n) * c.n_embd);
+  const DeviceActivations& uq = normed(w.gate, x, ffn_norm_[size_t(il)], n, u);
   if (!moe_) {
     float* g = g_.get(size_t(n) * c.n_ff);
     float* up = up_.get(size_t(n) * c.n_ff);
-    product(w.gate, u, n, g);
-    product(w.up, u, n, up);
+    product(w.gate, uq, g);
+    product(w.up, vec_dot_type(w.up.type) == uq.type ? uq : quantized(w.up, u, n), up);
     MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * c.n_ff, g, stream_));
-    product(w.down, g, n, out);
+    product(w.down, quantized(w.down, g, n), x, true);
     return;
   }
-  // Routing, then every (token, rank) row through its expert: one launch per matrix.
+  // Routing, then every (token, rank) row through its expert: one launch per matrix, each
+  // token's normed row read once per expert it goes to.
   const int k = n_expert_used_, rows = n * k;
   const int64_t d = c.n_embd, ff = c.n_ff_expert;
+  const DeviceActivations uq_experts = uq;  // the router's product below may quantize again
   float* logits = router_.get(size_t(n) * c.n_expert);
   product(w.router, u, n, logits);
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
   MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_));
-  float* repeated = rows_.get(size_t(rows) * d);
-  MOE_CUDA_CHECK(repeat_rows(u, n, k, d, repeated, stream_));
   float* g = g_.get(size_t(rows) * ff);
   float* up = up_.get(size_t(rows) * ff);
-  auto experts_product = [&](const GpuMatrix& m, const float* x, float* y) {
-    const GgmlType at = vec_dot_type(m.type);
-    ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
-    const DeviceActivations a = buffer.quantize(at, x, rows, m.cols, stream_);
-    matvec_experts(m.type, m.data.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_);
+  auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
+    matvec_experts(m.type, m.data.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
   };
-  experts_product(w.gate, repeated, g);
-  experts_product(w.up, repeated, up);
+  experts_product(w.gate, uq_experts, g, k);
+  experts_product(w.up, vec_dot_type(w.up.type) == uq_experts.type ? uq_experts : quantized(w.up, u, n), up, k);
   MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
   float* expert_out = expert_out_.get(size_t(rows) * d);
-  experts_product(w.down, g, expert_out);
-  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, out, stream_));
+  experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
+  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true));
+}
+
+void Qwen3Gpu::enqueue(int n, int first_logit) {
+  const ModelConfig& c = config_;
+  const int64_t d = c.n_embd;
+  int32_t* ids = ids_.get(size_t(n));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(ids, ids_host_.as<int32_t>(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(size_t(n)), pos_host_.as<int32_t>(), size_t(n) * 4, cudaMemcpyHostToDevice,
+                                 stream_));
+  float* x = x_.get(size_t(n) * d);
+  float* u = u_.get(size_t(n) * d);
+  MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.data.get(), token_embd_.row_stride, d, ids, n, x, stream_));
+  for (int il = 0; il < c.n_layer; ++il) {
+    attention(il, n, x);
+    ffn(il, n, x);
+  }
+  const int count = n - first_logit;
+  MOE_CUDA_CHECK(rms_norm(x + int64_t(first_logit) * d, output_norm_.as<float>(), c.rms_eps, count, int(d), u, stream_));
+  float* logits = logits_.get(size_t(count) * c.n_vocab);
+  product(output_, u, count, logits);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.as<float>(), logits, size_t(count) * c.n_vocab * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
 }
 
 void Qwen3Gpu::forward(std::span<const BatchEntry> batch, ThreadPool&) {
@@ -235,34 +303,48 @@ void Qwen3Gpu::forward(std::span<const BatchEntry> batch, ThreadPool&) {
   owner_ = entry.seq;
   ensure_cache(pos0 + n);
 
-  std::vector<int32_t> ids(entry.tokens.begin(), entry.tokens.end()), pos(static_cast<size_t>(n));
-  for (int t = 0; t < n; ++t) pos[size_t(t)] = int32_t(pos0 + t);
-  MOE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(size_t(n)), ids.data(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
-  MOE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(size_t(n)), pos.data(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
-
-  const int64_t d = c.n_embd;
-  float* x = x_.get(size_t(n) * d);
-  float* u = u_.get(size_t(n) * d);
-  float* delta = delta_.get(size_t(n) * d);
-  MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.data.get(), token_embd_.row_stride, d, ids_.get(size_t(n)), n,
-                          x, stream_));
-  for (int il = 0; il < c.n_layer; ++il) {
-    MOE_CUDA_CHECK(rms_norm(x, attn_norm_[size_t(il)].as<float>(), c.rms_eps, n, int(d), u, stream_));
-    attention(il, n, u, delta);
-    MOE_CUDA_CHECK(add(x, delta, int64_t(n) * d, stream_));
-    MOE_CUDA_CHECK(rms_norm(x, ffn_norm_[size_t(il)].as<float>(), c.rms_eps, n, int(d), u, stream_));
-    ffn(il, n, u, delta);
-    MOE_CUDA_CHECK(add(x, delta, int64_t(n) * d, stream_));
+  const int first_logit = entry.which == Logits::All ? 0 : n - 1, count = n - first_logit;
+  if (ids_host_.bytes() < size_t(n) * 4) {
+    ids_host_ = PinnedBuffer(size_t(n) * 4);
+    pos_host_ = PinnedBuffer(size_t(n) * 4);
   }
-  // Logits of the last token or of all.
-  const int first = entry.which == Logits::All ? 0 : n - 1, count = n - first;
-  const float* rows = x + int64_t(first) * d;
-  MOE_CUDA_CHECK(rms_norm(rows, output_norm_.as<float>(), c.rms_eps, count, int(d), u, stream_));
-  float* logits = logits_.get(size_t(count) * c.n_vocab);
-  product(output_, u, count, logits);
-  MOE_CUDA_CHECK(cudaMemcpyAsync(entry.logits.data(), logits, size_t(count) * c.n_vocab * sizeof(float),
-                                 cudaMemcpyDeviceToHost, stream_));
+  if (logits_host_.bytes() < size_t(count) * c.n_vocab * sizeof(float)) {
+    logits_host_ = PinnedBuffer(size_t(count) * c.n_vocab * sizeof(float));
+    decode_graph_valid_ = false;
+  }
+  for (int t = 0; t < n; ++t) {
+    ids_host_.as<int32_t>()[t] = entry.tokens[size_t(t)];
+    pos_host_.as<int32_t>()[t] = int32_t(pos0 + t);
+  }
+  const bool decode = n == 1;
+  if (decode && decode_graph_valid_) {
+    MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+  } else if (decode && warm_) {
+    // Every buffer already has its size: record the step, keep the graph, run it.
+    cudaGraph_t graph = nullptr;
+    MOE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue(1, 0);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    MOE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+    decode_graph_ = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&decode_graph_, graph, 0);
+    cudaGraphDestroy(graph);
+    MOE_CUDA_CHECK(instantiated);
+    decode_graph_valid_ = true;
+    MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+  } else {
+    enqueue(n, first_logit);
+    warm_ = true;
+    decode_graph_valid_ = false;  // a larger call may have moved buffers the graph uses
+  }
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/ops.h"
 
 namespace moe::cuda {
 
@@ -12,14 +13,8 @@ void reserve(DeviceBuffer& buffer, size_t bytes) {
 }
 }  // namespace
 
-DeviceActivations ActivationBuffer::quantize(GgmlType type, const float* x, int n_tok, int64_t cols,
-                                             cudaStream_t stream) {
+void ActivationBuffer::reserve_for(GgmlType type, int n_tok, int64_t cols) {
   if (n_tok < 0 || cols <= 0) fail("activations: {} tokens of {} columns", n_tok, cols);
-  DeviceActivations a{type, cols, n_tok};
-  if (type == GgmlType::F32) {
-    a.f32 = x;
-    return a;
-  }
   if (type != GgmlType::Q8_0 && type != GgmlType::Q8_K) {
     fail("activations cannot be quantized to {} on the GPU (F32, Q8_0 or Q8_K)", type_name(type));
   }
@@ -29,6 +24,26 @@ DeviceActivations ActivationBuffer::quantize(GgmlType type, const float* x, int 
   reserve(qs_, size_t(n));
   reserve(scales_, size_t(n / block) * sizeof(float));
   if (type == GgmlType::Q8_K) reserve(sums_, size_t(n / 16) * sizeof(int));
+}
+
+DeviceActivations ActivationBuffer::view(GgmlType type, int n_tok, int64_t cols) const {
+  DeviceActivations a{type, cols, n_tok};
+  a.qs = qs_.as<int8_t>();
+  a.scales = scales_.as<float>();
+  a.sums = type == GgmlType::Q8_K ? sums_.as<int>() : nullptr;
+  return a;
+}
+
+DeviceActivations ActivationBuffer::quantize(GgmlType type, const float* x, int n_tok, int64_t cols,
+                                             cudaStream_t stream) {
+  if (type == GgmlType::F32) {
+    if (n_tok < 0 || cols <= 0) fail("activations: {} tokens of {} columns", n_tok, cols);
+    DeviceActivations a{type, cols, n_tok};
+    a.f32 = x;
+    return a;
+  }
+  reserve_for(type, n_tok, cols);
+  const int64_t n = cols * n_tok;
   if (n > 0) {
     if (type == GgmlType::Q8_0) {
       MOE_CUDA_CHECK(launch_quantize_q8_0(x, n, qs_.as<int8_t>(), scales_.as<float>(), stream));
@@ -36,10 +51,19 @@ DeviceActivations ActivationBuffer::quantize(GgmlType type, const float* x, int 
       MOE_CUDA_CHECK(launch_quantize_q8_k(x, n, qs_.as<int8_t>(), scales_.as<float>(), sums_.as<int>(), stream));
     }
   }
-  a.qs = qs_.as<int8_t>();
-  a.scales = scales_.as<float>();
-  a.sums = type == GgmlType::Q8_K ? sums_.as<int>() : nullptr;
-  return a;
+  return view(type, n_tok, cols);
+}
+
+DeviceActivations ActivationBuffer::quantize_normed(GgmlType type, const float* x, const float* w, float eps,
+                                                    int n_tok, int64_t cols, float* out, cudaStream_t stream) {
+  reserve_for(type, n_tok, cols);
+  if (cols > 8192) {  // wider than the fused kernel keeps in shared memory: two launches
+    MOE_CUDA_CHECK(rms_norm(x, w, eps, n_tok, int(cols), out, stream));
+    return quantize(type, out, n_tok, cols, stream);
+  }
+  MOE_CUDA_CHECK(launch_norm_quantize(x, w, eps, n_tok, cols, out, type == GgmlType::Q8_K, qs_.as<int8_t>(),
+                                      scales_.as<float>(), sums_.as<int>(), stream));
+  return view(type, n_tok, cols);
 }
 
 }  // namespace moe::cuda

@@ -9,31 +9,24 @@ namespace {
 
 constexpr int kWarpsPerBlock = 8;
 
-// Q8_0: lane i quantizes value i of a 32-value block.
-__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
-                                     float* __restrict__ scales) {
-  const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (b >= n_blocks) return;
-  const float v = x[b * 32 + threadIdx.x];
+// One warp quantizes one block: the 32 values at x (Q8_0, lane i takes value i) ...
+__device__ void quantize_block_q8_0(const float* x, int8_t* qs, float* scale) {
+  const float v = x[threadIdx.x];
   float amax = fabsf(v);
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  qs[b * 32 + threadIdx.x] = int8_t(roundf(v * id));
-  if (threadIdx.x == 0) scales[b] = __half2float(__float2half_rn(d));
+  qs[threadIdx.x] = int8_t(roundf(v * id));
+  if (threadIdx.x == 0) *scale = __half2float(__float2half_rn(d));
 }
 
-// Q8_K: lane i holds values 8i .. 8i + 7 of a 256-value block.
-__global__ void quantize_q8_k_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
-                                     float* __restrict__ scales, int* __restrict__ sums) {
-  const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (b >= n_blocks) return;
+// ... or the 256 values at x (Q8_K, lane i takes values 8i .. 8i + 7; sums[16]).
+__device__ void quantize_block_q8_k(const float* x, int8_t* qs, float* scale, int* sums) {
   const int lane = threadIdx.x;
-  const float* in = x + b * 256 + 8 * lane;
   float v[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = in[i];
+  for (int i = 0; i < 8; ++i) v[i] = x[8 * lane + i];
   // The signed value of largest magnitude, the first one on ties (the CPU scans in order).
   float amax = 0.0f, max = 0.0f;
   int first = 256;
@@ -58,13 +51,68 @@ __global__ void quantize_q8_k_kernel(const float* __restrict__ x, int64_t n_bloc
   int sum = 0;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    qs[b * 256 + 8 * lane + i] = q[i];
+    qs[8 * lane + i] = q[i];
     sum += q[i];
   }
   // Lanes 2j and 2j + 1 hold the 16 values of sum j.
   sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
-  if (lane % 2 == 0) sums[b * 16 + lane / 2] = sum;
-  if (lane == 0) scales[b] = d;
+  if (lane % 2 == 0) sums[lane / 2] = sum;
+  if (lane == 0) *scale = d;
+}
+
+__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
+                                     float* __restrict__ scales) {
+  const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
+  if (b < n_blocks) quantize_block_q8_0(x + b * 32, qs + b * 32, scales + b);
+}
+
+__global__ void quantize_q8_k_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
+                                     float* __restrict__ scales, int* __restrict__ sums) {
+  const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
+  if (b < n_blocks) quantize_block_q8_k(x + b * 256, qs + b * 256, scales + b, sums + b * 16);
+}
+
+// RMSNorm of a row (rms_norm() in ops.h, the same arithmetic) and the quantization of the
+// result, one thread block of kNormWarps warps per row (decode has one row: the block is all
+// the parallelism there is). The normed row is kept in shared memory for the quantization.
+constexpr int kNormWarps = 32;
+constexpr int64_t kMaxNormWidth = 8192;  // 32 KiB of shared memory
+
+__global__ void __launch_bounds__(32 * kNormWarps)
+    norm_quantize_kernel(const float* x, const float* __restrict__ w, float eps, int64_t width, float* out,
+                         bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales, int* __restrict__ sums) {
+  __shared__ float normed[kMaxNormWidth];
+  __shared__ double partial[kNormWarps];
+  const int64_t row = blockIdx.x;
+  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * kNormWarps;
+  const float* xr = x + row * width;
+  double sum = 0;
+  for (int64_t i = tid; i < width; i += threads) {
+    normed[i] = xr[i];
+    sum += double(normed[i]) * normed[i];
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  if (threadIdx.x == 0) partial[threadIdx.y] = sum;
+  __syncthreads();
+  double total = 0;
+#pragma unroll
+  for (int i = 0; i < kNormWarps; ++i) total += partial[i];
+  const float scale = float(1.0 / sqrt(total / double(width) + eps));
+  for (int64_t i = tid; i < width; i += threads) {
+    normed[i] = normed[i] * scale * w[i];
+    out[row * width + i] = normed[i];
+  }
+  __syncthreads();  // each warp quantizes values other warps normed
+  const int block = k_quant ? 256 : 32;
+  for (int64_t b = threadIdx.y; b < width / block; b += kNormWarps) {
+    const int64_t at = row * width + b * block;
+    if (k_quant) {
+      quantize_block_q8_k(normed + b * block, qs + at, scales + at / 256, sums + at / 16);
+    } else {
+      quantize_block_q8_0(normed + b * block, qs + at, scales + at / 32);
+    }
+  }
 }
 
 }  // namespace
@@ -80,6 +128,15 @@ cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* s
   const int64_t n_blocks = n / 256;
   const dim3 block(32, kWarpsPerBlock), grid(unsigned((n_blocks + kWarpsPerBlock - 1) / kWarpsPerBlock));
   quantize_q8_k_kernel<<<grid, block, 0, stream>>>(x, n_blocks, qs, scales, sums);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
+                                 bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream) {
+  if (width > kMaxNormWidth) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  norm_quantize_kernel<<<unsigned(rows), dim3(32, kNormWarps), 0, stream>>>(x, w, eps, width, out, k_quant, qs, scales,
+                                                                            sums);
   return cudaGetLastError();
 }
 

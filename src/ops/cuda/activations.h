@@ -35,13 +35,22 @@ class ActivationBuffer {
   // x: device pointer to n_tok rows of cols floats. For F32 the view points at x itself.
   // Throws moe::Error for other types or a cols that is not a multiple of the block size.
   DeviceActivations quantize(GgmlType type, const float* x, int n_tok, int64_t cols, cudaStream_t stream);
+  // out = rms_norm(x, w) (ops.h, the same arithmetic) and its quantization, in one launch: the
+  // normed rows are wanted both in f32 and quantized for the next products. type Q8_0 or Q8_K.
+  DeviceActivations quantize_normed(GgmlType type, const float* x, const float* w, float eps, int n_tok, int64_t cols,
+                                    float* out, cudaStream_t stream);
 
  private:
+  void reserve_for(GgmlType type, int n_tok, int64_t cols);
+  DeviceActivations view(GgmlType type, int n_tok, int64_t cols) const;
+
   DeviceBuffer qs_, scales_, sums_;
 };
 
 // The launches (activations.cu).
 cudaError_t launch_quantize_q8_0(const float* x, int64_t n, int8_t* qs, float* scales, cudaStream_t stream);
 cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
+cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
+                                 bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -1,9 +1,10 @@
 // Causal attention over a sequence's f16 KV cache, and the cache writes.
 //
-// attend: one warp per (query token, head); lane l holds dims l, l + 32, ... of the query, the
-// running output and the keys/values it reads. Positions are visited in order with an online
-// softmax (running max and sum), so one pass over the keys suffices. Decode at long contexts
-// will want the positions split over several warps (split-K); not yet.
+// attend: one block per (query token, head), its kSplit warps taking every kSplit-th position
+// (split-K: decode has one query token, so the positions are where the parallelism is). Lane l
+// holds dims l, l + 32, ... of the query, the running output and the keys/values it reads;
+// each warp runs an online softmax (running max and sum) over its positions, and the block
+// merges the warps' partial results at the end.
 #include <cuda_fp16.h>
 
 #include <cfloat>
@@ -14,14 +15,13 @@ namespace moe::cuda {
 namespace {
 
 constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
-constexpr int kWarps = 4;
+constexpr int kSplit = 8;
 
 __global__ void attend_kernel(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
                               const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv, int head_dim,
                               float scale, float* __restrict__ out) {
-  const int64_t task = int64_t(blockIdx.x) * kWarps + threadIdx.y;
-  if (task >= int64_t(n) * n_head) return;
-  const int t = int(task / n_head), h = int(task % n_head), lane = threadIdx.x;
+  const int64_t task = blockIdx.x;
+  const int t = int(task / n_head), h = int(task % n_head), lane = threadIdx.x, warp = threadIdx.y;
   const int kv_head = h / (n_head / n_head_kv), kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
   const float* qh = q + (int64_t(t) * n_head + h) * head_dim;
   float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
@@ -32,7 +32,7 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
   }
   float max = -FLT_MAX, sum = 0.0f;
   const int visible = pos[t] + 1;
-  for (int p = 0; p < visible; ++p) {
+  for (int p = warp; p < visible; p += kSplit) {
     const __half* kp = k + int64_t(p) * kv_dim + kv_head * head_dim;
     float s = 0.0f;
 #pragma unroll
@@ -51,10 +51,29 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
     sum = sum * correction + weight;
     max = new_max;
   }
+  // Merge: every warp's output rescaled to the largest running max.
+  __shared__ float warp_max[kSplit], warp_sum[kSplit], warp_acc[kSplit][32 * kMaxDimsPerLane];
+  if (lane == 0) warp_max[warp] = max, warp_sum[warp] = sum;
+#pragma unroll
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    if (i < per_lane) warp_acc[warp][lane + 32 * i] = acc[i];
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  float top = -FLT_MAX;
+  for (int w = 0; w < kSplit; ++w) top = fmaxf(top, warp_max[w]);
+  float total = 0.0f, scale_of[kSplit];
+  for (int w = 0; w < kSplit; ++w) {
+    scale_of[w] = expf(warp_max[w] - top);
+    total += warp_sum[w] * scale_of[w];
+  }
   float* oh = out + (int64_t(t) * n_head + h) * head_dim;
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
-    if (i < per_lane) oh[lane + 32 * i] = acc[i] / sum;
+    if (i >= per_lane) continue;
+    float o = 0.0f;
+    for (int w = 0; w < kSplit; ++w) o += warp_acc[w][lane + 32 * i] * scale_of[w];
+    oh[lane + 32 * i] = o / total;
   }
 }
 
@@ -74,8 +93,7 @@ cudaError_t attend(const float* q, const __half* k, const __half* v, const int32
                    int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream) {
   if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  const int64_t tasks = int64_t(n) * n_head;
-  const dim3 block(32, kWarps), grid(unsigned((tasks + kWarps - 1) / kWarps));
+  const dim3 block(32, kSplit), grid(unsigned(int64_t(n) * n_head));
   attend_kernel<<<grid, block, 0, stream>>>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out);
   return cudaGetLastError();
 }

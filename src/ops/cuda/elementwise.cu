@@ -27,13 +27,13 @@ __global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, in
 }
 
 __global__ void combine_kernel(const float* __restrict__ rows, const float* __restrict__ weights, int n, int k,
-                               int64_t width, float* __restrict__ out) {
+                               int64_t width, float* __restrict__ out, bool accumulate) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= int64_t(n) * width) return;
   const int64_t t = i / width, c = i % width;
   float sum = 0.0f;
   for (int r = 0; r < k; ++r) sum = __fadd_rn(sum, __fmul_rn(weights[t * k + r], rows[(t * k + r) * width + c]));
-  out[i] = sum;
+  out[i] = accumulate ? out[i] + sum : sum;
 }
 
 }  // namespace
@@ -46,10 +46,10 @@ cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out,
 }
 
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, bool accumulate) {
   const int64_t total = int64_t(n) * width;
   if (total == 0) return cudaSuccess;
-  combine_kernel<<<grid_for(total), kThreads, 0, stream>>>(rows, weights, n, k, width, out);
+  combine_kernel<<<grid_for(total), kThreads, 0, stream>>>(rows, weights, n, k, width, out, accumulate);
   return cudaGetLastError();
 }
 

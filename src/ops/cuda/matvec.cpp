@@ -52,23 +52,26 @@ void check_operands(GgmlType type, size_t row_stride, const DeviceActivations& x
 }  // namespace
 
 void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
-            cudaStream_t stream) {
+            cudaStream_t stream, bool accumulate) {
   check_shape(type, rows, x.cols, x.n_tok);
   check_operands(type, row_stride, x);
   if (rows == 0) return;
-  MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, x, y, stream));
+  MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, x, y, accumulate, stream));
 }
 
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
-                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream) {
+                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream, int x_row_div) {
   check_shape(type, rows, x.cols, 1);
   check_operands(type, row_stride, x);
-  if (x.n_tok > 65535) fail("matvec_experts: {} activation rows in one launch (at most 65535)", x.n_tok);
+  if (x_row_div < 1) fail("matvec_experts: x_row_div {} (at least 1)", x_row_div);
+  if (int64_t(x.n_tok) * x_row_div > 65535) {
+    fail("matvec_experts: {} output rows in one launch (at most 65535)", int64_t(x.n_tok) * x_row_div);
+  }
   if (expert_stride < row_stride * size_t(rows)) {
     fail("matvec_experts: expert stride {} is shorter than {} rows of {} bytes", expert_stride, rows, row_stride);
   }
   if (rows == 0 || x.n_tok == 0) return;
-  MOE_CUDA_CHECK(launch_matvec_experts(type, w, expert_stride, row_stride, rows, x, experts, y, stream));
+  MOE_CUDA_CHECK(launch_matvec_experts(type, w, expert_stride, row_stride, rows, x, x_row_div, experts, y, stream));
 }
 
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,

@@ -200,7 +200,7 @@ struct BF16 {
 template <typename Format, int NT>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_kernel(const uint8_t* __restrict__ w, size_t row_stride, int64_t rows, const DeviceActivations x,
-                  float* __restrict__ y) {
+                  float* __restrict__ y, bool accumulate) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const uint8_t* wr = w + row * row_stride;
@@ -215,25 +215,26 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     float s = acc[t];
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
-    if (threadIdx.x == 0) y[t * rows + row] = s;
+    if (threadIdx.x == 0) y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
   }
 }
 
-// Expert products: block row y of the grid is activation row j, multiplied by expert
-// experts[j]'s matrix (at w + experts[j] * expert_stride).
+// Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
+// w + experts[j] * expert_stride) times activation row j / x_row_div.
 template <typename Format>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_experts_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride, int64_t rows,
-                          const DeviceActivations x, const int32_t* __restrict__ experts, float* __restrict__ y) {
+                          const DeviceActivations x, int x_row_div, const int32_t* __restrict__ experts,
+                          float* __restrict__ y) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
-  const int j = blockIdx.y;
-  DeviceActivations xj = x;  // row j alone
+  const int j = blockIdx.y, xr = j / x_row_div;
+  DeviceActivations xj = x;  // activation row xr alone
   xj.n_tok = 1;
-  if (xj.qs) xj.qs += int64_t(j) * x.cols;
-  if (xj.f32) xj.f32 += int64_t(j) * x.cols;
-  if (xj.scales) xj.scales += int64_t(j) * x.cols / (x.type == GgmlType::Q8_0 ? 32 : 256);
-  if (xj.sums) xj.sums += int64_t(j) * x.cols / 16;
+  if (xj.qs) xj.qs += int64_t(xr) * x.cols;
+  if (xj.f32) xj.f32 += int64_t(xr) * x.cols;
+  if (xj.scales) xj.scales += int64_t(xr) * x.cols / (x.type == GgmlType::Q8_0 ? 32 : 256);
+  if (xj.sums) xj.sums += int64_t(xr) * x.cols / 16;
   const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
   float acc[1] = {0.0f};
   const int tasks = int(x.cols / Format::kTask);
@@ -247,24 +248,25 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 
 template <typename Format>
 cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t stride, int64_t rows,
-                                  const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream) {
+                                  const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
+                                  cudaStream_t stream) {
   const dim3 block(32, kWarpsPerBlock);
-  const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok));
-  matvec_experts_kernel<Format>
-      <<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(w), expert_stride, stride, rows, x, experts, y);
+  const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok * x_row_div));
+  matvec_experts_kernel<Format><<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(w), expert_stride, stride, rows,
+                                                            x, x_row_div, experts, y);
   return cudaGetLastError();
 }
 
 template <typename Format>
 cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const DeviceActivations& x, float* y,
-                          cudaStream_t stream) {
+                          bool accumulate, cudaStream_t stream) {
   const int n_tok = x.n_tok;
   const dim3 block(32, kWarpsPerBlock);
   const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
   const auto* wb = static_cast<const uint8_t*>(w);
   // One instantiation per token count: the accumulators stay in registers.
   const bool launched = [&]<int... N>(std::integer_sequence<int, N...>) {
-    return ((n_tok == N + 1 ? (matvec_kernel<Format, N + 1><<<grid, block, 0, stream>>>(wb, stride, rows, x, y),
+    return ((n_tok == N + 1 ? (matvec_kernel<Format, N + 1><<<grid, block, 0, stream>>>(wb, stride, rows, x, y, accumulate),
                                true)
                             : false) ||
             ...);
@@ -276,33 +278,34 @@ cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const Devi
 }  // namespace
 
 cudaError_t launch_matvec(GgmlType type, const void* w, size_t stride, int64_t rows, const DeviceActivations& x,
-                          float* y, cudaStream_t stream) {
+                          float* y, bool accumulate, cudaStream_t stream) {
   switch (type) {
-    case GgmlType::Q8_0: return launch_format<Q8_0>(w, stride, rows, x, y, stream);
-    case GgmlType::Q4_0: return launch_format<Q4_0>(w, stride, rows, x, y, stream);
-    case GgmlType::Q4_K: return launch_format<Q45_K<false>>(w, stride, rows, x, y, stream);
-    case GgmlType::Q5_K: return launch_format<Q45_K<true>>(w, stride, rows, x, y, stream);
-    case GgmlType::Q6_K: return launch_format<Q6_K>(w, stride, rows, x, y, stream);
-    case GgmlType::F32: return launch_format<FloatWeights<F32>>(w, stride, rows, x, y, stream);
-    case GgmlType::F16: return launch_format<FloatWeights<F16>>(w, stride, rows, x, y, stream);
-    case GgmlType::BF16: return launch_format<FloatWeights<BF16>>(w, stride, rows, x, y, stream);
+    case GgmlType::Q8_0: return launch_format<Q8_0>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::Q4_0: return launch_format<Q4_0>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::Q4_K: return launch_format<Q45_K<false>>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::Q5_K: return launch_format<Q45_K<true>>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::Q6_K: return launch_format<Q6_K>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::F32: return launch_format<FloatWeights<F32>>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::F16: return launch_format<FloatWeights<F16>>(w, stride, rows, x, y, accumulate, stream);
+    case GgmlType::BF16: return launch_format<FloatWeights<BF16>>(w, stride, rows, x, y, accumulate, stream);
     default: return cudaErrorInvalidValue;
   }
 }
 
 cudaError_t launch_matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t stride, int64_t rows,
-                                  const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream) {
+                                  const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
+                                  cudaStream_t stream) {
   switch (type) {
-    case GgmlType::Q8_0: return launch_experts_format<Q8_0>(w, expert_stride, stride, rows, x, experts, y, stream);
-    case GgmlType::Q4_0: return launch_experts_format<Q4_0>(w, expert_stride, stride, rows, x, experts, y, stream);
+    case GgmlType::Q8_0: return launch_experts_format<Q8_0>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+    case GgmlType::Q4_0: return launch_experts_format<Q4_0>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
     case GgmlType::Q4_K:
-      return launch_experts_format<Q45_K<false>>(w, expert_stride, stride, rows, x, experts, y, stream);
-    case GgmlType::Q5_K: return launch_experts_format<Q45_K<true>>(w, expert_stride, stride, rows, x, experts, y, stream);
-    case GgmlType::Q6_K: return launch_experts_format<Q6_K>(w, expert_stride, stride, rows, x, experts, y, stream);
-    case GgmlType::F32: return launch_experts_format<FloatWeights<F32>>(w, expert_stride, stride, rows, x, experts, y, stream);
-    case GgmlType::F16: return launch_experts_format<FloatWeights<F16>>(w, expert_stride, stride, rows, x, experts, y, stream);
+      return launch_experts_format<Q45_K<false>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+    case GgmlType::Q5_K: return launch_experts_format<Q45_K<true>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+    case GgmlType::Q6_K: return launch_experts_format<Q6_K>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+    case GgmlType::F32: return launch_experts_format<FloatWeights<F32>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+    case GgmlType::F16: return launch_experts_format<FloatWeights<F16>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
     case GgmlType::BF16:
-      return launch_experts_format<FloatWeights<BF16>>(w, expert_stride, stride, rows, x, experts, y, stream);
+      return launch_experts_format<FloatWeights<BF16>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
     default: return cudaErrorInvalidValue;
   }
 }

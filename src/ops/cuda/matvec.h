@@ -22,16 +22,20 @@ constexpr int kMaxMatvecTokens = 8;
 
 bool has_matvec(GgmlType type);
 
-// Device pointers. Throws moe::Error for an unsupported type, activations of the wrong type
-// or length, a row stride shorter than a row, or n_tok outside 1..kMaxMatvecTokens.
+// Device pointers. With `accumulate`, y += W x (the residual add fused into the product).
+// Throws moe::Error for an unsupported type, activations of the wrong type or length, a row
+// stride shorter than a row, or n_tok outside 1..kMaxMatvecTokens.
 void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
-            cudaStream_t stream);
+            cudaStream_t stream, bool accumulate = false);
 
-// The MoE expert products of one step in one launch: activation row j (of x.n_tok, any number)
-// goes through expert experts[j] (device int32), whose rows x cols matrix starts at
-// w + experts[j] * expert_stride:  y[j][r] = sum_i W_e[r][i] * x[j][i].
+// The MoE expert products of one step in one launch, for x.n_tok * x_row_div output rows:
+// output row j is activation row j / x_row_div (x_row_div = experts per token reads each
+// token's row once per expert it goes to) through expert experts[j] (device int32), whose
+// rows x cols matrix starts at w + experts[j] * expert_stride:
+//   y[j][r] = sum_i W_e[r][i] * x[j / x_row_div][i].
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
-                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream);
+                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream,
+                    int x_row_div = 1);
 
 // Host convenience for tests: uploads, quantizes the activations, multiplies, downloads.
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
@@ -39,8 +43,9 @@ void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, in
 
 // The kernel launches (matvec.cu); callers use the checked functions above.
 cudaError_t launch_matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x,
-                          float* y, cudaStream_t stream);
+                          float* y, bool accumulate, cudaStream_t stream);
 cudaError_t launch_matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
-                                  const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream);
+                                  const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
+                                  cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -32,9 +32,18 @@ cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream);
 cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out, cudaStream_t stream);
 
 // out[t] = sum over r < k of weights[t][r] * rows[t * k + r], in rank order, each product
-// rounded before it is added (the CPU's sum): the experts' outputs combined.
+// rounded before it is added (the CPU's sum): the experts' outputs combined. With
+// `accumulate`, out[t] += that sum (the residual add fused in).
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
-                            cudaStream_t stream);
+                            cudaStream_t stream, bool accumulate = false);
+
+// Per head of n tokens, in place: RMSNorm (weights q_norm / k_norm), then NEOX RoPE of the
+// first n_rot dims at position pos[t]; the keys and the values (v, untouched) are then stored in
+// the f16 cache at pos[t]. Each step is the arithmetic of rms_norm(), rope_neox() and
+// store_kv(), fused: q [n][n_head][head_dim], k and v [n][n_head_kv][head_dim].
+cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* q_norm, const float* k_norm, float eps,
+                               const int32_t* pos, int n, int n_head, int n_head_kv, int head_dim, int n_rot,
+                               float base, void* k_cache, void* v_cache, cudaStream_t stream);
 
 // MoE routing, per token: softmax over its n_expert router logits, the k most probable
 // experts (ties to the lower id), their probabilities (divided by their sum when
