@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
   const int tasks = int(x.cols / Format::kTask);
-#pragma unroll 2
+#pragma unroll 4
   for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<NT>(wr, c, x, acc);
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
   float acc[1] = {0.0f};
   const int tasks = int(x.cols / Format::kTask);
-#pragma unroll 2
+#pragma unroll 4
   for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
   float s = acc[0];
 #pragma unroll

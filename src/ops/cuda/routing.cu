@@ -7,8 +7,11 @@
 namespace moe::cuda {
 namespace {
 
-constexpr int kMaxExperts = 512, kPerLane = kMaxExperts / 32, kWarps = 4;
+constexpr int kMaxExperts = 512, kWarps = 4;
 
+// kPerLane: experts per lane, the smallest of 4, 8, 16 that holds n_expert (the loops over a
+// lane's experts are unrolled: 128 experts need not pay for 512).
+template <int kPerLane>
 __global__ void route_kernel(const float* __restrict__ logits, int n_tok, int n_expert, int k, bool renormalize,
                              int32_t* experts, float* weights) {
   const int t = blockIdx.x * kWarps + threadIdx.y, lane = threadIdx.x;
@@ -69,7 +72,13 @@ cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, boo
   if (n_expert > kMaxExperts || k < 1 || k > 32 || k > n_expert) return cudaErrorInvalidValue;
   if (n_tok == 0) return cudaSuccess;
   const dim3 block(32, kWarps), grid(unsigned((n_tok + kWarps - 1) / kWarps));
-  route_kernel<<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+  if (n_expert <= 128) {
+    route_kernel<4><<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+  } else if (n_expert <= 256) {
+    route_kernel<8><<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+  } else {
+    route_kernel<16><<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+  }
   return cudaGetLastError();
 }
 
