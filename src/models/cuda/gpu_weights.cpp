@@ -12,18 +12,77 @@ DeviceBuffer copy_to_device(const void* host, size_t bytes, size_t& total) {
   total += bytes;
   return d;
 }
+
+GpuMatrix matrix_on(std::shared_ptr<DeviceBuffer> data, GgmlType type, int64_t rows, int64_t cols, size_t row_stride,
+                    size_t expert_stride) {
+  const auto* base = data->as<std::byte>();
+  return {type, rows, cols, row_stride, expert_stride, std::move(data), base};
+}
+
+void check_rows(const WeightView& w) {
+  if (w.layout != WeightLayout::Rows) fail("GPU upload: {} weights are repacked for the CPU", type_name(w.type));
+}
+
 }  // namespace
 
 GpuMatrix upload(const WeightView& w, size_t& total) {
-  if (w.layout != WeightLayout::Rows) fail("GPU upload: {} weights are repacked for the CPU", type_name(w.type));
-  return {w.type, w.rows, w.cols, w.row_stride, w.bytes(), copy_to_device(w.data, w.bytes(), total)};
+  check_rows(w);
+  return matrix_on(std::make_shared<DeviceBuffer>(copy_to_device(w.data, w.bytes(), total)), w.type, w.rows, w.cols,
+                   w.row_stride, w.bytes());
 }
 
 GpuMatrix upload(const ExpertWeights& w, size_t& total) {
   const WeightView& f = w.first;
-  if (f.layout != WeightLayout::Rows) fail("GPU upload: {} experts are repacked for the CPU", type_name(f.type));
-  return {f.type, f.rows, f.cols, f.row_stride, w.expert_stride,
-          copy_to_device(f.data, w.expert_stride * size_t(w.n_expert), total)};
+  check_rows(f);
+  auto data = std::make_shared<DeviceBuffer>(copy_to_device(f.data, w.expert_stride * size_t(w.n_expert), total));
+  return matrix_on(std::move(data), f.type, f.rows, f.cols, f.row_stride, w.expert_stride);
+}
+
+std::optional<GpuMatrix> upload_stacked(std::span<const WeightView> parts, size_t& total) {
+  int64_t rows = 0;
+  for (const WeightView& p : parts) {
+    check_rows(p);
+    if (p.type != parts.front().type || p.cols != parts.front().cols || p.row_stride != parts.front().row_stride) {
+      return std::nullopt;
+    }
+    rows += p.rows;
+  }
+  const WeightView& f = parts.front();
+  auto data = std::make_shared<DeviceBuffer>(f.row_stride * size_t(rows));
+  size_t at = 0;
+  for (const WeightView& p : parts) {
+    MOE_CUDA_CHECK(cudaMemcpy(data->as<std::byte>() + at, p.data, p.bytes(), cudaMemcpyHostToDevice));
+    at += p.bytes();
+  }
+  total += at;
+  return matrix_on(std::move(data), f.type, rows, f.cols, f.row_stride, at);
+}
+
+GpuMatrix slice(const GpuMatrix& m, int64_t row0, int64_t rows) {
+  GpuMatrix s = m;
+  s.rows = rows;
+  s.base = m.base + size_t(row0) * m.row_stride;
+  s.expert_stride = m.row_stride * size_t(rows);
+  return s;
+}
+
+std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeights& b, size_t& total) {
+  const WeightView &fa = a.first, &fb = b.first;
+  check_rows(fa);
+  check_rows(fb);
+  if (fa.type != fb.type || fa.rows != fb.rows || fa.cols != fb.cols || a.n_expert != b.n_expert ||
+      a.expert_stride != b.expert_stride || a.expert_stride != fa.bytes()) {
+    return std::nullopt;
+  }
+  const size_t stride = a.expert_stride;
+  auto data = std::make_shared<DeviceBuffer>(2 * stride * size_t(a.n_expert));
+  // Expert e's block of a, then of b: two strided copies, one row of `stride` bytes per expert.
+  MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>(), 2 * stride, fa.data, stride, stride, size_t(a.n_expert),
+                              cudaMemcpyHostToDevice));
+  MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>() + stride, 2 * stride, fb.data, stride, stride,
+                              size_t(a.n_expert), cudaMemcpyHostToDevice));
+  total += 2 * stride * size_t(a.n_expert);
+  return matrix_on(std::move(data), fa.type, 2 * fa.rows, fa.cols, fa.row_stride, 2 * stride);
 }
 
 DeviceBuffer upload(const std::vector<float>& v, size_t& total) {

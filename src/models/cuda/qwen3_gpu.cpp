@@ -9,8 +9,9 @@
 // A decode step is some 27 kernels a layer: launched one by one, their launch costs would
 // exceed their run time, so decode steps replay a CUDA graph of the whole step, captured
 // once and captured again whenever a buffer it uses may have moved (after any other call).
+#include <array>
 #include <cmath>
-#include <unordered_map>
+#include <optional>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -40,12 +41,14 @@ struct Scratch {
 
 struct GpuAttention {
   GpuMatrix q, k, v, o;
+  std::optional<GpuMatrix> qkv;  // q, k and v stacked (one product a decode step), where they share a type
   DeviceBuffer q_norm, k_norm;
 };
 
 struct GpuFfn {
   GpuMatrix router;               // MoE only
   GpuMatrix gate, up, down;       // dense matrices, or stacked experts
+  std::optional<GpuMatrix> gate_up;  // gate and up together (one product), where they share a type
 };
 
 class Qwen3Gpu final : public Model {
@@ -91,7 +94,7 @@ class Qwen3Gpu final : public Model {
   PinnedBuffer ids_host_, pos_host_, logits_host_;
   ActivationBuffer act_q8_0_, act_q8_k_;
   DeviceActivations last_q8_0_, last_q8_k_, last_f32_;
-  Scratch<float> x_, u_, q_, k_, v_, mixed_, router_, g_, up_, expert_out_, logits_;
+  Scratch<float> x_, u_, qkv_, mixed_, router_, g_, up_, expert_out_, logits_;
   Scratch<int32_t> ids_, pos_, experts_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
@@ -128,22 +131,32 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{
     const std::string b = "blk." + std::to_string(il) + ".";
     attn_norm_.push_back(upload(load.vector(b + "attn_norm.weight", d), total));
     ffn_norm_.push_back(upload(load.vector(b + "ffn_norm.weight", d), total));
-    attn_.push_back({upload(load.matrix(b + "attn_q.weight", q_dim, d), total),
-                     upload(load.matrix(b + "attn_k.weight", kv_dim, d), total),
-                     upload(load.matrix(b + "attn_v.weight", kv_dim, d), total),
-                     upload(load.matrix(b + "attn_output.weight", d, q_dim), total),
-                     upload(load.vector(b + "attn_q_norm.weight", c.head_dim), total),
-                     upload(load.vector(b + "attn_k_norm.weight", c.head_dim), total)});
+    GpuAttention a;
+    const std::array qkv{load.matrix(b + "attn_q.weight", q_dim, d), load.matrix(b + "attn_k.weight", kv_dim, d),
+                         load.matrix(b + "attn_v.weight", kv_dim, d)};
+    a.qkv = upload_stacked(qkv, total);
+    if (a.qkv) {
+      a.q = slice(*a.qkv, 0, q_dim), a.k = slice(*a.qkv, q_dim, kv_dim), a.v = slice(*a.qkv, q_dim + kv_dim, kv_dim);
+    } else {
+      a.q = upload(qkv[0], total), a.k = upload(qkv[1], total), a.v = upload(qkv[2], total);
+    }
+    a.o = upload(load.matrix(b + "attn_output.weight", d, q_dim), total);
+    a.q_norm = upload(load.vector(b + "attn_q_norm.weight", c.head_dim), total);
+    a.k_norm = upload(load.vector(b + "attn_k_norm.weight", c.head_dim), total);
+    attn_.push_back(std::move(a));
     GpuFfn f;
     if (moe_) {
       const int64_t ff = c.n_ff_expert;
       f.router = upload(load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d), total);
-      f.gate = upload(load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert), total);
-      f.up = upload(load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert), total);
+      const ExpertWeights gate = load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert);
+      const ExpertWeights up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
+      f.gate_up = upload_paired(gate, up, total);
+      if (!f.gate_up) f.gate = upload(gate, total), f.up = upload(up, total);
       f.down = upload(load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert), total);
     } else {
-      f.gate = upload(load.matrix(b + "ffn_gate.weight", c.n_ff, d), total);
-      f.up = upload(load.matrix(b + "ffn_up.weight", c.n_ff, d), total);
+      const std::array gate_up{load.matrix(b + "ffn_gate.weight", c.n_ff, d), load.matrix(b + "ffn_up.weight", c.n_ff, d)};
+      f.gate_up = upload_stacked(gate_up, total);
+      if (!f.gate_up) f.gate = upload(gate_up[0], total), f.up = upload(gate_up[1], total);
       f.down = upload(load.matrix(b + "ffn_down.weight", d, c.n_ff), total);
     }
     ffn_.push_back(std::move(f));
@@ -185,7 +198,7 @@ void Qwen3Gpu::product(const GpuMatrix& w, const DeviceActivations& all, float* 
     if (part.qs) part.qs += skip;
     if (part.scales) part.scales += skip / block_size(all.type);
     if (part.sums) part.sums += skip / 16;
-    matvec(w.type, w.data.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
+    matvec(w.type, w.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
   }
 }
 
@@ -213,14 +226,19 @@ void Qwen3Gpu::attention(int il, int n, float* x) {
   const GpuAttention& w = attn_[size_t(il)];
   const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
   float* u = u_.get(size_t(n) * c.n_embd);
-  float* q = q_.get(size_t(n) * q_dim);
-  float* k = k_.get(size_t(n) * kv_dim);
-  float* v = v_.get(size_t(n) * kv_dim);
+  // q [n][q_dim], then k and v [n][kv_dim]: for one token exactly the stacked product's output.
+  float* q = qkv_.get(size_t(n) * (q_dim + 2 * kv_dim));
+  float* k = q + size_t(n) * q_dim;
+  float* v = k + size_t(n) * kv_dim;
   // q, k and v read u quantized once where their formats share an activation type.
   const DeviceActivations& uq = normed(w.q, x, attn_norm_[size_t(il)], n, u);
-  product(w.q, uq, q);
-  product(w.k, vec_dot_type(w.k.type) == uq.type ? uq : quantized(w.k, u, n), k);
-  product(w.v, vec_dot_type(w.v.type) == uq.type ? uq : quantized(w.v, u, n), v);
+  if (w.qkv && n == 1) {
+    product(*w.qkv, uq, q);
+  } else {
+    product(w.q, uq, q);
+    product(w.k, vec_dot_type(w.k.type) == uq.type ? uq : quantized(w.k, u, n), k);
+    product(w.v, vec_dot_type(w.v.type) == uq.type ? uq : quantized(w.v, u, n), v);
+  }
   const int32_t* pos = pos_.get(size_t(n));
   auto* kc = k_cache_[size_t(il)].as<__half>();
   auto* vc = v_cache_[size_t(il)].as<__half>();
@@ -235,13 +253,19 @@ void Qwen3Gpu::ffn(int il, int n, float* x) {
   const ModelConfig& c = config_;
   const GpuFfn& w = ffn_[size_t(il)];
   float* u = u_.get(size_t(n) * c.n_embd);
-  const DeviceActivations& uq = normed(w.gate, x, ffn_norm_[size_t(il)], n, u);
+  const DeviceActivations& uq = normed(w.gate_up ? *w.gate_up : w.gate, x, ffn_norm_[size_t(il)], n, u);
   if (!moe_) {
     float* g = g_.get(size_t(n) * c.n_ff);
-    float* up = up_.get(size_t(n) * c.n_ff);
-    product(w.gate, uq, g);
-    product(w.up, vec_dot_type(w.up.type) == uq.type ? uq : quantized(w.up, u, n), up);
-    MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * c.n_ff, g, stream_));
+    if (w.gate_up) {
+      float* gu = up_.get(size_t(n) * 2 * c.n_ff);
+      product(*w.gate_up, uq, gu);
+      MOE_CUDA_CHECK(swiglu_pairs(gu, n, c.n_ff, g, stream_));
+    } else {
+      float* up = up_.get(size_t(n) * c.n_ff);
+      product(w.gate, uq, g);
+      product(w.up, vec_dot_type(w.up.type) == uq.type ? uq : quantized(w.up, u, n), up);
+      MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * c.n_ff, g, stream_));
+    }
     product(w.down, quantized(w.down, g, n), x, true);
     return;
   }
@@ -256,13 +280,19 @@ void Qwen3Gpu::ffn(int il, int n, float* x) {
   float* weights = weights_.get(size_t(rows));
   MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_));
   float* g = g_.get(size_t(rows) * ff);
-  float* up = up_.get(size_t(rows) * ff);
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
-    matvec_experts(m.type, m.data.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
+    matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
   };
-  experts_product(w.gate, uq_experts, g, k);
-  experts_product(w.up, vec_dot_type(w.up.type) == uq_experts.type ? uq_experts : quantized(w.up, u, n), up, k);
-  MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
+  if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
+    float* gu = up_.get(size_t(rows) * 2 * ff);
+    experts_product(*w.gate_up, uq_experts, gu, k);
+    MOE_CUDA_CHECK(swiglu_pairs(gu, rows, ff, g, stream_));
+  } else {
+    float* up = up_.get(size_t(rows) * ff);
+    experts_product(w.gate, uq_experts, g, k);
+    experts_product(w.up, vec_dot_type(w.up.type) == uq_experts.type ? uq_experts : quantized(w.up, u, n), up, k);
+    MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
+  }
   float* expert_out = expert_out_.get(size_t(rows) * d);
   experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
   MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true));
@@ -277,7 +307,7 @@ void Qwen3Gpu::enqueue(int n, int first_logit) {
                                  stream_));
   float* x = x_.get(size_t(n) * d);
   float* u = u_.get(size_t(n) * d);
-  MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.data.get(), token_embd_.row_stride, d, ids, n, x, stream_));
+  MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.get(), token_embd_.row_stride, d, ids, n, x, stream_));
   for (int il = 0; il < c.n_layer; ++il) {
     attention(il, n, x);
     ffn(il, n, x);

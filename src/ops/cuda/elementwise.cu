@@ -15,6 +15,14 @@ __global__ void swiglu_kernel(const float* g, const float* __restrict__ u, int64
   h[i] = v / (1.0f + expf(-v)) * u[i];  // silu(g) * u, the CPU's expression
 }
 
+__global__ void swiglu_pairs_kernel(const float* __restrict__ y, int64_t rows, int64_t width, float* __restrict__ h) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= rows * width) return;
+  const int64_t r = i / width, c = i % width;
+  const float g = y[r * 2 * width + c];
+  h[i] = g / (1.0f + expf(-g)) * y[r * 2 * width + width + c];
+}
+
 __global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) y[i] += x[i];
@@ -56,6 +64,12 @@ cudaError_t combine_experts(const float* rows, const float* weights, int n, int 
 cudaError_t swiglu(const float* g, const float* u, int64_t n, float* h, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, u, n, h);
+  return cudaGetLastError();
+}
+
+cudaError_t swiglu_pairs(const float* y, int64_t rows, int64_t width, float* h, cudaStream_t stream) {
+  if (rows * width == 0) return cudaSuccess;
+  swiglu_pairs_kernel<<<grid_for(rows * width), kThreads, 0, stream>>>(y, rows, width, h);
   return cudaGetLastError();
 }
 

@@ -25,6 +25,10 @@ cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int h
 // h = silu(g) * u over n values (h may alias g).
 cudaError_t swiglu(const float* g, const float* u, int64_t n, float* h, cudaStream_t stream);
 
+// The same for rows holding gate and up side by side: y is [rows][2 * width] (gate, then up),
+// h[r][i] = silu(y[r][i]) * y[r][width + i], h is [rows][width].
+cudaError_t swiglu_pairs(const float* y, int64_t rows, int64_t width, float* h, cudaStream_t stream);
+
 // y += x over n values.
 cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream);
 
