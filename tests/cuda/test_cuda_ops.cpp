@@ -247,6 +247,20 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
     MOE_CUDA_CHECK(cudaMemcpy(qb.data(), b.qs, qb.size(), cudaMemcpyDeviceToHost));
     EXPECT_EQ(qa, qb) << type_name(type);
   }
+  // SwiGLU of [gate | up] rows, quantized in the same launch.
+  const int64_t ff = 768;
+  const auto gu = test::random_floats(rng, size_t(n * 2 * ff), 2.0f);
+  Device<float> dgu(gu), h(size_t(n * ff));
+  MOE_CUDA_CHECK(cuda::swiglu_pairs(dgu.get(), n, ff, h.get(), nullptr));
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q8_K}) {
+    cuda::ActivationBuffer fused, parts;
+    const auto a = fused.quantize_swiglu(type, dgu.get(), n, ff, nullptr);
+    const auto b = parts.quantize(type, h.get(), n, ff, nullptr);
+    std::vector<int8_t> qa(size_t(n * ff)), qb(qa.size());
+    MOE_CUDA_CHECK(cudaMemcpy(qa.data(), a.qs, qa.size(), cudaMemcpyDeviceToHost));
+    MOE_CUDA_CHECK(cudaMemcpy(qb.data(), b.qs, qb.size(), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(qa, qb) << "swiglu " << type_name(type);
+  }
 
   const int n_head = 4, n_head_kv = 2, hd = 128, n_rot = 32;
   const auto q = test::random_floats(rng, size_t(n * n_head * hd)), k = test::random_floats(rng, size_t(n * n_head_kv * hd));

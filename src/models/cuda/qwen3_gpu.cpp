@@ -70,6 +70,8 @@ class Qwen3Gpu final : public Model {
   // x += attention(rmsnorm(x)) and x += ffn(rmsnorm(x)) for layer il, n tokens.
   void attention(int il, int n, float* x);
   void ffn(int il, int n, float* x);
+  // The quantized swiglu of rows [gate | up] (2 * width values each) for `m`'s kernels.
+  const DeviceActivations& swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width);
   // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch.
   const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
   // y (+)= W x for quantized x.
@@ -187,6 +189,19 @@ const DeviceActivations& Qwen3Gpu::normed(const GpuMatrix& m, const float* x, co
   return last;
 }
 
+const DeviceActivations& Qwen3Gpu::swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width) {
+  const GgmlType at = vec_dot_type(m.type);
+  if (at == GgmlType::F32 || width > ActivationBuffer::kMaxFusedWidth) {
+    float* h = g_.get(size_t(rows) * size_t(width));
+    MOE_CUDA_CHECK(swiglu_pairs(gu, rows, width, h, stream_));
+    return quantized(m, h, rows);
+  }
+  DeviceActivations& last = at == GgmlType::Q8_K ? last_q8_k_ : last_q8_0_;
+  ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
+  last = buffer.quantize_swiglu(at, gu, rows, width, stream_);
+  return last;
+}
+
 // Groups of kMaxMatvecTokens tokens: each group reads the weights once.
 void Qwen3Gpu::product(const GpuMatrix& w, const DeviceActivations& all, float* y, bool accumulate) {
   const int n = all.n_tok;
@@ -255,18 +270,18 @@ void Qwen3Gpu::ffn(int il, int n, float* x) {
   float* u = u_.get(size_t(n) * c.n_embd);
   const DeviceActivations& uq = normed(w.gate_up ? *w.gate_up : w.gate, x, ffn_norm_[size_t(il)], n, u);
   if (!moe_) {
-    float* g = g_.get(size_t(n) * c.n_ff);
     if (w.gate_up) {
       float* gu = up_.get(size_t(n) * 2 * c.n_ff);
       product(*w.gate_up, uq, gu);
-      MOE_CUDA_CHECK(swiglu_pairs(gu, n, c.n_ff, g, stream_));
+      product(w.down, swiglu_quantized(w.down, gu, n, c.n_ff), x, true);
     } else {
+      float* g = g_.get(size_t(n) * c.n_ff);
       float* up = up_.get(size_t(n) * c.n_ff);
       product(w.gate, uq, g);
       product(w.up, vec_dot_type(w.up.type) == uq.type ? uq : quantized(w.up, u, n), up);
       MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * c.n_ff, g, stream_));
+      product(w.down, quantized(w.down, g, n), x, true);
     }
-    product(w.down, quantized(w.down, g, n), x, true);
     return;
   }
   // Routing, then every (token, rank) row through its expert: one launch per matrix, each
@@ -279,22 +294,22 @@ void Qwen3Gpu::ffn(int il, int n, float* x) {
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
   MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_));
-  float* g = g_.get(size_t(rows) * ff);
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
     matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
   };
+  float* expert_out = expert_out_.get(size_t(rows) * d);
   if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
     float* gu = up_.get(size_t(rows) * 2 * ff);
     experts_product(*w.gate_up, uq_experts, gu, k);
-    MOE_CUDA_CHECK(swiglu_pairs(gu, rows, ff, g, stream_));
+    experts_product(w.down, swiglu_quantized(w.down, gu, rows, ff), expert_out, 1);
   } else {
+    float* g = g_.get(size_t(rows) * ff);
     float* up = up_.get(size_t(rows) * ff);
     experts_product(w.gate, uq_experts, g, k);
     experts_product(w.up, vec_dot_type(w.up.type) == uq_experts.type ? uq_experts : quantized(w.up, u, n), up, k);
     MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
+    experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
   }
-  float* expert_out = expert_out_.get(size_t(rows) * d);
-  experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
   MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true));
 }
 

@@ -57,13 +57,22 @@ DeviceActivations ActivationBuffer::quantize(GgmlType type, const float* x, int 
 DeviceActivations ActivationBuffer::quantize_normed(GgmlType type, const float* x, const float* w, float eps,
                                                     int n_tok, int64_t cols, float* out, cudaStream_t stream) {
   reserve_for(type, n_tok, cols);
-  if (cols > 8192) {  // wider than the fused kernel keeps in shared memory: two launches
+  if (cols > kMaxFusedWidth) {  // wider than the fused kernel keeps in shared memory: two launches
     MOE_CUDA_CHECK(rms_norm(x, w, eps, n_tok, int(cols), out, stream));
     return quantize(type, out, n_tok, cols, stream);
   }
   MOE_CUDA_CHECK(launch_norm_quantize(x, w, eps, n_tok, cols, out, type == GgmlType::Q8_K, qs_.as<int8_t>(),
                                       scales_.as<float>(), sums_.as<int>(), stream));
   return view(type, n_tok, cols);
+}
+
+DeviceActivations ActivationBuffer::quantize_swiglu(GgmlType type, const float* y, int rows, int64_t width,
+                                                    cudaStream_t stream) {
+  if (width > kMaxFusedWidth) fail("quantize_swiglu: rows of {} values (at most {})", width, kMaxFusedWidth);
+  reserve_for(type, rows, width);
+  MOE_CUDA_CHECK(launch_swiglu_quantize(y, rows, width, type == GgmlType::Q8_K, qs_.as<int8_t>(), scales_.as<float>(),
+                                        sums_.as<int>(), stream));
+  return view(type, rows, width);
 }
 
 }  // namespace moe::cuda

@@ -115,7 +115,40 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   }
 }
 
+// SwiGLU of rows holding gate and up side by side (swiglu_pairs() in ops.h, the same
+// arithmetic) and the quantization of the result, one thread block per row.
+__global__ void __launch_bounds__(32 * kNormWarps)
+    swiglu_quantize_kernel(const float* __restrict__ y, int64_t width, bool k_quant, int8_t* __restrict__ qs,
+                           float* __restrict__ scales, int* __restrict__ sums) {
+  __shared__ float h[kMaxNormWidth];
+  const int64_t row = blockIdx.x;
+  const int tid = threadIdx.y * 32 + threadIdx.x;
+  const float* yr = y + row * 2 * width;
+  for (int64_t i = tid; i < width; i += 32 * kNormWarps) {
+    const float g = yr[i];
+    h[i] = g / (1.0f + expf(-g)) * yr[width + i];
+  }
+  __syncthreads();
+  const int block = k_quant ? 256 : 32;
+  for (int64_t b = threadIdx.y; b < width / block; b += kNormWarps) {
+    const int64_t at = row * width + b * block;
+    if (k_quant) {
+      quantize_block_q8_k(h + b * block, qs + at, scales + at / 256, sums + at / 16);
+    } else {
+      quantize_block_q8_0(h + b * block, qs + at, scales + at / 32);
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, bool k_quant, int8_t* qs,
+                                   float* scales, int* sums, cudaStream_t stream) {
+  if (width > kMaxNormWidth) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  swiglu_quantize_kernel<<<unsigned(rows), dim3(32, kNormWarps), 0, stream>>>(y, width, k_quant, qs, scales, sums);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_quantize_q8_0(const float* x, int64_t n, int8_t* qs, float* scales, cudaStream_t stream) {
   const int64_t n_blocks = n / 32;

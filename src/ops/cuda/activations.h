@@ -39,6 +39,10 @@ class ActivationBuffer {
   // normed rows are wanted both in f32 and quantized for the next products. type Q8_0 or Q8_K.
   DeviceActivations quantize_normed(GgmlType type, const float* x, const float* w, float eps, int n_tok, int64_t cols,
                                     float* out, cudaStream_t stream);
+  // The quantized swiglu_pairs(y) (ops.h) of rows = [gate | up] of 2 * width values, in one
+  // launch; width at most kMaxFusedWidth (else run swiglu_pairs() and quantize()).
+  static constexpr int64_t kMaxFusedWidth = 8192;
+  DeviceActivations quantize_swiglu(GgmlType type, const float* y, int rows, int64_t width, cudaStream_t stream);
 
  private:
   void reserve_for(GgmlType type, int n_tok, int64_t cols);
@@ -50,6 +54,8 @@ class ActivationBuffer {
 // The launches (activations.cu).
 cudaError_t launch_quantize_q8_0(const float* x, int64_t n, int8_t* qs, float* scales, cudaStream_t stream);
 cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
+cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, bool k_quant, int8_t* qs,
+                                   float* scales, int* sums, cudaStream_t stream);
 cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
 
