@@ -72,7 +72,8 @@ TEST(CudaOps, RopeMatchesTheCpu) {
     }
     Device<float> dx(x);
     Device<int32_t> dpos(pos);
-    MOE_CUDA_CHECK(cuda::rope_neox(dx.get(), dpos.get(), n_tok, n_head, head_dim, n_rot, 1e6f, nullptr));
+    Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
+    MOE_CUDA_CHECK(cuda::rope_neox(dx.get(), dpos.get(), n_tok, n_head, head_dim, n_rot, freq.get(), nullptr));
     const auto gpu = dx.host();
     for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(gpu[i], cpu[i], 1e-6f * (std::fabs(cpu[i]) + 1.0f)) << i;
   }
@@ -269,6 +270,7 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
   const std::vector<int32_t> pos{4, 5, 6};
   Device<float> q1(q), k1(k), q2(q), k2(k), dv(v), dqn(qn), dkn(kn);
   Device<int32_t> dpos(pos);
+  Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
   const size_t cache = size_t(8 * n_head_kv * hd);
   Device<__half> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
   MOE_CUDA_CHECK(cudaMemset(kc1.get(), 0, cache * 2));
@@ -276,11 +278,11 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
   MOE_CUDA_CHECK(cudaMemset(kc2.get(), 0, cache * 2));
   MOE_CUDA_CHECK(cudaMemset(vc2.get(), 0, cache * 2));
   MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q1.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), n,
-                                          n_head, n_head_kv, hd, n_rot, 1e6f, kc1.get(), vc1.get(), nullptr));
+                                          n_head, n_head_kv, hd, n_rot, freq.get(), kc1.get(), vc1.get(), nullptr));
   MOE_CUDA_CHECK(cuda::rms_norm(q2.get(), dqn.get(), 1e-6f, n * n_head, hd, q2.get(), nullptr));
   MOE_CUDA_CHECK(cuda::rms_norm(k2.get(), dkn.get(), 1e-6f, n * n_head_kv, hd, k2.get(), nullptr));
-  MOE_CUDA_CHECK(cuda::rope_neox(q2.get(), dpos.get(), n, n_head, hd, n_rot, 1e6f, nullptr));
-  MOE_CUDA_CHECK(cuda::rope_neox(k2.get(), dpos.get(), n, n_head_kv, hd, n_rot, 1e6f, nullptr));
+  MOE_CUDA_CHECK(cuda::rope_neox(q2.get(), dpos.get(), n, n_head, hd, n_rot, freq.get(), nullptr));
+  MOE_CUDA_CHECK(cuda::rope_neox(k2.get(), dpos.get(), n, n_head_kv, hd, n_rot, freq.get(), nullptr));
   MOE_CUDA_CHECK(cuda::store_kv(k2.get(), dv.get(), n, n_head_kv * hd, dpos.get(), kc2.get(), vc2.get(), nullptr));
   EXPECT_EQ(q1.host(), q2.host());
   EXPECT_EQ(k1.host(), k2.host());

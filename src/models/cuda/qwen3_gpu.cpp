@@ -85,6 +85,7 @@ class Qwen3Gpu final : public Model {
   int n_expert_used_ = 0;
   size_t weight_bytes_ = 0;
   GpuMatrix token_embd_, output_;
+  DeviceBuffer rope_freq_;  // rope_frequencies(head_dim, rope_base)
   DeviceBuffer output_norm_;
   std::vector<DeviceBuffer> attn_norm_, ffn_norm_;
   std::vector<GpuAttention> attn_;
@@ -163,6 +164,9 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{
     }
     ffn_.push_back(std::move(f));
   }
+  const std::vector<double> freq = rope_frequencies(c.head_dim, c.rope_base);
+  rope_freq_ = DeviceBuffer(freq.size() * sizeof(double));
+  MOE_CUDA_CHECK(cudaMemcpy(rope_freq_.get(), freq.data(), rope_freq_.bytes(), cudaMemcpyHostToDevice));
   c.n_cache_layers = 0;  // the KV cache is in VRAM, not in the engine's KvCache
   k_cache_.resize(size_t(c.n_layer));
   v_cache_.resize(size_t(c.n_layer));
@@ -258,7 +262,7 @@ void Qwen3Gpu::attention(int il, int n, float* x) {
   auto* kc = k_cache_[size_t(il)].as<__half>();
   auto* vc = v_cache_[size_t(il)].as<__half>();
   MOE_CUDA_CHECK(qk_norm_rope_store(q, k, v, w.q_norm.as<float>(), w.k_norm.as<float>(), c.rms_eps, pos, n, c.n_head,
-                                    c.n_head_kv, hd, hd, c.rope_base, kc, vc, stream_));
+                                    c.n_head_kv, hd, hd, rope_freq_.as<double>(), kc, vc, stream_));
   float* mixed = mixed_.get(size_t(n) * q_dim);
   MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, 1.0f / std::sqrt(float(hd)), mixed, stream_));
   product(w.o, quantized(w.o, mixed, n), x, true);

@@ -5,6 +5,7 @@
 // tests/cuda checks every op against its CPU reference on random data.
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -17,9 +18,15 @@ namespace moe::cuda {
 cudaError_t rms_norm(const float* x, const float* w, float eps, int64_t rows, int width, float* out,
                      cudaStream_t stream);
 
+// RoPE's frequencies base^(-2i / n_rot) for i < n_rot / 2, in double, computed on the host with
+// the CPU engine's expression (models/blocks.cpp), so both backends rotate by the same angles.
+// Upload once per model: the kernels below read them from device memory.
+std::vector<double> rope_frequencies(int n_rot, float base);
+
 // NEOX rotary embedding of the first n_rot dims of every head, in place: x is [n_tok][n_head]
-// [head_dim], pos[t] the position of token t (device memory). Angles in double, as on the CPU.
-cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int head_dim, int n_rot, float base,
+// [head_dim], pos[t] the position of token t, freq the table above (device memory). The
+// angle pos * freq in double, as on the CPU.
+cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int head_dim, int n_rot, const double* freq,
                       cudaStream_t stream);
 
 // h = silu(g) * u over n values (h may alias g).
@@ -47,7 +54,7 @@ cudaError_t combine_experts(const float* rows, const float* weights, int n, int 
 // store_kv(), fused: q [n][n_head][head_dim], k and v [n][n_head_kv][head_dim].
 cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* q_norm, const float* k_norm, float eps,
                                const int32_t* pos, int n, int n_head, int n_head_kv, int head_dim, int n_rot,
-                               float base, void* k_cache, void* v_cache, cudaStream_t stream);
+                               const double* freq, void* k_cache, void* v_cache, cudaStream_t stream);
 
 // MoE routing, per token: softmax over its n_expert router logits, the k most probable
 // experts (ties to the lower id), their probabilities (divided by their sum when

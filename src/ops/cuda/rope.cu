@@ -7,14 +7,14 @@ namespace moe::cuda {
 namespace {
 
 __global__ void rope_neox_kernel(float* x, const int32_t* __restrict__ pos, int n_tok, int n_head, int head_dim,
-                                 int n_rot, float base) {
+                                 int n_rot, const double* __restrict__ freq) {
   const int half = n_rot / 2;
   const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= int64_t(n_tok) * n_head * half) return;
   const int i = int(id % half);
   const int64_t head = id / half;  // token * n_head + h
   const int t = int(head / n_head);
-  const double theta = double(pos[t]) * pow(double(base), -2.0 * i / n_rot);
+  const double theta = double(pos[t]) * freq[i];
   const float c = float(cos(theta)), s = float(sin(theta));
   float* h = x + head * head_dim;
   const float a = h[i], b = h[i + half];
@@ -29,7 +29,8 @@ constexpr int kMaxHeadDim = 256, kHeadsPerBlock = 4;
 __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __restrict__ v,
                                           const float* __restrict__ q_norm, const float* __restrict__ k_norm,
                                           float eps, const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv,
-                                          int head_dim, int n_rot, float base, __half* k_cache, __half* v_cache) {
+                                          int head_dim, int n_rot, const double* __restrict__ freq, __half* k_cache,
+                                          __half* v_cache) {
   const int heads = n_head + n_head_kv;
   const int64_t id = int64_t(blockIdx.x) * kHeadsPerBlock + threadIdx.y;
   if (id >= int64_t(n) * heads) return;
@@ -51,7 +52,7 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
     float out = h[i];
     if (i < n_rot) {
       const int j = i < half ? i : i - half;  // the pair (j, j + half)
-      const double theta = double(pos[t]) * pow(double(base), -2.0 * j / n_rot);
+      const double theta = double(pos[t]) * freq[j];
       const float c = float(cos(theta)), sn = float(sin(theta)), a = h[j], b = h[j + half];
       out = i < half ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, c));
     }
@@ -68,24 +69,24 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
 
 cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* q_norm, const float* k_norm, float eps,
                                const int32_t* pos, int n, int n_head, int n_head_kv, int head_dim, int n_rot,
-                               float base, void* k_cache, void* v_cache, cudaStream_t stream) {
+                               const double* freq, void* k_cache, void* v_cache, cudaStream_t stream) {
   if (head_dim > kMaxHeadDim || n_rot > head_dim || n_rot % 2 != 0) return cudaErrorInvalidValue;
   const int64_t heads = int64_t(n) * (n_head + n_head_kv);
   if (heads == 0) return cudaSuccess;
   const dim3 block(32, kHeadsPerBlock), grid(unsigned((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
   qk_norm_rope_store_kernel<<<grid, block, 0, stream>>>(q, k, v, q_norm, k_norm, eps, pos, n, n_head, n_head_kv,
-                                                        head_dim, n_rot, base, static_cast<__half*>(k_cache),
+                                                        head_dim, n_rot, freq, static_cast<__half*>(k_cache),
                                                         static_cast<__half*>(v_cache));
   return cudaGetLastError();
 }
 
-cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int head_dim, int n_rot, float base,
+cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int head_dim, int n_rot, const double* freq,
                       cudaStream_t stream) {
   const int64_t n = int64_t(n_tok) * n_head * (n_rot / 2);
   if (n == 0) return cudaSuccess;
   constexpr int kThreads = 256;
   rope_neox_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, pos, n_tok, n_head, head_dim,
-                                                                                      n_rot, base);
+                                                                                      n_rot, freq);
   return cudaGetLastError();
 }
 
