@@ -72,6 +72,20 @@ __global__ void quantize_q8_k_kernel(const float* __restrict__ x, int64_t n_bloc
   if (b < n_blocks) quantize_block_q8_k(x + b * 256, qs + b * 256, scales + b, sums + b * 16);
 }
 
+// The warps of a block quantize row `row` of `width` values, held in shared memory.
+__device__ void quantize_row(const float* values, int64_t row, int64_t width, bool k_quant, int8_t* qs,
+                             float* scales, int* sums) {
+  const int block = k_quant ? 256 : 32;
+  for (int64_t b = threadIdx.y; b < width / block; b += blockDim.y) {
+    const int64_t at = row * width + b * block;
+    if (k_quant) {
+      quantize_block_q8_k(values + b * block, qs + at, scales + at / 256, sums + at / 16);
+    } else {
+      quantize_block_q8_0(values + b * block, qs + at, scales + at / 32);
+    }
+  }
+}
+
 // RMSNorm of a row (rms_norm() in ops.h, the same arithmetic) and the quantization of the
 // result, one thread block of kNormWarps warps per row (decode has one row: the block is all
 // the parallelism there is). The normed row is kept in shared memory for the quantization.
@@ -104,15 +118,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
     out[row * width + i] = normed[i];
   }
   __syncthreads();  // each warp quantizes values other warps normed
-  const int block = k_quant ? 256 : 32;
-  for (int64_t b = threadIdx.y; b < width / block; b += kNormWarps) {
-    const int64_t at = row * width + b * block;
-    if (k_quant) {
-      quantize_block_q8_k(normed + b * block, qs + at, scales + at / 256, sums + at / 16);
-    } else {
-      quantize_block_q8_0(normed + b * block, qs + at, scales + at / 32);
-    }
-  }
+  quantize_row(normed, row, width, k_quant, qs, scales, sums);
 }
 
 // SwiGLU of rows holding gate and up side by side (swiglu_pairs() in ops.h, the same
@@ -129,15 +135,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
     h[i] = g / (1.0f + expf(-g)) * yr[width + i];
   }
   __syncthreads();
-  const int block = k_quant ? 256 : 32;
-  for (int64_t b = threadIdx.y; b < width / block; b += kNormWarps) {
-    const int64_t at = row * width + b * block;
-    if (k_quant) {
-      quantize_block_q8_k(h + b * block, qs + at, scales + at / 256, sums + at / 16);
-    } else {
-      quantize_block_q8_0(h + b * block, qs + at, scales + at / 32);
-    }
-  }
+  quantize_row(h, row, width, k_quant, qs, scales, sums);
 }
 
 }  // namespace

@@ -2,22 +2,22 @@
 
 #include "ops/cuda/cuda_check.h"
 
-namespace moe::cuda {
+namespace moe::cuda::detail {
 
-DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
-  if (bytes) MOE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+void* DeviceAllocator::allocate(size_t bytes) {
+  void* p = nullptr;
+  MOE_CUDA_CHECK(cudaMalloc(&p, bytes));
+  return p;
 }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_) cudaFree(ptr_);
+void DeviceAllocator::release(void* p) noexcept { cudaFree(p); }
+
+void* PinnedAllocator::allocate(size_t bytes) {
+  void* p = nullptr;
+  MOE_CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault));
+  return p;
 }
 
-PinnedBuffer::PinnedBuffer(size_t bytes) : bytes_(bytes) {
-  if (bytes) MOE_CUDA_CHECK(cudaHostAlloc(&ptr_, bytes, cudaHostAllocDefault));
-}
+void PinnedAllocator::release(void* p) noexcept { cudaFreeHost(p); }
 
-PinnedBuffer::~PinnedBuffer() {
-  if (ptr_) cudaFreeHost(ptr_);
-}
-
-}  // namespace moe::cuda
+}  // namespace moe::cuda::detail

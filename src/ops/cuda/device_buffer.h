@@ -1,23 +1,38 @@
 #pragma once
-// RAII owners of device memory and of pinned host memory.
+// RAII owners of device memory and of pinned (page-locked) host memory: the latter is what the
+// GPU copies to and from asynchronously, and what a captured graph's copies may read and write.
 #include <cstddef>
 #include <utility>
 
 namespace moe::cuda {
 
-class DeviceBuffer {
+namespace detail {
+struct DeviceAllocator {
+  static void* allocate(size_t bytes);  // cudaMalloc, throws moe::Error
+  static void release(void* p) noexcept;
+};
+struct PinnedAllocator {
+  static void* allocate(size_t bytes);  // cudaHostAlloc, throws moe::Error
+  static void release(void* p) noexcept;
+};
+}  // namespace detail
+
+template <typename Allocator>
+class CudaMemory {
  public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes);
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  CudaMemory() = default;
+  explicit CudaMemory(size_t bytes) : ptr_(bytes ? Allocator::allocate(bytes) : nullptr), bytes_(bytes) {}
+  ~CudaMemory() {
+    if (ptr_) Allocator::release(ptr_);
+  }
+  CudaMemory(CudaMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  CudaMemory& operator=(CudaMemory&& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(bytes_, o.bytes_);
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  CudaMemory(const CudaMemory&) = delete;
+  CudaMemory& operator=(const CudaMemory&) = delete;
 
   void* get() const { return ptr_; }
   template <typename T>
@@ -31,31 +46,7 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// RAII owner of page-locked host memory: what the GPU copies to and from asynchronously (and
-// what a captured graph's copies may read and write).
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(size_t bytes);
-  ~PinnedBuffer();
-  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceBuffer = CudaMemory<detail::DeviceAllocator>;
+using PinnedBuffer = CudaMemory<detail::PinnedAllocator>;
 
 }  // namespace moe::cuda
