@@ -51,4 +51,14 @@ void write_qwen3next_keys(gguf::Writer& w, const Qwen3NextKeys& k) {
   w.set_u32(a + "rope.dimension_count", k.rope_dims);
 }
 
+void read_qwen3moe_experts(const gguf::Reader& reader, ModelConfig& c) {
+  const gguf::Metadata& m = reader.metadata();
+  c.n_expert = int(m.get_uint("qwen3moe.expert_count"));
+  c.n_expert_used = int(m.get_uint("qwen3moe.expert_used_count"));
+  c.n_ff_expert = int(m.get_uint("qwen3moe.expert_feed_forward_length"));
+  if (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert) {
+    fail("{}: {} experts used per token out of {}", reader.path(), c.n_expert_used, c.n_expert);
+  }
+}
+
 }  // namespace moe

@@ -10,6 +10,10 @@ namespace moe {
 // inconsistent key.
 ModelConfig read_transformer_config(const gguf::Reader& reader);
 
+// Qwen3-MoE's expert keys (qwen3moe.expert_count, expert_used_count,
+// expert_feed_forward_length) into c; throws moe::Error when the counts are inconsistent.
+void read_qwen3moe_experts(const gguf::Reader& reader, ModelConfig& c);
+
 // The keys only qwen3next files have (llama.cpp's names), written alike by synth and convert.
 struct Qwen3NextKeys {
   uint32_t n_ff_shexp = 0, rope_dims = 0, full_attention_interval = 0;

@@ -12,13 +12,7 @@ namespace moe {
 class Qwen3Moe final : public Qwen3Family {
  public:
   explicit Qwen3Moe(const gguf::Reader& reader, const ModelOptions& options) : Qwen3Family(reader, options) {
-    const gguf::Metadata& m = reader.metadata();
-    config_.n_expert = int(m.get_uint("qwen3moe.expert_count"));
-    config_.n_expert_used = int(m.get_uint("qwen3moe.expert_used_count"));
-    config_.n_ff_expert = int(m.get_uint("qwen3moe.expert_feed_forward_length"));
-    if (config_.n_expert_used <= 0 || config_.n_expert_used > config_.n_expert) {
-      fail("{}: {} experts used per token out of {}", reader.path(), config_.n_expert_used, config_.n_expert);
-    }
+    read_qwen3moe_experts(reader, config_);
     const WeightLoader load(reader, repack_target());
     const int64_t d = config_.n_embd, ff = config_.n_ff_expert;
     for (int il = 0; il < config_.n_layer; ++il) {

@@ -95,8 +95,13 @@ class Qwen3Gpu final : public Model {
   cudaGraphExec_t decode_graph_ = nullptr;
   bool decode_graph_valid_ = false, warm_ = false;  // warm: every buffer sized by an earlier call
   PinnedBuffer ids_host_, pos_host_, logits_host_;
-  ActivationBuffer act_q8_0_, act_q8_k_;
-  DeviceActivations last_q8_0_, last_q8_k_, last_f32_;
+  // Per activation type (F32, Q8_0, Q8_K): its buffer and the view last written there.
+  struct ActivationSlot {
+    ActivationBuffer buffer;
+    DeviceActivations last;
+  };
+  ActivationSlot f32_, q8_0_, q8_k_;
+  ActivationSlot& slot(GgmlType at) { return at == GgmlType::Q8_K ? q8_k_ : at == GgmlType::Q8_0 ? q8_0_ : f32_; }
   Scratch<float> x_, u_, qkv_, mixed_, router_, g_, up_, expert_out_, logits_;
   Scratch<int32_t> ids_, pos_, experts_;
   Scratch<float> weights_;
@@ -117,10 +122,8 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{
   ModelConfig& c = config_;
   moe_ = reader.architecture() == "qwen3moe";
   if (moe_) {
-    const gguf::Metadata& m = reader.metadata();
-    c.n_expert = int(m.get_uint("qwen3moe.expert_count"));
-    c.n_expert_used = n_expert_used_ = int(m.get_uint("qwen3moe.expert_used_count"));
-    c.n_ff_expert = int(m.get_uint("qwen3moe.expert_feed_forward_length"));
+    read_qwen3moe_experts(reader, c);
+    n_expert_used_ = c.n_expert_used;
   } else {
     c.n_ff = int(reader.metadata().get_uint("qwen3.feed_forward_length"));
   }
@@ -175,10 +178,8 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : Model(ModelOptions{
 
 const DeviceActivations& Qwen3Gpu::quantized(const GpuMatrix& w, const float* x, int n) {
   const GgmlType at = vec_dot_type(w.type);
-  DeviceActivations& last = at == GgmlType::Q8_K ? last_q8_k_ : at == GgmlType::Q8_0 ? last_q8_0_ : last_f32_;
-  ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
-  last = buffer.quantize(at, x, n, w.cols, stream_);
-  return last;
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize(at, x, n, w.cols, stream_);
 }
 
 const DeviceActivations& Qwen3Gpu::normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u) {
@@ -187,10 +188,8 @@ const DeviceActivations& Qwen3Gpu::normed(const GpuMatrix& m, const float* x, co
     MOE_CUDA_CHECK(rms_norm(x, w.as<float>(), config_.rms_eps, n, int(m.cols), u, stream_));
     return quantized(m, u, n);
   }
-  DeviceActivations& last = at == GgmlType::Q8_K ? last_q8_k_ : last_q8_0_;
-  ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
-  last = buffer.quantize_normed(at, x, w.as<float>(), config_.rms_eps, n, m.cols, u, stream_);
-  return last;
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize_normed(at, x, w.as<float>(), config_.rms_eps, n, m.cols, u, stream_);
 }
 
 const DeviceActivations& Qwen3Gpu::swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width) {
@@ -200,23 +199,15 @@ const DeviceActivations& Qwen3Gpu::swiglu_quantized(const GpuMatrix& m, const fl
     MOE_CUDA_CHECK(swiglu_pairs(gu, rows, width, h, stream_));
     return quantized(m, h, rows);
   }
-  DeviceActivations& last = at == GgmlType::Q8_K ? last_q8_k_ : last_q8_0_;
-  ActivationBuffer& buffer = at == GgmlType::Q8_K ? act_q8_k_ : act_q8_0_;
-  last = buffer.quantize_swiglu(at, gu, rows, width, stream_);
-  return last;
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize_swiglu(at, gu, rows, width, stream_);
 }
 
 // Groups of kMaxMatvecTokens tokens: each group reads the weights once.
 void Qwen3Gpu::product(const GpuMatrix& w, const DeviceActivations& all, float* y, bool accumulate) {
   const int n = all.n_tok;
   for (int t0 = 0; t0 < n; t0 += kMaxMatvecTokens) {
-    DeviceActivations part = all;
-    part.n_tok = std::min(kMaxMatvecTokens, n - t0);
-    const int64_t skip = int64_t(t0) * w.cols;
-    if (part.f32) part.f32 += skip;
-    if (part.qs) part.qs += skip;
-    if (part.scales) part.scales += skip / block_size(all.type);
-    if (part.sums) part.sums += skip / 16;
+    const DeviceActivations part = all.rows(t0, std::min(kMaxMatvecTokens, n - t0));
     matvec(w.type, w.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
   }
 }

@@ -17,6 +17,13 @@
 #include "core/ggml_type.h"
 #include "ops/cuda/device_buffer.h"
 
+// Callable from host and device code (the structs below are used by both).
+#ifdef __CUDACC__
+#define MOE_HOST_DEVICE __host__ __device__
+#else
+#define MOE_HOST_DEVICE
+#endif
+
 namespace moe::cuda {
 
 struct DeviceActivations {
@@ -27,6 +34,18 @@ struct DeviceActivations {
   const int8_t* qs = nullptr;   // Q8_0 / Q8_K: [n_tok][cols]
   const float* scales = nullptr;  // [n_tok][cols / 32] (Q8_0) or [n_tok][cols / 256] (Q8_K)
   const int* sums = nullptr;    // Q8_K: [n_tok][cols / 16]
+
+  // Tokens [first, first + count) alone.
+  MOE_HOST_DEVICE DeviceActivations rows(int64_t first, int count) const {
+    DeviceActivations r = *this;
+    r.n_tok = count;
+    const int64_t skip = first * cols;
+    if (r.f32) r.f32 += skip;
+    if (r.qs) r.qs += skip;
+    if (r.scales) r.scales += skip / (type == GgmlType::Q8_K ? 256 : 32);
+    if (r.sums) r.sums += skip / 16;
+    return r;
+  }
 };
 
 // Owns the device memory of quantized activations; reused between calls (grows as needed).

@@ -3,23 +3,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
 namespace {
-
-__device__ __forceinline__ float f16_at(const uint8_t* p) {
-  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
-}
-
-// The 6-bit scale and min of sub-block s of a Q4_K / Q5_K block (12 packed bytes at p).
-__device__ __forceinline__ void k_scale(const uint8_t* p, int s, int& sc, int& m) {
-  if (s < 4) {
-    sc = p[s] & 63, m = p[s + 4] & 63;
-  } else {
-    sc = (p[s + 4] & 0x0F) | ((p[s - 4] >> 6) << 4), m = (p[s + 4] >> 4) | ((p[s] >> 6) << 4);
-  }
-}
 
 __device__ float value(GgmlType type, const uint8_t* row, int64_t i) {
   switch (type) {

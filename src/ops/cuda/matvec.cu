@@ -14,16 +14,13 @@
 
 #include <utility>
 
+#include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/matvec.h"
 
 namespace moe::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
-
-__device__ __forceinline__ float f16_at(const uint8_t* p) {
-  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
-}
 
 // 16 bytes as four ints, from a 2-byte or a 16-byte aligned address.
 __device__ __forceinline__ void load16_a2(const uint8_t* p, int (&v)[4]) {
@@ -48,17 +45,6 @@ __device__ __forceinline__ int sum16(int4 x) {
 // Token t's 16 activations starting at value i.
 __device__ __forceinline__ int4 x16(const DeviceActivations& x, int t, int64_t i) {
   return *reinterpret_cast<const int4*>(x.qs + t * x.cols + i);
-}
-
-// The 6-bit scale and min of sub-block s of a Q4_K / Q5_K block: its 12 packed bytes as three
-// little-endian words (the layout in core/quant_blocks.h, unpacked four sub-blocks per word).
-__device__ __forceinline__ void k_scale(const uint8_t* p, int s, int& sc, int& m) {
-  const auto* u = reinterpret_cast<const unsigned*>(p);
-  const unsigned u0 = u[0], u1 = u[1], u2 = u[2];
-  const unsigned scales = s < 4 ? u0 & 0x3F3F3F3Fu : (u2 & 0x0F0F0F0Fu) | ((u0 >> 2) & 0x30303030u);
-  const unsigned mins = s < 4 ? u1 & 0x3F3F3F3Fu : ((u2 >> 4) & 0x0F0F0F0Fu) | ((u1 >> 2) & 0x30303030u);
-  sc = int((scales >> (8 * (s % 4))) & 0xFF);
-  m = int((mins >> (8 * (s % 4))) & 0xFF);
 }
 
 // Each format adds the products of its task c (values kTask * c ...) to acc[t] for NT tokens.
@@ -228,13 +214,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
                           float* __restrict__ y) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
-  const int j = blockIdx.y, xr = j / x_row_div;
-  DeviceActivations xj = x;  // activation row xr alone
-  xj.n_tok = 1;
-  if (xj.qs) xj.qs += int64_t(xr) * x.cols;
-  if (xj.f32) xj.f32 += int64_t(xr) * x.cols;
-  if (xj.scales) xj.scales += int64_t(xr) * x.cols / (x.type == GgmlType::Q8_0 ? 32 : 256);
-  if (xj.sums) xj.sums += int64_t(xr) * x.cols / 16;
+  const int j = blockIdx.y;
+  const DeviceActivations xj = x.rows(j / x_row_div, 1);
   const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
   float acc[1] = {0.0f};
   const int tasks = int(x.cols / Format::kTask);
