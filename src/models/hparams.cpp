@@ -61,4 +61,46 @@ void read_qwen3moe_experts(const gguf::Reader& reader, ModelConfig& c) {
   }
 }
 
+Qwen3NextShape read_qwen3next_config(const gguf::Reader& reader, ModelConfig& c) {
+  const gguf::Metadata& m = reader.metadata();
+  const std::string p = c.arch + ".";
+  auto key = [&](const std::string& name) { return int(m.get_uint(p + name)); };
+  const int n_mtp = int(m.get_uint(p + "nextn_predict_layers", 0));
+  if (n_mtp >= c.n_layer) fail("{}: {}nextn_predict_layers = {} leaves no layers", reader.path(), p, n_mtp);
+  c.n_layer -= n_mtp;
+  c.n_expert = key("expert_count");
+  c.n_expert_used = key("expert_used_count");
+  c.n_ff_expert = key("expert_feed_forward_length");
+  if (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert) {
+    fail("{}: {} experts used per token out of {}", reader.path(), c.n_expert_used, c.n_expert);
+  }
+  Qwen3NextShape s;
+  s.n_ff_shared = int(m.get_uint(p + "expert_shared_feed_forward_length", uint64_t(c.n_ff_expert)));
+  s.full_attention_interval = int(m.get_uint(p + "full_attention_interval", 4));
+  if (s.full_attention_interval <= 0) fail("{}: {}full_attention_interval must be positive", reader.path(), p);
+
+  DeltaNetShape& d = s.delta;
+  d.n_k_heads = key("ssm.group_count");
+  d.n_v_heads = key("ssm.time_step_rank");
+  d.d_k = key("ssm.state_size");
+  d.conv_kernel = key("ssm.conv_kernel");
+  d.rms_eps = c.rms_eps;
+  const int inner = key("ssm.inner_size");
+  if (d.n_k_heads <= 0 || d.n_v_heads % d.n_k_heads != 0 || inner % d.n_v_heads != 0) {
+    fail("{}: {} value heads cannot be grouped over {} key heads with ssm.inner_size {}", reader.path(), d.n_v_heads,
+         d.n_k_heads, inner);
+  }
+  if (d.conv_kernel < 2 || d.conv_kernel > 8) {
+    fail("{}: {}ssm.conv_kernel = {} is not supported (2..8)", reader.path(), p, d.conv_kernel);
+  }
+  d.d_v = inner / d.n_v_heads;
+  s.attention = {.n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = c.head_dim,
+                 .n_rot = int(m.get_uint(p + "rope.dimension_count", uint64_t(c.head_dim))),
+                 .rope_base = c.rope_base, .rms_eps = c.rms_eps, .gated = true};
+  if (s.attention.n_rot <= 0 || s.attention.n_rot > c.head_dim || s.attention.n_rot % 2 != 0) {
+    fail("{}: {}rope.dimension_count = {} does not fit head_dim {}", reader.path(), p, s.attention.n_rot, c.head_dim);
+  }
+  return s;
+}
+
 }  // namespace moe

@@ -51,46 +51,12 @@ class Qwen3Next final : public Model {
 };
 
 Qwen3Next::Qwen3Next(const gguf::Reader& reader, const ModelOptions& options) : Model(options) {
-  const gguf::Metadata& m = reader.metadata();
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
-  const std::string p = c.arch + ".";
-  auto key = [&](const std::string& name) { return int(m.get_uint(p + name)); };
-  // The MTP block (nextn_predict_layers, the last block) is for speculative decoding only.
-  const int n_mtp = int(m.get_uint(p + "nextn_predict_layers", 0));
-  if (n_mtp >= c.n_layer) fail("{}: {}nextn_predict_layers = {} leaves no layers", reader.path(), p, n_mtp);
-  c.n_layer -= n_mtp;
-  c.n_expert = key("expert_count");
-  c.n_expert_used = key("expert_used_count");
-  c.n_ff_expert = key("expert_feed_forward_length");
-  if (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert) {
-    fail("{}: {} experts used per token out of {}", reader.path(), c.n_expert_used, c.n_expert);
-  }
-  const int n_ff_shared = int(m.get_uint(p + "expert_shared_feed_forward_length", uint64_t(c.n_ff_expert)));
-  const int interval = int(m.get_uint(p + "full_attention_interval", 4));
-  if (interval <= 0) fail("{}: {}full_attention_interval must be positive", reader.path(), p);
-
-  delta_shape_.n_k_heads = key("ssm.group_count");
-  delta_shape_.n_v_heads = key("ssm.time_step_rank");
-  delta_shape_.d_k = key("ssm.state_size");
-  delta_shape_.conv_kernel = key("ssm.conv_kernel");
-  delta_shape_.rms_eps = c.rms_eps;
-  const int inner = key("ssm.inner_size");
-  if (delta_shape_.n_k_heads <= 0 || delta_shape_.n_v_heads % delta_shape_.n_k_heads != 0 ||
-      inner % delta_shape_.n_v_heads != 0) {
-    fail("{}: {} value heads cannot be grouped over {} key heads with ssm.inner_size {}", reader.path(),
-         delta_shape_.n_v_heads, delta_shape_.n_k_heads, inner);
-  }
-  if (delta_shape_.conv_kernel < 2 || delta_shape_.conv_kernel > 8) {
-    fail("{}: {}ssm.conv_kernel = {} is not supported (2..8)", reader.path(), p, delta_shape_.conv_kernel);
-  }
-  delta_shape_.d_v = inner / delta_shape_.n_v_heads;
-  attn_shape_ = {.n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = c.head_dim,
-                 .n_rot = int(m.get_uint(p + "rope.dimension_count", uint64_t(c.head_dim))),
-                 .rope_base = c.rope_base, .rms_eps = c.rms_eps, .gated = true};
-  if (attn_shape_.n_rot <= 0 || attn_shape_.n_rot > c.head_dim || attn_shape_.n_rot % 2 != 0) {
-    fail("{}: {}rope.dimension_count = {} does not fit head_dim {}", reader.path(), p, attn_shape_.n_rot, c.head_dim);
-  }
+  const Qwen3NextShape shape = read_qwen3next_config(reader, c);
+  delta_shape_ = shape.delta;
+  attn_shape_ = shape.attention;
+  const int n_ff_shared = shape.n_ff_shared;
 
   const WeightLoader load(reader, repack_target());
   const int64_t d = c.n_embd, ff = c.n_ff_expert, q_dim = int64_t(c.n_head) * c.head_dim,
@@ -103,7 +69,7 @@ Qwen3Next::Qwen3Next(const gguf::Reader& reader, const ModelOptions& options) : 
   for (int il = 0; il < c.n_layer; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
     Layer L;
-    L.recurrent = (il + 1) % interval != 0;
+    L.recurrent = shape.recurrent(il);
     L.slot = L.recurrent ? n_recurrent++ : n_attention++;
     L.attn_norm = load.vector(b + "attn_norm.weight", d);
     L.post_attention_norm = load.vector(b + "post_attention_norm.weight", d);

@@ -1,4 +1,4 @@
-// The whole model on the GPU against the CPU engine: tiny synth qwen3moe and qwen3 models,
+// The whole model on the GPU against the CPU engine: tiny synth qwen3moe, qwen3 and qwen3next models,
 // a 37-token prompt (one call: prefill in groups of 8 with a remainder) and 4 decode steps,
 // the logits of every position compared. F32 weights agree to float rounding. Quantized
 // weights use activations quantized to the same bytes on both sides, so they agree to
@@ -95,7 +95,7 @@ TEST_P(GpuModelTest, LogitsAgreeWithTheCpuEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, GpuModelTest,
-                         ::testing::Combine(::testing::Values("qwen3moe", "qwen3"),
+                         ::testing::Combine(::testing::Values("qwen3moe", "qwen3", "qwen3next"),
                                             ::testing::Values("f32", "q8_0", "q4_k", "f16")),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
@@ -104,14 +104,42 @@ TEST(GpuModel, RefusesWhatItCannotRun) {
   synth::SynthOptions o;
   o.arch = "qwen3next";
   o.preset = "tiny";
+  o.fused_ssm_in = true;  // the legacy layout: the CPU runs it, the GPU does not
   o.output = dir.file("n.gguf");
   o.threads = 2;
   synth::write_synth_model(o);
   const gguf::Reader reader(o.output);
   std::string why;
   EXPECT_FALSE(cuda::gpu_supports(reader, &why));
-  EXPECT_NE(why.find("qwen3next"), std::string::npos);
+  EXPECT_NE(why.find("ssm_in"), std::string::npos);
   EXPECT_THROW(cuda::load_gpu_model(reader, 0), Error);
+}
+
+// A recurrent model cannot go back: a sequence truncated to an earlier position is refused,
+// and starting again at position 0 gives the first run's logits (the state was reset).
+TEST(GpuModel, Qwen3NextStateResetsAndRefusesTruncation) {
+  test::TempDir dir;
+  synth::SynthOptions o;
+  o.arch = "qwen3next";
+  o.preset = "tiny";
+  o.type = "f32";
+  o.output = dir.file("n.gguf");
+  o.threads = 2;
+  synth::write_synth_model(o);
+  const gguf::Reader reader(o.output);
+  const auto gpu = cuda::load_gpu_model(reader, 0);
+  const auto& c = gpu->config();
+  const auto tokens = prompt_tokens(6, c.n_vocab);
+  KvCache cache = make_kv_cache(c, GgmlType::F16, 64);
+  ThreadPool pool(1);
+  std::vector<float> first(size_t(c.n_vocab)), again(size_t(c.n_vocab));
+  SequenceState seq(cache);
+  gpu->forward(tokens, seq, Logits::Last, first, pool);
+  seq.truncate(3);
+  EXPECT_THROW(gpu->forward(std::span(tokens).subspan(3), seq, Logits::Last, again, pool), Error);
+  SequenceState fresh(cache);
+  gpu->forward(tokens, fresh, Logits::Last, again, pool);
+  EXPECT_EQ(first, again);
 }
 
 }  // namespace

@@ -8,8 +8,8 @@
 
 namespace moe::cuda {
 
-// Whether the GPU backend runs this architecture yet (qwen3, qwen3moe; qwen3next's delta-net
-// kernels are still to come), and if not, why.
+// Whether the GPU backend runs this file (qwen3, qwen3moe, qwen3next with split delta-net
+// projections), and if not, why.
 bool gpu_supports(const gguf::Reader& reader, std::string* why = nullptr);
 
 // Loads the model onto `device`, all weights uploaded. Throws moe::Error when the

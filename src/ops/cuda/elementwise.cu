@@ -34,14 +34,32 @@ __global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, in
   out[i] = x[(i / width) / k * width + i % width];
 }
 
+__device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
 __global__ void combine_kernel(const float* __restrict__ rows, const float* __restrict__ weights, int n, int k,
-                               int64_t width, float* __restrict__ out, bool accumulate) {
+                               int64_t width, float* __restrict__ out, bool accumulate, const float* __restrict__ shared,
+                               const float* __restrict__ shared_logit) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= int64_t(n) * width) return;
   const int64_t t = i / width, c = i % width;
   float sum = 0.0f;
   for (int r = 0; r < k; ++r) sum = __fadd_rn(sum, __fmul_rn(weights[t * k + r], rows[(t * k + r) * width + c]));
+  if (shared) sum = __fadd_rn(sum, __fmul_rn(sigmoid(shared_logit[t]), shared[i]));
   out[i] = accumulate ? out[i] + sum : sum;
+}
+
+__global__ void split_gated_heads_kernel(const float* __restrict__ qg, int64_t rows, int head_dim, float* __restrict__ q,
+                                         float* __restrict__ gate) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= rows * head_dim) return;
+  const int64_t r = i / head_dim, c = i % head_dim;
+  q[i] = qg[r * 2 * head_dim + c];
+  gate[i] = qg[r * 2 * head_dim + head_dim + c];
+}
+
+__global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) x[i] *= sigmoid(gate[i]);
 }
 
 }  // namespace
@@ -54,10 +72,24 @@ cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out,
 }
 
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
-                            cudaStream_t stream, bool accumulate) {
+                            cudaStream_t stream, bool accumulate, const float* shared, const float* shared_logit) {
   const int64_t total = int64_t(n) * width;
+  if ((shared == nullptr) != (shared_logit == nullptr)) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
-  combine_kernel<<<grid_for(total), kThreads, 0, stream>>>(rows, weights, n, k, width, out, accumulate);
+  combine_kernel<<<grid_for(total), kThreads, 0, stream>>>(rows, weights, n, k, width, out, accumulate, shared,
+                                                           shared_logit);
+  return cudaGetLastError();
+}
+
+cudaError_t split_gated_heads(const float* qg, int64_t rows, int head_dim, float* q, float* gate, cudaStream_t stream) {
+  if (rows * head_dim == 0) return cudaSuccess;
+  split_gated_heads_kernel<<<grid_for(rows * head_dim), kThreads, 0, stream>>>(qg, rows, head_dim, q, gate);
+  return cudaGetLastError();
+}
+
+cudaError_t sigmoid_mul(float* x, const float* gate, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  sigmoid_mul_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, gate, n);
   return cudaGetLastError();
 }
 

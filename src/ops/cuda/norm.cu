@@ -1,4 +1,4 @@
-// RMSNorm: one block of 256 threads per row.
+// Row reductions: RMSNorm (one block of 256 threads per row), dot products with one vector.
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
@@ -24,7 +24,25 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   for (int i = threadIdx.x; i < width; i += kThreads) yr[i] = xr[i] * scale * w[i];
 }
 
+// One warp per row.
+__global__ void dot_rows_kernel(const float* __restrict__ x, const float* __restrict__ w, int n, int width,
+                                float* out) {
+  const int t = blockIdx.x * 4 + threadIdx.y;
+  if (t >= n) return;
+  double sum = 0;
+  for (int i = threadIdx.x; i < width; i += 32) sum += double(w[i]) * x[int64_t(t) * width + i];
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  if (threadIdx.x == 0) out[t] = float(sum);
+}
+
 }  // namespace
+
+cudaError_t dot_rows(const float* x, const float* w, int n, int width, float* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  dot_rows_kernel<<<unsigned((n + 3) / 4), dim3(32, 4), 0, stream>>>(x, w, n, width, out);
+  return cudaGetLastError();
+}
 
 cudaError_t rms_norm(const float* x, const float* w, float eps, int64_t rows, int width, float* out,
                      cudaStream_t stream) {

@@ -45,8 +45,22 @@ cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out,
 // out[t] = sum over r < k of weights[t][r] * rows[t * k + r], in rank order, each product
 // rounded before it is added (the CPU's sum): the experts' outputs combined. With
 // `accumulate`, out[t] += that sum (the residual add fused in).
+// With `shared` (Qwen3-Next's shared expert, [n][width]), sigmoid(shared_logit[t]) * shared[t]
+// is added to each token's sum before it goes to out, as the CPU's moe_ffn adds it.
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
-                            cudaStream_t stream, bool accumulate = false);
+                            cudaStream_t stream, bool accumulate = false, const float* shared = nullptr,
+                            const float* shared_logit = nullptr);
+
+// out[t] = w . x[t] for n rows of `width` values, summed in double (the shared expert's gate).
+cudaError_t dot_rows(const float* x, const float* w, int n, int width, float* out, cudaStream_t stream);
+
+// Qwen3-Next's gated attention: the query product gives each head's query and output gate side
+// by side (qg [rows][2 * head_dim], rows = tokens * heads); split them into q and gate
+// ([rows][head_dim] each).
+cudaError_t split_gated_heads(const float* qg, int64_t rows, int head_dim, float* q, float* gate, cudaStream_t stream);
+
+// x *= sigmoid(gate) over n values.
+cudaError_t sigmoid_mul(float* x, const float* gate, int64_t n, cudaStream_t stream);
 
 // Per head of n tokens, in place: RMSNorm (weights q_norm / k_norm), then NEOX RoPE of the
 // first n_rot dims at position pos[t]; the keys and the values (v, untouched) are then stored in

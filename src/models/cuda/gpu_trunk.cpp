@@ -1,0 +1,375 @@
+#include "models/cuda/gpu_trunk.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/units.h"
+#include "models/trunk.h"
+#include "ops/cuda/attention.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/matvec.h"
+#include "ops/cuda/ops.h"
+
+namespace moe::cuda {
+
+GpuTrunk::GpuTrunk(int device) : Model(ModelOptions{.repack = false}) {
+  MOE_CUDA_CHECK(cudaSetDevice(device));
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+
+GpuTrunk::~GpuTrunk() {
+  if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+// ---- loading ----
+
+void GpuTrunk::load_head(const WeightLoader& load) {
+  const ModelConfig& c = config_;
+  token_embd_ = upload(load.matrix("token_embd.weight", c.n_vocab, c.n_embd), weight_bytes_);
+  output_ = upload(load.matrix(c.tied_output ? "token_embd.weight" : "output.weight", c.n_vocab, c.n_embd),
+                   weight_bytes_);
+  output_norm_ = load_vector(load, "output_norm.weight", c.n_embd);
+}
+
+DeviceBuffer GpuTrunk::load_vector(const WeightLoader& load, const std::string& name, int64_t n) {
+  return upload(load.vector(name, n), weight_bytes_);
+}
+
+GpuAttention GpuTrunk::load_attention(const WeightLoader& load, const std::string& b, bool gated, int cache_layer) {
+  const ModelConfig& c = config_;
+  const int64_t d = c.n_embd, q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
+  const int64_t q_rows = gated ? 2 * q_dim : q_dim;
+  size_t& total = weight_bytes_;
+  GpuAttention a;
+  a.norm = load_vector(load, b + "attn_norm.weight", d);
+  const std::array qkv{load.matrix(b + "attn_q.weight", q_rows, d), load.matrix(b + "attn_k.weight", kv_dim, d),
+                       load.matrix(b + "attn_v.weight", kv_dim, d)};
+  a.qkv = upload_stacked(qkv, total);
+  if (a.qkv) {
+    a.q = slice(*a.qkv, 0, q_rows), a.k = slice(*a.qkv, q_rows, kv_dim), a.v = slice(*a.qkv, q_rows + kv_dim, kv_dim);
+  } else {
+    a.q = upload(qkv[0], total), a.k = upload(qkv[1], total), a.v = upload(qkv[2], total);
+  }
+  a.o = upload(load.matrix(b + "attn_output.weight", d, q_dim), total);
+  a.q_norm = load_vector(load, b + "attn_q_norm.weight", c.head_dim);
+  a.k_norm = load_vector(load, b + "attn_k_norm.weight", c.head_dim);
+  a.cache_layer = cache_layer;
+  return a;
+}
+
+GpuFfn GpuTrunk::load_ffn(const WeightLoader& load, const std::string& b, const std::string& suffix, int64_t n_ff) {
+  const int64_t d = config_.n_embd;
+  GpuFfn f;
+  const std::array gate_up{load.matrix(b + "ffn_gate" + suffix + ".weight", n_ff, d),
+                           load.matrix(b + "ffn_up" + suffix + ".weight", n_ff, d)};
+  f.gate_up = upload_stacked(gate_up, weight_bytes_);
+  if (!f.gate_up) f.gate = upload(gate_up[0], weight_bytes_), f.up = upload(gate_up[1], weight_bytes_);
+  f.down = upload(load.matrix(b + "ffn_down" + suffix + ".weight", d, n_ff), weight_bytes_);
+  return f;
+}
+
+GpuMoe GpuTrunk::load_moe(const WeightLoader& load, const std::string& b, int64_t n_ff_shared) {
+  const ModelConfig& c = config_;
+  const int64_t d = c.n_embd, ff = c.n_ff_expert;
+  GpuMoe m;
+  m.router = upload(load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d), weight_bytes_);
+  const ExpertWeights gate = load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert);
+  const ExpertWeights up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
+  m.gate_up = upload_paired(gate, up, weight_bytes_);
+  if (!m.gate_up) m.gate = upload(gate, weight_bytes_), m.up = upload(up, weight_bytes_);
+  m.down = upload(load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert), weight_bytes_);
+  if (n_ff_shared > 0) {
+    m.shared = load_ffn(load, b, "_shexp", n_ff_shared);
+    m.shared_gate = upload(load.gate_vector(b + "ffn_gate_inp_shexp.weight", d), weight_bytes_);
+  }
+  m.n_expert_used = c.n_expert_used;
+  return m;
+}
+
+void GpuTrunk::finish_loading(const AttentionShape& attention, int n_kv_layers, int device) {
+  attention_ = attention;
+  const std::vector<double> freq = rope_frequencies(attention.n_rot, attention.rope_base);
+  rope_freq_ = DeviceBuffer(freq.size() * sizeof(double));
+  MOE_CUDA_CHECK(cudaMemcpy(rope_freq_.get(), freq.data(), rope_freq_.bytes(), cudaMemcpyHostToDevice));
+  config_.n_cache_layers = 0;  // the KV cache is in VRAM, not in the engine's KvCache
+  config_.recurrent_floats = 0;  // and so is any recurrent state
+  k_cache_.resize(size_t(n_kv_layers));
+  v_cache_.resize(size_t(n_kv_layers));
+  spdlog::info("gpu: {} of weights on device {}", format_bytes(weight_bytes_), device);
+}
+
+// ---- products and activations ----
+
+const DeviceActivations& GpuTrunk::quantized(const GpuMatrix& w, const float* x, int n) {
+  const GgmlType at = vec_dot_type(w.type);
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize(at, x, n, w.cols, stream_);
+}
+
+const DeviceActivations& GpuTrunk::reuse_or_quantize(const GpuMatrix& w, const DeviceActivations& a, const float* x,
+                                                     int n) {
+  return vec_dot_type(w.type) == a.type ? a : quantized(w, x, n);
+}
+
+const DeviceActivations& GpuTrunk::normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u) {
+  const GgmlType at = vec_dot_type(m.type);
+  if (at == GgmlType::F32) {  // float weights read the normed rows as they are
+    MOE_CUDA_CHECK(rms_norm(x, w.as<float>(), config_.rms_eps, n, int(m.cols), u, stream_));
+    return quantized(m, u, n);
+  }
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize_normed(at, x, w.as<float>(), config_.rms_eps, n, m.cols, u, stream_);
+}
+
+const DeviceActivations& GpuTrunk::swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width) {
+  const GgmlType at = vec_dot_type(m.type);
+  if (at == GgmlType::F32 || width > ActivationBuffer::kMaxFusedWidth) {
+    float* h = g_.get(size_t(rows) * size_t(width));
+    MOE_CUDA_CHECK(swiglu_pairs(gu, rows, width, h, stream_));
+    return quantized(m, h, rows);
+  }
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize_swiglu(at, gu, rows, width, stream_);
+}
+
+// Groups of kMaxMatvecTokens tokens: each group reads the weights once.
+void GpuTrunk::product(const GpuMatrix& w, const DeviceActivations& all, float* y, bool accumulate) {
+  const int n = all.n_tok;
+  for (int t0 = 0; t0 < n; t0 += kMaxMatvecTokens) {
+    const DeviceActivations part = all.rows(t0, std::min(kMaxMatvecTokens, n - t0));
+    matvec(w.type, w.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
+  }
+}
+
+// ---- blocks ----
+
+void GpuTrunk::ensure_cache(int64_t positions) {
+  if (positions <= cache_positions_) return;
+  int64_t capacity = std::max<int64_t>(cache_positions_, 256);
+  while (capacity < positions) capacity *= 2;
+  const size_t row = size_t(config_.n_head_kv) * config_.head_dim * sizeof(__half);
+  for (size_t il = 0; il < k_cache_.size(); ++il) {
+    for (auto* cache : {&k_cache_[il], &v_cache_[il]}) {
+      DeviceBuffer grown(row * size_t(capacity));
+      if (cache_positions_ > 0) {
+        MOE_CUDA_CHECK(cudaMemcpyAsync(grown.get(), cache->get(), row * size_t(cache_positions_),
+                                       cudaMemcpyDeviceToDevice, stream_));
+      }
+      *cache = std::move(grown);
+    }
+  }
+  cache_positions_ = capacity;
+  decode_graph_valid_ = false;
+}
+
+void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
+  const ModelConfig& c = config_;
+  const AttentionShape& s = attention_;
+  const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
+  const int64_t q_rows = w.q.rows;  // q_dim, or 2 q_dim with the output gates
+  float* u = u_.get(size_t(n) * c.n_embd);
+  // q (and gates) [n][q_rows], then k and v [n][kv_dim]: for one token exactly the stacked
+  // product's output.
+  float* q = qkv_.get(size_t(n) * (q_rows + 2 * kv_dim));
+  float* k = q + size_t(n) * q_rows;
+  float* v = k + size_t(n) * kv_dim;
+  // q, k and v read u quantized once where their formats share an activation type.
+  const DeviceActivations& uq = normed(w.q, x, w.norm, n, u);
+  if (w.qkv && n == 1) {
+    product(*w.qkv, uq, q);
+  } else {
+    product(w.q, uq, q);
+    product(w.k, reuse_or_quantize(w.k, uq, u, n), k);
+    product(w.v, reuse_or_quantize(w.v, uq, u, n), v);
+  }
+  float* gate = nullptr;
+  if (s.gated) {
+    float* qg = q;
+    q = gate_.get(size_t(n) * 2 * q_dim);
+    gate = q + size_t(n) * q_dim;
+    MOE_CUDA_CHECK(split_gated_heads(qg, int64_t(n) * c.n_head, hd, q, gate, stream_));
+  }
+  const int32_t* pos = pos_.get(size_t(n));
+  auto* kc = k_cache_[size_t(w.cache_layer)].as<__half>();
+  auto* vc = v_cache_[size_t(w.cache_layer)].as<__half>();
+  MOE_CUDA_CHECK(qk_norm_rope_store(q, k, v, w.q_norm.as<float>(), w.k_norm.as<float>(), s.rms_eps, pos, n, c.n_head,
+                                    c.n_head_kv, hd, s.n_rot, rope_freq_.as<double>(), kc, vc, stream_));
+  float* mixed = mixed_.get(size_t(n) * q_dim);
+  MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, 1.0f / std::sqrt(float(hd)), mixed, stream_));
+  if (gate) MOE_CUDA_CHECK(sigmoid_mul(mixed, gate, int64_t(n) * q_dim, stream_));
+  product(w.o, quantized(w.o, mixed, n), x, true);
+}
+
+void GpuTrunk::ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const float* u, int n, float* y,
+                        bool accumulate) {
+  const int64_t ff = w.down.cols;
+  if (w.gate_up) {
+    float* gu = up_.get(size_t(n) * 2 * ff);
+    product(*w.gate_up, reuse_or_quantize(*w.gate_up, uq, u, n), gu);
+    product(w.down, swiglu_quantized(w.down, gu, n, ff), y, accumulate);
+  } else {
+    float* g = g_.get(size_t(n) * ff);
+    float* up = up_.get(size_t(n) * ff);
+    const DeviceActivations ug = reuse_or_quantize(w.gate, uq, u, n);
+    product(w.gate, ug, g);
+    product(w.up, reuse_or_quantize(w.up, ug, u, n), up);
+    MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * ff, g, stream_));
+    product(w.down, quantized(w.down, g, n), y, accumulate);
+  }
+}
+
+void GpuTrunk::dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x) {
+  float* u = u_.get(size_t(n) * config_.n_embd);
+  ffn_rows(w, normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u), u, n, x, true);
+}
+
+// Routing, then every (token, rank) row through its expert: one launch per matrix, each
+// token's normed row read once per expert it goes to. The shared expert (Qwen3-Next) runs as
+// a dense FFN into rows of its own; the combine adds it with its gate.
+void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x) {
+  const ModelConfig& c = config_;
+  const int k = w.n_expert_used, rows = n * k;
+  const int64_t d = c.n_embd, ff = c.n_ff_expert;
+  float* u = u_.get(size_t(n) * d);
+  // A copy of the view: the slot's `last` changes with the next quantization. Its memory stays
+  // valid until a product's output is quantized to the same type, so every product that reads
+  // the normed rows runs before that.
+  const DeviceActivations uq = normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u);
+  float* logits = router_.get(size_t(n) * c.n_expert);
+  product(w.router, reuse_or_quantize(w.router, uq, u, n), logits);  // another type: another slot
+  int32_t* experts = experts_.get(size_t(rows));
+  float* weights = weights_.get(size_t(rows));
+  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_));
+
+  const GpuFfn* shared = w.shared ? &*w.shared : nullptr;
+  float* shared_gu = nullptr;  // the shared expert's gate and up rows, computed from uq early
+  if (shared && shared->gate_up && vec_dot_type(shared->gate_up->type) == uq.type) {
+    shared_gu = shared_gu_.get(size_t(n) * 2 * shared->down.cols);
+    product(*shared->gate_up, uq, shared_gu);
+  }
+
+  auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
+    matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
+  };
+  float* expert_out = expert_out_.get(size_t(rows) * d);
+  if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
+    float* gu = up_.get(size_t(rows) * 2 * ff);
+    experts_product(*w.gate_up, uq, gu, k);
+    experts_product(w.down, swiglu_quantized(w.down, gu, rows, ff), expert_out, 1);
+  } else {
+    float* g = g_.get(size_t(rows) * ff);
+    float* up = up_.get(size_t(rows) * ff);
+    experts_product(w.gate, uq, g, k);
+    experts_product(w.up, reuse_or_quantize(w.up, uq, u, n), up, k);
+    MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
+    experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
+  }
+
+  float* shared_out = nullptr;
+  float* shared_logit = nullptr;
+  if (shared) {
+    shared_out = shared_out_.get(size_t(n) * d);
+    shared_logit = shared_logit_.get(size_t(n));
+    MOE_CUDA_CHECK(dot_rows(u, w.shared_gate.as<float>(), n, int(d), shared_logit, stream_));
+    if (shared_gu) {
+      product(shared->down, swiglu_quantized(shared->down, shared_gu, n, shared->down.cols), shared_out);
+    } else {  // formats that do not share the normed rows' quantization: the general path
+      ffn_rows(*shared, quantized(shared->gate_up ? *shared->gate_up : shared->gate, u, n), u, n, shared_out, false);
+    }
+  }
+  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit));
+}
+
+// ---- steps ----
+
+void GpuTrunk::enqueue(int n, int first_logit) {
+  const ModelConfig& c = config_;
+  const int64_t d = c.n_embd;
+  int32_t* ids = ids_.get(size_t(n));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(ids, ids_host_.as<int32_t>(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(size_t(n)), pos_host_.as<int32_t>(), size_t(n) * 4, cudaMemcpyHostToDevice,
+                                 stream_));
+  float* x = x_.get(size_t(n) * d);
+  MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.get(), token_embd_.row_stride, d, ids, n, x, stream_));
+  layers(n, x);
+  const int count = n - first_logit;
+  float* u = u_.get(size_t(n) * d);
+  MOE_CUDA_CHECK(rms_norm(x + int64_t(first_logit) * d, output_norm_.as<float>(), c.rms_eps, count, int(d), u, stream_));
+  float* logits = logits_.get(size_t(count) * c.n_vocab);
+  product(output_, u, count, logits);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.as<float>(), logits, size_t(count) * c.n_vocab * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
+}
+
+void GpuTrunk::run_step(int n, int first_logit) {
+  const bool decode = n == 1;
+  if (decode && decode_graph_valid_) {
+    MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+  } else if (decode && warm_) {
+    // Every buffer already has its size: record the step, keep the graph, run it.
+    cudaGraph_t graph = nullptr;
+    MOE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue(1, 0);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    MOE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+    decode_graph_ = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&decode_graph_, graph, 0);
+    cudaGraphDestroy(graph);
+    MOE_CUDA_CHECK(instantiated);
+    decode_graph_valid_ = true;
+    MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+  } else {
+    enqueue(n, first_logit);
+    warm_ = true;
+    decode_graph_valid_ = false;  // a larger call may have moved buffers the graph uses
+  }
+}
+
+void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool&) {
+  const ModelConfig& c = config_;
+  const int n = check_batch(batch, c.n_vocab);
+  if (batch.size() != 1) fail("gpu: one sequence per forward pass for now (got {})", batch.size());
+  const BatchEntry& entry = batch.front();
+  const int64_t pos0 = entry.seq->length();
+  if (owner_ != entry.seq && pos0 != 0) {
+    fail("gpu: the KV cache holds another sequence; a second sequence must start at position 0");
+  }
+  if (has_recurrent_state() && pos0 != 0 && pos0 != state_length_) {
+    fail("forward: a sequence of {} positions has recurrent state for {}: it cannot be truncated (fork it instead)",
+         pos0, state_length_);
+  }
+  grow_sequences(batch);
+  owner_ = entry.seq;
+  ensure_cache(pos0 + n);
+  if (pos0 == 0) reset_recurrent_state();
+
+  const int first_logit = entry.which == Logits::All ? 0 : n - 1, count = n - first_logit;
+  if (ids_host_.bytes() < size_t(n) * 4) {
+    ids_host_ = PinnedBuffer(size_t(n) * 4);
+    pos_host_ = PinnedBuffer(size_t(n) * 4);
+  }
+  if (logits_host_.bytes() < size_t(count) * c.n_vocab * sizeof(float)) {
+    logits_host_ = PinnedBuffer(size_t(count) * c.n_vocab * sizeof(float));
+    decode_graph_valid_ = false;
+  }
+  for (int t = 0; t < n; ++t) {
+    ids_host_.as<int32_t>()[t] = entry.tokens[size_t(t)];
+    pos_host_.as<int32_t>()[t] = int32_t(pos0 + t);
+  }
+  run_step(n, first_logit);
+  state_length_ = pos0 + n;
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());
+}
+
+}  // namespace moe::cuda

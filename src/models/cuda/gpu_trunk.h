@@ -1,0 +1,146 @@
+#pragma once
+// What every model on one GPU shares: the embedding and output head, the step from pinned
+// token ids to pinned logits (run directly, or replayed from a CUDA graph for decode), the
+// activation buffers, the KV cache of one sequence, and the blocks the Qwen3 family is built
+// from (attention, dense FFN, MoE with an optional shared expert), the GPU twins of
+// models/blocks.cpp. A model file (qwen3_gpu.cpp, qwen3next_gpu.cpp) loads its layers and
+// says what a layer does.
+//
+// Decode is some 25-30 kernels a layer: launched one by one their launch costs would exceed
+// their run time, so a decode step replays a CUDA graph of the whole step, captured once and
+// captured again whenever a buffer it uses may have moved (after any other call).
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "models/blocks.h"
+#include "models/cuda/gpu_weights.h"
+#include "models/model.h"
+#include "ops/cuda/activations.h"
+
+namespace moe::cuda {
+
+// A device buffer of T that grows to what the largest call needs.
+template <typename T>
+struct Scratch {
+  DeviceBuffer buffer;
+  T* get(size_t n) {
+    if (buffer.bytes() < n * sizeof(T)) buffer = DeviceBuffer(n * sizeof(T));
+    return buffer.as<T>();
+  }
+};
+
+struct GpuAttention {
+  DeviceBuffer norm;        // the block's input RMSNorm
+  GpuMatrix q, k, v, o;     // gated: q's rows hold each head's query, then its output gate
+  std::optional<GpuMatrix> qkv;  // q, k and v stacked (one product a decode step), where they share a type
+  DeviceBuffer q_norm, k_norm;
+  int cache_layer = 0;
+};
+
+// A dense SwiGLU FFN: Qwen3's, or Qwen3-Next's shared expert.
+struct GpuFfn {
+  GpuMatrix gate, up, down;
+  std::optional<GpuMatrix> gate_up;  // gate and up stacked (one product), where they share a type
+};
+
+struct GpuMoe {
+  GpuMatrix router;
+  GpuMatrix gate, up, down;          // stacked experts
+  std::optional<GpuMatrix> gate_up;  // each expert's gate and up rows paired (one product)
+  std::optional<GpuFfn> shared;      // Qwen3-Next: added with weight sigmoid(shared_gate . u)
+  DeviceBuffer shared_gate;
+  int n_expert_used = 0;
+};
+
+class GpuTrunk : public Model {
+ public:
+  ~GpuTrunk() override;
+  GpuTrunk(const GpuTrunk&) = delete;
+  GpuTrunk& operator=(const GpuTrunk&) = delete;
+  void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;
+  using Model::forward;
+  std::string backend() const override { return "CUDA"; }
+
+ protected:
+  // Selects the device and makes the stream; the model's constructor then fills config_ and
+  // calls load_head() and the load_* helpers below.
+  explicit GpuTrunk(int device);
+
+  // What a model adds: the layers of a step for n tokens on the residual stream x.
+  virtual void layers(int n, float* x) = 0;
+  // Recurrent state (Qwen3-Next's delta-nets): zeroed when a sequence starts; such a model
+  // cannot go back to an earlier position of its sequence.
+  virtual bool has_recurrent_state() const { return false; }
+  virtual void reset_recurrent_state() {}
+
+  // Loading (each upload counts into weight_bytes_).
+  void load_head(const WeightLoader& load);
+  GpuAttention load_attention(const WeightLoader& load, const std::string& block, bool gated, int cache_layer);
+  GpuFfn load_ffn(const WeightLoader& load, const std::string& block, const std::string& suffix, int64_t n_ff);
+  GpuMoe load_moe(const WeightLoader& load, const std::string& block, int64_t n_ff_shared);
+  DeviceBuffer load_vector(const WeightLoader& load, const std::string& name, int64_t n);
+  void add_weight_bytes(size_t bytes) { weight_bytes_ += bytes; }
+  // After the layers are loaded: the RoPE table and n_kv_layers layers of KV cache.
+  void finish_loading(const AttentionShape& attention, int n_kv_layers, int device);
+
+  // x += attention(rmsnorm(x)) over the layer's KV cache (gated: Qwen3-Next's output gate).
+  void attention(const GpuAttention& w, int n, float* x);
+  // x += ffn(rmsnorm(x, norm)).
+  void dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x);
+  void moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x);
+  // y (+)= ffn(u) for n normed rows u; uq is u quantized (for w's first product where it can).
+  void ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const float* u, int n, float* y, bool accumulate);
+
+  // x (n rows of f32, device) quantized for w's kernels; reused while the next call of the
+  // same activation type has not overwritten it.
+  const DeviceActivations& quantized(const GpuMatrix& w, const float* x, int n);
+  // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch.
+  const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
+  // The quantized swiglu of rows [gate | up] (2 * width values each) for `m`'s kernels.
+  const DeviceActivations& swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width);
+  // y (+)= W x, in groups of kMaxMatvecTokens tokens.
+  void product(const GpuMatrix& w, const DeviceActivations& x, float* y, bool accumulate = false);
+  void product(const GpuMatrix& w, const float* x, int n, float* y) { product(w, quantized(w, x, n), y); }
+  // The activation `a` again if w reads its type, else x quantized for w.
+  const DeviceActivations& reuse_or_quantize(const GpuMatrix& w, const DeviceActivations& a, const float* x, int n);
+
+  cudaStream_t stream_ = nullptr;
+  Scratch<float> u_;  // the normed rows of the current block
+  Scratch<int32_t> pos_;  // positions of the step's tokens (device)
+
+ private:
+  void ensure_cache(int64_t positions);
+  // Everything a step does on the GPU, from the token ids in pinned memory to the logits in
+  // pinned memory: run directly, or recorded into the decode graph.
+  void enqueue(int n, int first_logit);
+  void run_step(int n, int first_logit);
+
+  size_t weight_bytes_ = 0;
+  GpuMatrix token_embd_, output_;
+  DeviceBuffer output_norm_;
+  AttentionShape attention_;
+  DeviceBuffer rope_freq_;  // rope_frequencies(n_rot, rope_base)
+
+  cudaGraphExec_t decode_graph_ = nullptr;
+  bool decode_graph_valid_ = false, warm_ = false;  // warm: every buffer sized by an earlier call
+  PinnedBuffer ids_host_, pos_host_, logits_host_;
+  // Per activation type (F32, Q8_0, Q8_K): its buffer and the view last written there.
+  struct ActivationSlot {
+    ActivationBuffer buffer;
+    DeviceActivations last;
+  };
+  ActivationSlot f32_, q8_0_, q8_k_;
+  ActivationSlot& slot(GgmlType at) { return at == GgmlType::Q8_K ? q8_k_ : at == GgmlType::Q8_0 ? q8_0_ : f32_; }
+  Scratch<float> x_, qkv_, gate_, mixed_, router_, g_, up_, expert_out_, shared_gu_, shared_out_, shared_logit_, logits_;
+  Scratch<int32_t> ids_, experts_;
+  Scratch<float> weights_;
+  std::vector<DeviceBuffer> k_cache_, v_cache_;
+  int64_t cache_positions_ = 0;
+  const SequenceState* owner_ = nullptr;  // the sequence the cache (and recurrent state) holds
+  int64_t state_length_ = 0;              // positions the recurrent state has consumed
+};
+
+}  // namespace moe::cuda
