@@ -10,6 +10,7 @@
 #include "models/trunk.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/gemm.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 
@@ -18,6 +19,7 @@ namespace moe::cuda {
 GpuTrunk::GpuTrunk(int device) : Model(ModelOptions{.repack = false}) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  gemm_ = device_has_gemm();
 }
 
 GpuTrunk::~GpuTrunk() {
@@ -136,9 +138,18 @@ const DeviceActivations& GpuTrunk::swiglu_quantized(const GpuMatrix& m, const fl
   return s.last = s.buffer.quantize_swiglu(at, gu, rows, width, stream_);
 }
 
-// Groups of kMaxMatvecTokens tokens: each group reads the weights once.
+bool GpuTrunk::use_gemm(const GpuMatrix& w, int n) const {
+  return n > kMaxMatvecTokens && gemm_ && has_gemm(w.type, w.cols);
+}
+
+// Many tokens: the GEMM where the format has one; else groups of kMaxMatvecTokens tokens, each
+// group reading the weights once.
 void GpuTrunk::product(const GpuMatrix& w, const DeviceActivations& all, float* y, bool accumulate) {
   const int n = all.n_tok;
+  if (use_gemm(w, n)) {
+    gemm(w.type, w.get(), w.row_stride, w.rows, all, y, stream_, accumulate);
+    return;
+  }
   for (int t0 = 0; t0 < n; t0 += kMaxMatvecTokens) {
     const DeviceActivations part = all.rows(t0, std::min(kMaxMatvecTokens, n - t0));
     matvec(w.type, w.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
@@ -252,8 +263,16 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     product(*shared->gate_up, uq, shared_gu);
   }
 
+  // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
+  const bool grouped = use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
+                       (w.gate_up || use_gemm(w.up, n));
+  if (grouped) groups_.build(experts, rows, c.n_expert, stream_);
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
-    matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
+    if (grouped) {
+      gemm_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, row_div, groups_, y, stream_);
+    } else {
+      matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
+    }
   };
   float* expert_out = expert_out_.get(size_t(rows) * d);
   if (w.gate_up) {  // each expert's gate and up rows in one product, side by side

@@ -19,6 +19,7 @@
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
+#include "ops/cuda/gemm.h"
 
 namespace moe::cuda {
 
@@ -101,7 +102,9 @@ class GpuTrunk : public Model {
   const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
   // The quantized swiglu of rows [gate | up] (2 * width values each) for `m`'s kernels.
   const DeviceActivations& swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width);
-  // y (+)= W x, in groups of kMaxMatvecTokens tokens.
+  // Whether n rows through a matrix of this type take the GEMM (else the matvec kernels).
+  bool use_gemm(const GpuMatrix& w, int n) const;
+  // y (+)= W x: the GEMM for many tokens where it can, else groups of kMaxMatvecTokens tokens.
   void product(const GpuMatrix& w, const DeviceActivations& x, float* y, bool accumulate = false);
   void product(const GpuMatrix& w, const float* x, int n, float* y) { product(w, quantized(w, x, n), y); }
   // The activation `a` again if w reads its type, else x quantized for w.
@@ -119,6 +122,8 @@ class GpuTrunk : public Model {
   void run_step(int n, int first_logit);
 
   size_t weight_bytes_ = 0;
+  bool gemm_ = false;  // the device has the GEMM's tensor-core instructions
+  ExpertGroups groups_;
   GpuMatrix token_embd_, output_;
   DeviceBuffer output_norm_;
   AttentionShape attention_;

@@ -1,0 +1,369 @@
+// The prefill GEMM: int8 tensor-core tiles (mma.sync m16n8k32) over Q8_0 / Q4_0 weight blocks.
+// A thread block computes 128 weight rows x 64 activation rows; its 8 warps 32 x 32 each
+// (2 x 4 mma tiles). The operands of 4 blocks of 32 values (a stage) are copied into shared
+// memory as they are in global memory, weight blocks with their f16 scales, by cp.async, with
+// three stages in flight so the copies overlap the products (the kernel is otherwise bound by
+// the latency of its loads). The mma
+// fragments are read from the raw blocks (Q4_0 nibbles widened to int8 on the way); each
+// block's int32 products are scaled by both scales in f32 and added to f32 accumulators.
+// Float weights (the routers, F16/BF16 models) take a plain f32 tile kernel instead.
+#include <cuda_bf16.h>
+
+#include "ops/cuda/block_fields.cuh"
+#include "ops/cuda/gemm.h"
+
+namespace moe::cuda {
+namespace {
+
+constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 4;
+static_assert(kExpertTileRows <= kGemmTileRows);
+constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
+constexpr int kMaxExperts = 512;
+
+struct GemmArgs {
+  const uint8_t* w;
+  size_t expert_stride, row_stride;
+  int rows, cols, n;  // n: activation rows (dense)
+  const void* x;      // int8 values (Q8_0) or floats
+  const float* xs;    // Q8_0 scales
+  int x_row_div;
+  const int32_t* perm;
+  const ExpertTile* tiles;
+  const int32_t* n_tiles;
+  float* y;
+  bool accumulate;
+};
+
+// The thread block's tile: its expert and activation rows (-1: none), in shared memory.
+struct Tile {
+  int expert, count;
+};
+template <int kTileCols>
+__device__ bool load_tile(const GemmArgs& a, int* x_row, int* y_row, Tile& tile) {
+  int first = blockIdx.y * kTileCols;
+  tile = {0, 0};
+  if (a.tiles) {
+    if (int(blockIdx.y) >= *a.n_tiles) return false;
+    const ExpertTile t = a.tiles[blockIdx.y];
+    tile = {t.expert, t.count}, first = t.first;
+  } else {
+    tile.count = min(kTileCols, a.n - first);
+  }
+  for (int c = threadIdx.x; c < kTileCols; c += blockDim.x) {
+    const int j = c < tile.count ? (a.perm ? a.perm[first + c] : first + c) : -1;
+    x_row[c] = j < 0 ? -1 : j / a.x_row_div;
+    y_row[c] = j;
+  }
+  __syncthreads();
+  return true;
+}
+
+__device__ void store(const GemmArgs& a, const int* y_row, int count, int r, int c, float v) {
+  if (r < a.rows && c < count) {
+    float* dst = a.y + size_t(y_row[c]) * a.rows + r;
+    *dst = a.accumulate ? *dst + v : v;
+  }
+}
+
+__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
+  if (bytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
+  }
+#else
+  __trap();  // device_has_gemm() keeps older devices on the matvec kernels
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+#endif
+}
+
+__device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], const int (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();
+#endif
+}
+
+// 4 bytes at a 2-byte aligned address (quant blocks are 2-byte aligned).
+__device__ __forceinline__ int word_at(const uint8_t* p) {
+  const auto* h = reinterpret_cast<const uint16_t*>(p);
+  return int(unsigned(h[0]) | (unsigned(h[1]) << 16));
+}
+
+// A weight block's mma operand words for values 4t..4t+3 (lo) and 16+4t..16+4t+3 (hi).
+template <bool kQ4>
+__device__ __forceinline__ void block_words(const uint8_t* blk, int t, int& lo, int& hi) {
+  if constexpr (kQ4) {  // values 0..15 in the low nibbles of qs[0..15], 16..31 in the high nibbles, minus 8
+    const unsigned v = unsigned(word_at(blk + 2 + 4 * t));
+    lo = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
+    hi = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+  } else {
+    lo = word_at(blk + 2 + 4 * t);
+    hi = word_at(blk + 2 + 16 + 4 * t);
+  }
+}
+
+template <bool kQ4, int kTileCols>
+struct QuantStage {
+  static constexpr int kBlockBytes = kQ4 ? 18 : 34;
+  static constexpr int kRowBytes = kStageBlocks * kBlockBytes;  // a multiple of 4
+  static constexpr int kWBytes = kRowsPerBlock * kRowBytes;
+  static constexpr int kBytes = kWBytes + kTileCols * kXPitch + kTileCols * kStageBlocks * 4;
+};
+
+// |c| < 2^22 as a float with an integer add and a float add (both full rate) instead of the
+// quarter-rate int-to-float conversion, which would otherwise bound the kernel: the bits of
+// 1.5 * 2^23 + c are that float exactly.
+__device__ __forceinline__ float small_int_to_float(int c) {
+  return __int_as_float(0x4B400000 + c) - 12582912.0f;
+}
+
+// kTileCols activation rows a block (kGemmTileRows, kExpertTileRows). Expert tiles of 32 rows
+// measured slower than 64 on a 512-token prefill of 30B-A3B (an expert's weights are then
+// read once per 32 of its rows), though half of a 64-row tile is padding there.
+template <bool kQ4, int kTileCols>
+__global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
+  using S = QuantStage<kQ4, kTileCols>;
+  constexpr int kWarpCols = kTileCols / 2, kNT = kWarpCols / 8;  // 8 warps: 4 along the rows, 2 along the columns
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int x_row[kTileCols], y_row[kTileCols];
+  Tile tile;
+  if (!load_tile<kTileCols>(a, x_row, y_row, tile)) return;
+  const int tid = threadIdx.x, row0 = blockIdx.x * kRowsPerBlock;
+  const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
+  const auto* xq = static_cast<const int8_t*>(a.x);
+  const int n_blocks = a.cols / 32, n_stages = (n_blocks + kStageBlocks - 1) / kStageBlocks;
+  const int row_bytes = n_blocks * S::kBlockBytes;
+
+  auto issue = [&](int stage) {
+    uint8_t* buf = smem + (stage % kPipeline) * S::kBytes;
+    const int kb0 = stage * kStageBlocks;
+    constexpr int kWords = S::kRowBytes / 4;
+    for (int i = tid; i < kRowsPerBlock * kWords; i += kThreads) {
+      const int r = i / kWords, off = kb0 * S::kBlockBytes + 4 * (i % kWords);
+      const bool valid = row0 + r < a.rows && off < row_bytes;
+      cp_async(buf + r * S::kRowBytes + 4 * (i % kWords), valid ? w + size_t(row0 + r) * a.row_stride + off : w, 4,
+               valid);
+    }
+    uint8_t* xbuf = buf + S::kWBytes;
+    for (int i = tid; i < kTileCols * kStageBlocks * 2; i += kThreads) {  // 16-byte chunks, two a block
+      const int c = i / (kStageBlocks * 2), part = i % (kStageBlocks * 2), kb = kb0 + part / 2;
+      const bool valid = x_row[c] >= 0 && kb < n_blocks;
+      cp_async(xbuf + c * kXPitch + part * 16, valid ? xq + size_t(x_row[c]) * a.cols + size_t(kb0) * 32 + part * 16 : xq,
+               16, valid);
+    }
+    float* xd = reinterpret_cast<float*>(xbuf + kTileCols * kXPitch);
+    for (int i = tid; i < kTileCols * kStageBlocks; i += kThreads) {
+      const int c = i / kStageBlocks, kb = kb0 + i % kStageBlocks;
+      const bool valid = x_row[c] >= 0 && kb < n_blocks;
+      cp_async(xd + i, valid ? a.xs + size_t(x_row[c]) * n_blocks + kb : a.xs, 4, valid);
+    }
+    cp_async_commit();
+  };
+
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wm = (warp % 4) * 32, wn = (warp / 4) * kWarpCols;  // the warp's first row and column
+  float acc[2][kNT][4] = {};
+  // kPipeline - 1 stages in flight; every iteration commits one group (empty past the end), so
+  // "all but the newest kPipeline - 2 groups landed" is always "this stage landed".
+  for (int stage = 0; stage < kPipeline - 1; ++stage) {
+    if (stage < n_stages) {
+      issue(stage);
+    } else {
+      cp_async_commit();
+    }
+  }
+  for (int stage = 0; stage < n_stages; ++stage) {
+    cp_async_wait<kPipeline - 2>();
+    __syncthreads();  // the stage is visible to all, and the buffer refilled next was read by all
+    if (stage + kPipeline - 1 < n_stages) {
+      issue(stage + kPipeline - 1);
+    } else {
+      cp_async_commit();
+    }
+    const uint8_t* buf = smem + (stage % kPipeline) * S::kBytes;
+    const uint8_t* xbuf = buf + S::kWBytes;
+    const float* xd = reinterpret_cast<const float*>(xbuf + kTileCols * kXPitch);
+#pragma unroll
+    for (int b = 0; b < kStageBlocks; ++b) {
+      int af[2][4], bf[kNT][2];
+      float sw[2][2], sx[kNT][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const uint8_t* top = buf + (wm + i * 16 + g) * S::kRowBytes + b * S::kBlockBytes;
+        const uint8_t* bottom = top + 8 * S::kRowBytes;
+        block_words<kQ4>(top, t, af[i][0], af[i][2]);
+        block_words<kQ4>(bottom, t, af[i][1], af[i][3]);
+        sw[i][0] = f16_at(top), sw[i][1] = f16_at(bottom);
+      }
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) {
+        const auto* xw = reinterpret_cast<const int*>(xbuf + (wn + j * 8 + g) * kXPitch + b * 32) + t;
+        bf[j][0] = xw[0], bf[j][1] = xw[4];
+        const int c = wn + j * 8 + 2 * t;
+        sx[j][0] = xd[c * kStageBlocks + b], sx[j][1] = xd[(c + 1) * kStageBlocks + b];
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+          int c[4] = {0, 0, 0, 0};
+          mma_s8(c, af[i], bf[j]);
+          acc[i][j][0] += small_int_to_float(c[0]) * (sw[i][0] * sx[j][0]);
+          acc[i][j][1] += small_int_to_float(c[1]) * (sw[i][0] * sx[j][1]);
+          acc[i][j][2] += small_int_to_float(c[2]) * (sw[i][1] * sx[j][0]);
+          acc[i][j][3] += small_int_to_float(c[3]) * (sw[i][1] * sx[j][1]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        store(a, y_row, tile.count, row0 + wm + i * 16 + g + (e >= 2 ? 8 : 0), wn + j * 8 + 2 * t + (e & 1),
+              acc[i][j][e]);
+      }
+    }
+  }
+}
+
+// Float weights: 64 x 64 tiles in f32, 16 columns a step, each thread 4 x 4 outputs.
+template <typename T>
+__device__ float to_float(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    return float(v);  // __half and __nv_bfloat16 convert exactly
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gemm_float_kernel(GemmArgs a) {
+  constexpr int kK = 16, kR = 64;
+  __shared__ float ws[kK][kR + 4], xs[kK][kCols + 4];
+  __shared__ int x_row[kCols], y_row[kCols];
+  Tile tile;
+  if (!load_tile<kCols>(a, x_row, y_row, tile)) return;
+  const int tid = threadIdx.x, row0 = blockIdx.x * kR, tx = tid % 16, ty = tid / 16;
+  const auto* x = static_cast<const float*>(a.x);
+  const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < a.cols; k0 += kK) {
+    for (int i = tid; i < kR * kK; i += kThreads) {
+      const int r = i / kK, k = i % kK;
+      const bool valid = row0 + r < a.rows && k0 + k < a.cols;
+      ws[k][r] = valid ? to_float(reinterpret_cast<const T*>(w + size_t(row0 + r) * a.row_stride)[k0 + k]) : 0.0f;
+      const bool xvalid = x_row[r] >= 0 && k0 + k < a.cols;  // kR == kCols
+      xs[k][r] = xvalid ? x[size_t(x_row[r]) * a.cols + k0 + k] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kK; ++k) {
+      float wr[4], xc[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) wr[i] = ws[k][ty + 16 * i], xc[i] = xs[k][tx + 16 * i];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += wr[i] * xc[j];
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) store(a, y_row, tile.count, row0 + ty + 16 * i, tx + 16 * j, acc[i][j]);
+  }
+}
+
+// One block: count the rows of each expert, cut each expert's rows into tiles (thread 0, in
+// expert order), then place every row id in its expert's range.
+__global__ void group_by_expert_kernel(const int32_t* __restrict__ experts, int n_rows, int n_expert, int32_t* perm,
+                                       ExpertTile* tiles, int32_t* n_tiles) {
+  __shared__ int count[kMaxExperts], start[kMaxExperts];
+  for (int e = threadIdx.x; e < n_expert; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  for (int j = threadIdx.x; j < n_rows; j += blockDim.x) atomicAdd(&count[experts[j]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int s = 0, nt = 0;
+    for (int e = 0; e < n_expert; ++e) {
+      start[e] = s;
+      for (int c0 = 0; c0 < count[e]; c0 += kExpertTileRows) tiles[nt++] = {e, s + c0, min(kExpertTileRows, count[e] - c0)};
+      s += count[e];
+      count[e] = 0;  // now the expert's cursor
+    }
+    *n_tiles = nt;
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < n_rows; j += blockDim.x) {
+    const int e = experts[j];
+    perm[start[e] + atomicAdd(&count[e], 1)] = j;
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_group_by_expert(const int32_t* experts, int n_rows, int n_expert, int32_t* perm, ExpertTile* tiles,
+                                   int32_t* n_tiles, cudaStream_t stream) {
+  if (n_expert > kMaxExperts) return cudaErrorInvalidValue;
+  group_by_expert_kernel<<<1, 1024, 0, stream>>>(experts, n_rows, n_expert, perm, tiles, n_tiles);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+                        const DeviceActivations& x, int x_row_div, const int32_t* perm, const ExpertTile* tiles,
+                        const int32_t* n_tiles, int max_tiles, float* y, bool accumulate, cudaStream_t stream) {
+  const bool quant = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
+  GemmArgs a{static_cast<const uint8_t*>(w), expert_stride, row_stride, int(rows), int(x.cols), x.n_tok,
+             quant ? static_cast<const void*>(x.qs) : static_cast<const void*>(x.f32), x.scales, x_row_div, perm,
+             tiles, n_tiles, y, accumulate};
+  const unsigned tile_count = tiles ? unsigned(max_tiles) : unsigned((x.n_tok + kCols - 1) / kCols);
+  const bool experts = tiles != nullptr;
+  if (rows == 0 || tile_count == 0) return cudaSuccess;
+  const unsigned row_blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const dim3 float_grid(unsigned((rows + 63) / 64), tile_count);
+  auto quant_launch = [&](auto kernel, int bytes) {
+    // The pipeline's stages in dynamic shared memory: past the 48 KiB default, so opt in.
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipeline * bytes);
+    if (e != cudaSuccess) return e;
+    kernel<<<dim3(row_blocks, tile_count), kThreads, kPipeline * bytes, stream>>>(a);
+    return cudaGetLastError();
+  };
+  switch (type) {
+    case GgmlType::Q8_0:
+      return experts ? quant_launch(gemm_quant_kernel<false, kExpertTileRows>, QuantStage<false, kExpertTileRows>::kBytes)
+                     : quant_launch(gemm_quant_kernel<false, kCols>, QuantStage<false, kCols>::kBytes);
+    case GgmlType::Q4_0:
+      return experts ? quant_launch(gemm_quant_kernel<true, kExpertTileRows>, QuantStage<true, kExpertTileRows>::kBytes)
+                     : quant_launch(gemm_quant_kernel<true, kCols>, QuantStage<true, kCols>::kBytes);
+    case GgmlType::F32: gemm_float_kernel<float><<<float_grid, kThreads, 0, stream>>>(a); break;
+    case GgmlType::F16: gemm_float_kernel<__half><<<float_grid, kThreads, 0, stream>>>(a); break;
+    case GgmlType::BF16: gemm_float_kernel<__nv_bfloat16><<<float_grid, kThreads, 0, stream>>>(a); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace moe::cuda
