@@ -16,6 +16,7 @@ namespace moe::cuda {
 namespace {
 
 constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 4;
+constexpr int kFloatRows = 16, kFloatK = 32;  // the float kernel's tile
 static_assert(kExpertTileRows <= kGemmTileRows);
 constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
 constexpr int kMaxExperts = 512;
@@ -247,7 +248,9 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
   }
 }
 
-// Float weights: 64 x 64 tiles in f32, 16 columns a step, each thread 4 x 4 outputs.
+// Float weights: tiles of 16 weight rows x 64 activation rows in f32, 32 columns a step, each
+// thread one row x 4 activation rows. Narrow in rows so that a router (128 rows) still spreads
+// over enough thread blocks.
 template <typename T>
 __device__ float to_float(T v) {
   if constexpr (std::is_same_v<T, float>) {
@@ -259,42 +262,36 @@ __device__ float to_float(T v) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) gemm_float_kernel(GemmArgs a) {
-  constexpr int kK = 16, kR = 64;
-  __shared__ float ws[kK][kR + 4], xs[kK][kCols + 4];
+  __shared__ float ws[kFloatK][kFloatRows + 1], xs[kFloatK][kCols + 4];
   __shared__ int x_row[kCols], y_row[kCols];
   Tile tile;
   if (!load_tile<kCols>(a, x_row, y_row, tile)) return;
-  const int tid = threadIdx.x, row0 = blockIdx.x * kR, tx = tid % 16, ty = tid / 16;
+  const int tid = threadIdx.x, row0 = blockIdx.x * kFloatRows, tx = tid % 16, ty = tid / 16;
   const auto* x = static_cast<const float*>(a.x);
   const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
-  float acc[4][4] = {};
-  for (int k0 = 0; k0 < a.cols; k0 += kK) {
-    for (int i = tid; i < kR * kK; i += kThreads) {
-      const int r = i / kK, k = i % kK;
+  float acc[4] = {};
+  for (int k0 = 0; k0 < a.cols; k0 += kFloatK) {
+    for (int i = tid; i < kFloatRows * kFloatK; i += kThreads) {
+      const int r = i / kFloatK, k = i % kFloatK;
       const bool valid = row0 + r < a.rows && k0 + k < a.cols;
       ws[k][r] = valid ? to_float(reinterpret_cast<const T*>(w + size_t(row0 + r) * a.row_stride)[k0 + k]) : 0.0f;
-      const bool xvalid = x_row[r] >= 0 && k0 + k < a.cols;  // kR == kCols
-      xs[k][r] = xvalid ? x[size_t(x_row[r]) * a.cols + k0 + k] : 0.0f;
+    }
+    for (int i = tid; i < kCols * kFloatK; i += kThreads) {
+      const int c = i / kFloatK, k = i % kFloatK;
+      const bool valid = x_row[c] >= 0 && k0 + k < a.cols;
+      xs[k][c] = valid ? x[size_t(x_row[c]) * a.cols + k0 + k] : 0.0f;
     }
     __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < kFloatK; ++k) {
+      const float wr = ws[k][ty];
 #pragma unroll
-    for (int k = 0; k < kK; ++k) {
-      float wr[4], xc[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) wr[i] = ws[k][ty + 16 * i], xc[i] = xs[k][tx + 16 * i];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += wr[i] * xc[j];
-      }
+      for (int j = 0; j < 4; ++j) acc[j] += wr * xs[k][tx + 16 * j];
     }
     __syncthreads();
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) store(a, y_row, tile.count, row0 + ty + 16 * i, tx + 16 * j, acc[i][j]);
-  }
+  for (int j = 0; j < 4; ++j) store(a, y_row, tile.count, row0 + ty, tx + 16 * j, acc[j]);
 }
 
 // One block: count the rows of each expert, cut each expert's rows into tiles (thread 0, in
@@ -343,7 +340,7 @@ cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size
   const bool experts = tiles != nullptr;
   if (rows == 0 || tile_count == 0) return cudaSuccess;
   const unsigned row_blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  const dim3 float_grid(unsigned((rows + 63) / 64), tile_count);
+  const dim3 float_grid(unsigned((rows + kFloatRows - 1) / kFloatRows), tile_count);
   auto quant_launch = [&](auto kernel, int bytes) {
     // The pipeline's stages in dynamic shared memory: past the 48 KiB default, so opt in.
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipeline * bytes);
