@@ -188,15 +188,7 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
   float* q = qkv_.get(size_t(n) * (q_rows + 2 * kv_dim));
   float* k = q + size_t(n) * q_rows;
   float* v = k + size_t(n) * kv_dim;
-  // q, k and v read u quantized once where their formats share an activation type.
-  const DeviceActivations& uq = normed(w.q, x, w.norm, n, u);
-  if (w.qkv && n == 1) {
-    product(*w.qkv, uq, q);
-  } else {
-    product(w.q, uq, q);
-    product(w.k, reuse_or_quantize(w.k, uq, u, n), k);
-    product(w.v, reuse_or_quantize(w.v, uq, u, n), v);
-  }
+  project3(w.qkv, {&w.q, &w.k, &w.v}, normed(w.q, x, w.norm, n, u), u, q);
   float* gate = nullptr;
   if (s.gated) {
     float* qg = q;
@@ -230,6 +222,19 @@ void GpuTrunk::ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const floa
     product(w.up, reuse_or_quantize(w.up, ug, u, n), up);
     MOE_CUDA_CHECK(swiglu(g, up, int64_t(n) * ff, g, stream_));
     product(w.down, quantized(w.down, g, n), y, accumulate);
+  }
+}
+
+void GpuTrunk::project3(const std::optional<GpuMatrix>& stacked, std::array<const GpuMatrix*, 3> parts,
+                        const DeviceActivations& uq, const float* u, float* out) {
+  const int n = uq.n_tok;
+  if (stacked && n == 1) {
+    product(*stacked, uq, out);
+    return;
+  }
+  for (const GpuMatrix* m : parts) {  // u quantized once where the formats share an activation type
+    product(*m, reuse_or_quantize(*m, uq, u, n), out);
+    out += int64_t(n) * m->rows;
   }
 }
 

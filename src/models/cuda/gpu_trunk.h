@@ -9,6 +9,7 @@
 // Decode is some 25-30 kernels a layer: launched one by one their launch costs would exceed
 // their run time, so a decode step replays a CUDA graph of the whole step, captured once and
 // captured again whenever a buffer it uses may have moved (after any other call).
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -107,6 +108,11 @@ class GpuTrunk : public Model {
   // y (+)= W x: the GEMM for many tokens where it can, else groups of kMaxMatvecTokens tokens.
   void product(const GpuMatrix& w, const DeviceActivations& x, float* y, bool accumulate = false);
   void product(const GpuMatrix& w, const float* x, int n, float* y) { product(w, quantized(w, x, n), y); }
+  // Three products of the same normed rows u (quantized: uq) into out, laid out [n][rows of
+  // the first] | [n][rows of the second] | [n][rows of the third]: for one token exactly the
+  // output of the three stacked into one matrix, which decode then runs as one product.
+  void project3(const std::optional<GpuMatrix>& stacked, std::array<const GpuMatrix*, 3> parts,
+                const DeviceActivations& uq, const float* u, float* out);
   // The activation `a` again if w reads its type, else x quantized for w.
   const DeviceActivations& reuse_or_quantize(const GpuMatrix& w, const DeviceActivations& a, const float* x, int n);
 

@@ -121,14 +121,7 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
   float* mixed = in_.get(size_t(n) * size_t(ch + vd + 2 * nv));
   float* z = mixed + n * ch;
   float* ba = z + n * vd;
-  const DeviceActivations& uq = normed(w.qkv, x, w.norm, n, u);
-  if (w.in && n == 1) {
-    product(*w.in, uq, mixed);
-  } else {
-    product(w.qkv, uq, mixed);
-    product(w.z, reuse_or_quantize(w.z, uq, u, n), z);
-    product(w.ba, reuse_or_quantize(w.ba, uq, u, n), ba);
-  }
+  project3(w.in, {&w.qkv, &w.z, &w.ba}, normed(w.qkv, x, w.norm, n, u), u, mixed);
   MOE_CUDA_CHECK(conv1d_silu(mixed, n, int(ch), ch, w.conv.as<float>(), ds_.conv_kernel,
                              conv_state_.as<float>() + size_t(w.slot) * ds_.conv_state_floats(), stream_));
   float* o = dn_out_.get(size_t(n) * size_t(vd));
