@@ -1,6 +1,6 @@
 // Qwen3-Next's GPU ops against the CPU's arithmetic on fresh random data: the delta-net's conv,
 // the delta rule (with its L2 norms and gates; the CPU's delta_rule_recurrent is the reference),
-// the gated RMSNorm, and the gated attention's and shared expert's small ops.
+// the gated RMSNorm (alone and fused with the quantization), and the gated attention's and shared expert's small ops.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +10,7 @@
 #include "cuda_test_util.h"
 #include "models/blocks.h"
 #include "models/delta_net.h"
+#include "ops/cuda/activations.h"
 #include "ops/cuda/delta_net.h"
 #include "ops/cuda/ops.h"
 
@@ -171,6 +172,24 @@ TEST(CudaDeltaNet, GatedRmsNormMatchesTheCpu) {
   Device<float> dout(o), dz(z), dw(w);
   MOE_CUDA_CHECK(cuda::gated_rms_norm(dout.get(), dz.get(), dw.get(), 1e-6f, rows, width, dout.get(), nullptr));
   expect_close(dout.host(), cpu, 1e-5f, "gated norm");
+
+  // Fused with the quantization (rows of two heads): the bytes of the two steps.
+  Device<float> din(o);
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q8_K}) {
+    cuda::ActivationBuffer fused, parts;
+    const auto a = fused.quantize_gated_norm(type, din.get(), dz.get(), dw.get(), 1e-6f, rows / 2, 2 * width, width,
+                                             nullptr);
+    const auto b = parts.quantize(type, dout.get(), rows / 2, 2 * width, nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<int8_t> qa(size_t(rows * width)), qb(qa.size());
+    std::vector<float> sa(size_t(rows * width / block_size(type))), sb(sa.size());
+    MOE_CUDA_CHECK(cudaMemcpy(qa.data(), a.qs, qa.size(), cudaMemcpyDeviceToHost));
+    MOE_CUDA_CHECK(cudaMemcpy(qb.data(), b.qs, qb.size(), cudaMemcpyDeviceToHost));
+    MOE_CUDA_CHECK(cudaMemcpy(sa.data(), a.scales, sa.size() * 4, cudaMemcpyDeviceToHost));
+    MOE_CUDA_CHECK(cudaMemcpy(sb.data(), b.scales, sb.size() * 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(qa, qb) << type_name(type);
+    EXPECT_EQ(sa, sb) << type_name(type);
+  }
 }
 
 // The gated attention's split and gate, and the MoE combine with a shared expert.

@@ -10,6 +10,7 @@
 #include "models/trunk.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/delta_net.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
@@ -78,7 +79,7 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, const std::string& b, int64_
   const ModelConfig& c = config_;
   const int64_t d = c.n_embd, ff = c.n_ff_expert;
   GpuMoe m;
-  m.router = upload(load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d), weight_bytes_);
+  const WeightView router = load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d);
   const ExpertWeights gate = load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert);
   const ExpertWeights up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
   m.gate_up = upload_paired(gate, up, weight_bytes_);
@@ -86,8 +87,14 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, const std::string& b, int64_
   m.down = upload(load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert), weight_bytes_);
   if (n_ff_shared > 0) {
     m.shared = load_ffn(load, b, "_shexp", n_ff_shared);
-    m.shared_gate = upload(load.gate_vector(b + "ffn_gate_inp_shexp.weight", d), weight_bytes_);
+    const std::vector<float> gate = load.gate_vector(b + "ffn_gate_inp_shexp.weight", d);
+    if (router.type == GgmlType::F32) {  // the shared expert's gate as one more router row
+      const std::array parts{router, WeightView::packed(GgmlType::F32, 1, d, reinterpret_cast<const std::byte*>(gate.data()))};
+      m.router_gate = upload_stacked(parts, weight_bytes_);
+    }
+    if (!m.router_gate) m.shared_gate = upload(gate, weight_bytes_);
   }
+  m.router = m.router_gate ? slice(*m.router_gate, 0, c.n_expert) : upload(router, weight_bytes_);
   m.n_expert_used = c.n_expert_used;
   return m;
 }
@@ -125,6 +132,17 @@ const DeviceActivations& GpuTrunk::normed(const GpuMatrix& m, const float* x, co
   }
   ActivationSlot& s = slot(at);
   return s.last = s.buffer.quantize_normed(at, x, w.as<float>(), config_.rms_eps, n, m.cols, u, stream_);
+}
+
+const DeviceActivations& GpuTrunk::gated_normed(const GpuMatrix& m, float* o, const float* z, const DeviceBuffer& w,
+                                                int n, int head_width) {
+  const GgmlType at = vec_dot_type(m.type);
+  if (at == GgmlType::F32 || m.cols > ActivationBuffer::kMaxFusedWidth) {
+    MOE_CUDA_CHECK(gated_rms_norm(o, z, w.as<float>(), config_.rms_eps, n * (m.cols / head_width), head_width, o, stream_));
+    return quantized(m, o, n);
+  }
+  ActivationSlot& s = slot(at);
+  return s.last = s.buffer.quantize_gated_norm(at, o, z, w.as<float>(), config_.rms_eps, n, m.cols, head_width, stream_);
 }
 
 const DeviceActivations& GpuTrunk::swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width) {
@@ -255,11 +273,12 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // valid until a product's output is quantized to the same type, so every product that reads
   // the normed rows runs before that.
   const DeviceActivations uq = normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u);
-  float* logits = router_.get(size_t(n) * c.n_expert);
-  product(w.router, reuse_or_quantize(w.router, uq, u, n), logits);  // another type: another slot
+  const GpuMatrix& router = w.router_gate ? *w.router_gate : w.router;
+  float* logits = router_.get(size_t(n) * size_t(router.rows));
+  product(router, reuse_or_quantize(router, uq, u, n), logits);  // another type: another slot
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
-  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_));
+  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_, router.rows));
 
   const GpuFfn* shared = w.shared ? &*w.shared : nullptr;
   float* shared_gu = nullptr;  // the shared expert's gate and up rows, computed from uq early
@@ -297,15 +316,20 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   float* shared_logit = nullptr;
   if (shared) {
     shared_out = shared_out_.get(size_t(n) * d);
-    shared_logit = shared_logit_.get(size_t(n));
-    MOE_CUDA_CHECK(dot_rows(u, w.shared_gate.as<float>(), n, int(d), shared_logit, stream_));
+    if (w.router_gate) {  // the router's last row
+      shared_logit = logits + c.n_expert;
+    } else {
+      shared_logit = shared_logit_.get(size_t(n));
+      MOE_CUDA_CHECK(dot_rows(u, w.shared_gate.as<float>(), n, int(d), shared_logit, stream_));
+    }
     if (shared_gu) {
       product(shared->down, swiglu_quantized(shared->down, shared_gu, n, shared->down.cols), shared_out);
     } else {  // formats that do not share the normed rows' quantization: the general path
       ffn_rows(*shared, quantized(shared->gate_up ? *shared->gate_up : shared->gate, u, n), u, n, shared_out, false);
     }
   }
-  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit));
+  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit,
+                                 w.router_gate ? router.rows : 1));
 }
 
 // ---- steps ----

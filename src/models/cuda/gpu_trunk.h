@@ -54,6 +54,9 @@ struct GpuMoe {
   std::optional<GpuMatrix> gate_up;  // each expert's gate and up rows paired (one product)
   std::optional<GpuFfn> shared;      // Qwen3-Next: added with weight sigmoid(shared_gate . u)
   DeviceBuffer shared_gate;
+  // An f32 router with shared_gate as its last row: one product gives the routing logits and
+  // the shared expert's gate (router is then a slice of it, shared_gate empty).
+  std::optional<GpuMatrix> router_gate;
   int n_expert_used = 0;
 };
 
@@ -101,6 +104,10 @@ class GpuTrunk : public Model {
   const DeviceActivations& quantized(const GpuMatrix& w, const float* x, int n);
   // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch.
   const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
+  // The quantized gated RMSNorm of o (rows of heads of head_width values, gates z, weight w)
+  // for `m`'s kernels; o is normed in place where m reads f32.
+  const DeviceActivations& gated_normed(const GpuMatrix& m, float* o, const float* z, const DeviceBuffer& w, int n,
+                                        int head_width);
   // The quantized swiglu of rows [gate | up] (2 * width values each) for `m`'s kernels.
   const DeviceActivations& swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width);
   // Whether n rows through a matrix of this type take the GEMM (else the matvec kernels).

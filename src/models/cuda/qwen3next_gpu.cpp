@@ -141,8 +141,7 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
   b.state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats();
   b.out = o;
   MOE_CUDA_CHECK(delta_rule(b, stream_));
-  MOE_CUDA_CHECK(gated_rms_norm(o, z, w.out_norm.as<float>(), ds_.rms_eps, int64_t(n) * nv, ds_.d_v, o, stream_));
-  product(w.out, quantized(w.out, o, n), x, true);
+  product(w.out, gated_normed(w.out, o, z, w.out_norm, n, ds_.d_v), x, true);
 }
 
 void Qwen3NextGpu::layers(int n, float* x) {

@@ -75,4 +75,16 @@ DeviceActivations ActivationBuffer::quantize_swiglu(GgmlType type, const float* 
   return view(type, rows, width);
 }
 
+DeviceActivations ActivationBuffer::quantize_gated_norm(GgmlType type, const float* x, const float* z, const float* w,
+                                                        float eps, int rows, int64_t width, int head_width,
+                                                        cudaStream_t stream) {
+  if (width > kMaxFusedWidth || head_width <= 0 || width % head_width != 0) {
+    fail("quantize_gated_norm: rows of {} values in heads of {} (at most {} values)", width, head_width, kMaxFusedWidth);
+  }
+  reserve_for(type, rows, width);
+  MOE_CUDA_CHECK(launch_gated_norm_quantize(x, z, w, eps, rows, width, head_width, type == GgmlType::Q8_K,
+                                            qs_.as<int8_t>(), scales_.as<float>(), sums_.as<int>(), stream));
+  return view(type, rows, width);
+}
+
 }  // namespace moe::cuda

@@ -2,6 +2,7 @@
 // value for value, so the integer sums of the products are the same on both backends.
 #include <cuda_fp16.h>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/activations.h"
 
 namespace moe::cuda {
@@ -62,12 +63,16 @@ __device__ void quantize_block_q8_k(const float* x, int8_t* qs, float* scale, in
 
 __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
                                      float* __restrict__ scales) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (b < n_blocks) quantize_block_q8_0(x + b * 32, qs + b * 32, scales + b);
 }
 
 __global__ void quantize_q8_k_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
                                      float* __restrict__ scales, int* __restrict__ sums) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (b < n_blocks) quantize_block_q8_k(x + b * 256, qs + b * 256, scales + b, sums + b * 16);
 }
@@ -95,6 +100,8 @@ constexpr int64_t kMaxNormWidth = 8192;  // 32 KiB of shared memory
 __global__ void __launch_bounds__(32 * kNormWarps)
     norm_quantize_kernel(const float* x, const float* __restrict__ w, float eps, int64_t width, float* out,
                          bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales, int* __restrict__ sums) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   __shared__ float normed[kMaxNormWidth];
   __shared__ double partial[kNormWarps];
   const int64_t row = blockIdx.x;
@@ -126,6 +133,8 @@ __global__ void __launch_bounds__(32 * kNormWarps)
 __global__ void __launch_bounds__(32 * kNormWarps)
     swiglu_quantize_kernel(const float* __restrict__ y, int64_t width, bool k_quant, int8_t* __restrict__ qs,
                            float* __restrict__ scales, int* __restrict__ sums) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   __shared__ float h[kMaxNormWidth];
   const int64_t row = blockIdx.x;
   const int tid = threadIdx.y * 32 + threadIdx.x;
@@ -138,27 +147,66 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   quantize_row(h, row, width, k_quant, qs, scales, sums);
 }
 
+// Qwen3-Next's gated RMSNorm of a row of heads (gated_rms_norm() in delta_net.h, the same
+// arithmetic: per head of head_width values, x / rms(x) * w * silu(z)) and the quantization
+// of the result, one thread block per row, one warp per head.
+__global__ void __launch_bounds__(32 * kNormWarps)
+    gated_norm_quantize_kernel(const float* __restrict__ x, const float* __restrict__ z, const float* __restrict__ w,
+                               float eps, int64_t width, int head_width, bool k_quant, int8_t* __restrict__ qs,
+                               float* __restrict__ scales, int* __restrict__ sums) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  __shared__ float normed[kMaxNormWidth];
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x;
+  for (int64_t h = threadIdx.y; h < width / head_width; h += kNormWarps) {
+    const float* xh = x + row * width + h * head_width;
+    const float* zh = z + row * width + h * head_width;
+    double sum = 0;
+    for (int i = lane; i < head_width; i += 32) sum += double(xh[i]) * xh[i];
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+    const float scale = float(1.0 / sqrt(sum / double(head_width) + eps));
+    for (int i = lane; i < head_width; i += 32) {
+      const float g = zh[i];
+      normed[h * head_width + i] = xh[i] * scale * w[i] * (g / (1.0f + expf(-g)));
+    }
+  }
+  __syncthreads();
+  quantize_row(normed, row, width, k_quant, qs, scales, sums);
+}
+
 }  // namespace
+
+cudaError_t launch_gated_norm_quantize(const float* x, const float* z, const float* w, float eps, int64_t rows,
+                                       int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales, int* sums,
+                                       cudaStream_t stream) {
+  if (width > kMaxNormWidth || head_width <= 0 || width % head_width != 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  launch(gated_norm_quantize_kernel, unsigned(rows), dim3(32, kNormWarps), 0, stream, x, z, w, eps, width, head_width,
+                                                                                  k_quant, qs, scales, sums);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, bool k_quant, int8_t* qs,
                                    float* scales, int* sums, cudaStream_t stream) {
   if (width > kMaxNormWidth) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  swiglu_quantize_kernel<<<unsigned(rows), dim3(32, kNormWarps), 0, stream>>>(y, width, k_quant, qs, scales, sums);
+  launch(swiglu_quantize_kernel, unsigned(rows), dim3(32, kNormWarps), 0, stream, y, width, k_quant, qs, scales, sums);
   return cudaGetLastError();
 }
 
 cudaError_t launch_quantize_q8_0(const float* x, int64_t n, int8_t* qs, float* scales, cudaStream_t stream) {
   const int64_t n_blocks = n / 32;
   const dim3 block(32, kWarpsPerBlock), grid(unsigned((n_blocks + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  quantize_q8_0_kernel<<<grid, block, 0, stream>>>(x, n_blocks, qs, scales);
+  launch(quantize_q8_0_kernel, grid, block, 0, stream, x, n_blocks, qs, scales);
   return cudaGetLastError();
 }
 
 cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* scales, int* sums, cudaStream_t stream) {
   const int64_t n_blocks = n / 256;
   const dim3 block(32, kWarpsPerBlock), grid(unsigned((n_blocks + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  quantize_q8_k_kernel<<<grid, block, 0, stream>>>(x, n_blocks, qs, scales, sums);
+  launch(quantize_q8_k_kernel, grid, block, 0, stream, x, n_blocks, qs, scales, sums);
   return cudaGetLastError();
 }
 
@@ -166,7 +214,8 @@ cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int6
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream) {
   if (width > kMaxNormWidth) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  norm_quantize_kernel<<<unsigned(rows), dim3(32, kNormWarps), 0, stream>>>(x, w, eps, width, out, k_quant, qs, scales,
+  launch(norm_quantize_kernel, unsigned(rows), dim3(32, kNormWarps), 0, stream, x, w, eps, width, out, k_quant, qs,
+         scales,
                                                                             sums);
   return cudaGetLastError();
 }

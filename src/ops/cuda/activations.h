@@ -62,6 +62,10 @@ class ActivationBuffer {
   // launch; width at most kMaxFusedWidth (else run swiglu_pairs() and quantize()).
   static constexpr int64_t kMaxFusedWidth = 8192;
   DeviceActivations quantize_swiglu(GgmlType type, const float* y, int rows, int64_t width, cudaStream_t stream);
+  // The quantized gated_rms_norm(x, z, w) (delta_net.h) of rows of `width` values made of heads
+  // of head_width values, in one launch; width at most kMaxFusedWidth.
+  DeviceActivations quantize_gated_norm(GgmlType type, const float* x, const float* z, const float* w, float eps,
+                                        int rows, int64_t width, int head_width, cudaStream_t stream);
 
  private:
   void reserve_for(GgmlType type, int n_tok, int64_t cols);
@@ -75,6 +79,9 @@ cudaError_t launch_quantize_q8_0(const float* x, int64_t n, int8_t* qs, float* s
 cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
 cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, bool k_quant, int8_t* qs,
                                    float* scales, int* sums, cudaStream_t stream);
+cudaError_t launch_gated_norm_quantize(const float* x, const float* z, const float* w, float eps, int64_t rows,
+                                       int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales, int* sums,
+                                       cudaStream_t stream);
 cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
 

@@ -9,6 +9,7 @@
 
 #include <cfloat>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/attention.h"
 
 namespace moe::cuda {
@@ -20,6 +21,8 @@ constexpr int kSplit = 8;
 __global__ void attend_kernel(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
                               const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv, int head_dim,
                               float scale, float* __restrict__ out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t task = blockIdx.x;
   const int t = int(task / n_head), h = int(task % n_head), lane = threadIdx.x, warp = threadIdx.y;
   const int kv_head = h / (n_head / n_head_kv), kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
@@ -79,6 +82,8 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
 
 __global__ void store_kv_kernel(const float* __restrict__ k, const float* __restrict__ v, int n, int kv_dim,
                                 const int32_t* __restrict__ pos, __half* kc, __half* vc) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(n) * kv_dim) return;
   const int t = int(i / kv_dim), d = int(i % kv_dim);
@@ -94,7 +99,7 @@ cudaError_t attend(const float* q, const __half* k, const __half* v, const int32
   if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const dim3 block(32, kSplit), grid(unsigned(int64_t(n) * n_head));
-  attend_kernel<<<grid, block, 0, stream>>>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out);
+  launch(attend_kernel, grid, block, 0, stream, q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out);
   return cudaGetLastError();
 }
 
@@ -102,7 +107,7 @@ cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const in
                      __half* v_cache, cudaStream_t stream) {
   const int64_t total = int64_t(n) * kv_dim;
   if (total == 0) return cudaSuccess;
-  store_kv_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(k, v, n, kv_dim, pos, k_cache, v_cache);
+  launch(store_kv_kernel, unsigned((total + 255) / 256), 256, 0, stream, k, v, n, kv_dim, pos, k_cache, v_cache);
   return cudaGetLastError();
 }
 

@@ -1,6 +1,7 @@
 // The delta-net's kernels. The state is the big operand (d_v x d_k floats per value head,
 // 2 MiB a layer for Qwen3-Next-80B): each warp keeps one row of it in registers for all the
 // tokens of a call, so prefill reads and writes the state once, not once a token.
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/delta_net.h"
 
 namespace moe::cuda {
@@ -26,6 +27,8 @@ __device__ float warp_sum(float v) {
 // One thread per channel, the tokens in order; the CPU's sum order (taps oldest first).
 __global__ void conv1d_silu_kernel(float* x, int n, int channels, int64_t x_stride, const float* __restrict__ w, int K,
                                    float* state) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= channels) return;
   float hist[kMaxConvKernel];
@@ -59,6 +62,8 @@ __device__ void l2_normalize(float (&x)[kPer], int per, float eps) {
 // One warp per state row (value head h, value j); lane l holds columns l, l + 32, ...
 template <int kPer>
 __global__ void delta_rule_kernel(DeltaRuleBatch b) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.y, lane = threadIdx.x;
   if (row >= b.n_v_heads * b.d_v) return;
   const int h = row / b.d_v, j = row % b.d_v;
@@ -115,6 +120,8 @@ __global__ void delta_rule_kernel(DeltaRuleBatch b) {
 // One warp per row: the sum of squares in double, as the CPU's rms_norm.
 __global__ void gated_rms_norm_kernel(const float* o, const float* __restrict__ z, const float* __restrict__ w,
                                       float eps, int64_t rows, int width, float* out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const int lane = threadIdx.x;
@@ -132,7 +139,8 @@ cudaError_t conv1d_silu(float* x, int n, int channels, int64_t x_stride, const f
   if (K < 2 || K > kMaxConvKernel) return cudaErrorInvalidValue;
   if (n == 0 || channels == 0) return cudaSuccess;
   constexpr int kThreads = 256;
-  conv1d_silu_kernel<<<unsigned((channels + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, n, channels, x_stride,
+  launch(conv1d_silu_kernel, unsigned((channels + kThreads - 1) / kThreads), kThreads, 0, stream, x, n, channels,
+         x_stride,
                                                                                               w, K, state);
   return cudaGetLastError();
 }
@@ -145,9 +153,9 @@ cudaError_t delta_rule(const DeltaRuleBatch& b, cudaStream_t stream) {
   const int rows = b.n_v_heads * b.d_v;
   const dim3 block(32, kRowsPerBlock), grid(unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock));
   if (b.d_k <= 128) {
-    delta_rule_kernel<4><<<grid, block, 0, stream>>>(b);
+    launch(delta_rule_kernel<4>, grid, block, 0, stream, b);
   } else {
-    delta_rule_kernel<8><<<grid, block, 0, stream>>>(b);
+    launch(delta_rule_kernel<8>, grid, block, 0, stream, b);
   }
   return cudaGetLastError();
 }
@@ -156,7 +164,7 @@ cudaError_t gated_rms_norm(const float* o, const float* z, const float* w, float
                            float* out, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const dim3 block(32, kRowsPerBlock), grid(unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock));
-  gated_rms_norm_kernel<<<grid, block, 0, stream>>>(o, z, w, eps, rows, width, out);
+  launch(gated_rms_norm_kernel, grid, block, 0, stream, o, z, w, eps, rows, width, out);
   return cudaGetLastError();
 }
 

@@ -1,4 +1,5 @@
 // Elementwise ops: one thread per value.
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
@@ -9,6 +10,8 @@ constexpr int kThreads = 256;
 unsigned grid_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
 
 __global__ void swiglu_kernel(const float* g, const float* __restrict__ u, int64_t n, float* h) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n) return;
   const float v = g[i];
@@ -16,6 +19,8 @@ __global__ void swiglu_kernel(const float* g, const float* __restrict__ u, int64
 }
 
 __global__ void swiglu_pairs_kernel(const float* __restrict__ y, int64_t rows, int64_t width, float* __restrict__ h) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= rows * width) return;
   const int64_t r = i / width, c = i % width;
@@ -24,11 +29,15 @@ __global__ void swiglu_pairs_kernel(const float* __restrict__ y, int64_t rows, i
 }
 
 __global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) y[i] += x[i];
 }
 
 __global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, int64_t width, float* __restrict__ out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= int64_t(n) * k * width) return;
   out[i] = x[(i / width) / k * width + i % width];
@@ -38,18 +47,22 @@ __device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __global__ void combine_kernel(const float* __restrict__ rows, const float* __restrict__ weights, int n, int k,
                                int64_t width, float* __restrict__ out, bool accumulate, const float* __restrict__ shared,
-                               const float* __restrict__ shared_logit) {
+                               const float* __restrict__ shared_logit, int64_t logit_stride) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= int64_t(n) * width) return;
   const int64_t t = i / width, c = i % width;
   float sum = 0.0f;
   for (int r = 0; r < k; ++r) sum = __fadd_rn(sum, __fmul_rn(weights[t * k + r], rows[(t * k + r) * width + c]));
-  if (shared) sum = __fadd_rn(sum, __fmul_rn(sigmoid(shared_logit[t]), shared[i]));
+  if (shared) sum = __fadd_rn(sum, __fmul_rn(sigmoid(shared_logit[t * logit_stride]), shared[i]));
   out[i] = accumulate ? out[i] + sum : sum;
 }
 
 __global__ void split_gated_heads_kernel(const float* __restrict__ qg, int64_t rows, int head_dim, float* __restrict__ q,
                                          float* __restrict__ gate) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= rows * head_dim) return;
   const int64_t r = i / head_dim, c = i % head_dim;
@@ -58,6 +71,8 @@ __global__ void split_gated_heads_kernel(const float* __restrict__ qg, int64_t r
 }
 
 __global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int64_t n) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i < n) x[i] *= sigmoid(gate[i]);
 }
@@ -67,47 +82,48 @@ __global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int
 cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out, cudaStream_t stream) {
   const int64_t total = int64_t(n) * k * width;
   if (total == 0) return cudaSuccess;
-  repeat_rows_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, n, k, width, out);
+  launch(repeat_rows_kernel, grid_for(total), kThreads, 0, stream, x, n, k, width, out);
   return cudaGetLastError();
 }
 
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
-                            cudaStream_t stream, bool accumulate, const float* shared, const float* shared_logit) {
+                            cudaStream_t stream, bool accumulate, const float* shared, const float* shared_logit,
+                            int64_t logit_stride) {
   const int64_t total = int64_t(n) * width;
   if ((shared == nullptr) != (shared_logit == nullptr)) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
-  combine_kernel<<<grid_for(total), kThreads, 0, stream>>>(rows, weights, n, k, width, out, accumulate, shared,
-                                                           shared_logit);
+  launch(combine_kernel, grid_for(total), kThreads, 0, stream, rows, weights, n, k, width, out, accumulate, shared,
+                                                           shared_logit, logit_stride);
   return cudaGetLastError();
 }
 
 cudaError_t split_gated_heads(const float* qg, int64_t rows, int head_dim, float* q, float* gate, cudaStream_t stream) {
   if (rows * head_dim == 0) return cudaSuccess;
-  split_gated_heads_kernel<<<grid_for(rows * head_dim), kThreads, 0, stream>>>(qg, rows, head_dim, q, gate);
+  launch(split_gated_heads_kernel, grid_for(rows * head_dim), kThreads, 0, stream, qg, rows, head_dim, q, gate);
   return cudaGetLastError();
 }
 
 cudaError_t sigmoid_mul(float* x, const float* gate, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  sigmoid_mul_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, gate, n);
+  launch(sigmoid_mul_kernel, grid_for(n), kThreads, 0, stream, x, gate, n);
   return cudaGetLastError();
 }
 
 cudaError_t swiglu(const float* g, const float* u, int64_t n, float* h, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, u, n, h);
+  launch(swiglu_kernel, grid_for(n), kThreads, 0, stream, g, u, n, h);
   return cudaGetLastError();
 }
 
 cudaError_t swiglu_pairs(const float* y, int64_t rows, int64_t width, float* h, cudaStream_t stream) {
   if (rows * width == 0) return cudaSuccess;
-  swiglu_pairs_kernel<<<grid_for(rows * width), kThreads, 0, stream>>>(y, rows, width, h);
+  launch(swiglu_pairs_kernel, grid_for(rows * width), kThreads, 0, stream, y, rows, width, h);
   return cudaGetLastError();
 }
 
 cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  add_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, x, n);
+  launch(add_kernel, grid_for(n), kThreads, 0, stream, y, x, n);
   return cudaGetLastError();
 }
 

@@ -9,6 +9,7 @@
 // Float weights (the routers, F16/BF16 models) take a plain f32 tile kernel instead.
 #include <cuda_bf16.h>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/gemm.h"
 
@@ -141,6 +142,8 @@ __device__ __forceinline__ float small_int_to_float(int c) {
 // read once per 32 of its rows), though half of a 64-row tile is padding there.
 template <bool kQ4, int kTileCols>
 __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   using S = QuantStage<kQ4, kTileCols>;
   constexpr int kWarpCols = kTileCols / 2, kNT = kWarpCols / 8;  // 8 warps: 4 along the rows, 2 along the columns
   extern __shared__ __align__(16) uint8_t smem[];
@@ -262,6 +265,8 @@ __device__ float to_float(T v) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) gemm_float_kernel(GemmArgs a) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   __shared__ float ws[kFloatK][kFloatRows + 1], xs[kFloatK][kCols + 4];
   __shared__ int x_row[kCols], y_row[kCols];
   Tile tile;
@@ -298,6 +303,8 @@ __global__ void __launch_bounds__(kThreads) gemm_float_kernel(GemmArgs a) {
 // expert order), then place every row id in its expert's range.
 __global__ void group_by_expert_kernel(const int32_t* __restrict__ experts, int n_rows, int n_expert, int32_t* perm,
                                        ExpertTile* tiles, int32_t* n_tiles) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   __shared__ int count[kMaxExperts], start[kMaxExperts];
   for (int e = threadIdx.x; e < n_expert; e += blockDim.x) count[e] = 0;
   __syncthreads();
@@ -325,7 +332,7 @@ __global__ void group_by_expert_kernel(const int32_t* __restrict__ experts, int 
 cudaError_t launch_group_by_expert(const int32_t* experts, int n_rows, int n_expert, int32_t* perm, ExpertTile* tiles,
                                    int32_t* n_tiles, cudaStream_t stream) {
   if (n_expert > kMaxExperts) return cudaErrorInvalidValue;
-  group_by_expert_kernel<<<1, 1024, 0, stream>>>(experts, n_rows, n_expert, perm, tiles, n_tiles);
+  launch(group_by_expert_kernel, 1, 1024, 0, stream, experts, n_rows, n_expert, perm, tiles, n_tiles);
   return cudaGetLastError();
 }
 
@@ -345,7 +352,7 @@ cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size
     // The pipeline's stages in dynamic shared memory: past the 48 KiB default, so opt in.
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipeline * bytes);
     if (e != cudaSuccess) return e;
-    kernel<<<dim3(row_blocks, tile_count), kThreads, kPipeline * bytes, stream>>>(a);
+    launch(kernel, dim3(row_blocks, tile_count), kThreads, kPipeline * bytes, stream, a);
     return cudaGetLastError();
   };
   switch (type) {
@@ -355,9 +362,9 @@ cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size
     case GgmlType::Q4_0:
       return experts ? quant_launch(gemm_quant_kernel<true, kExpertTileRows>, QuantStage<true, kExpertTileRows>::kBytes)
                      : quant_launch(gemm_quant_kernel<true, kCols>, QuantStage<true, kCols>::kBytes);
-    case GgmlType::F32: gemm_float_kernel<float><<<float_grid, kThreads, 0, stream>>>(a); break;
-    case GgmlType::F16: gemm_float_kernel<__half><<<float_grid, kThreads, 0, stream>>>(a); break;
-    case GgmlType::BF16: gemm_float_kernel<__nv_bfloat16><<<float_grid, kThreads, 0, stream>>>(a); break;
+    case GgmlType::F32: launch(gemm_float_kernel<float>, float_grid, kThreads, 0, stream, a); break;
+    case GgmlType::F16: launch(gemm_float_kernel<__half>, float_grid, kThreads, 0, stream, a); break;
+    case GgmlType::BF16: launch(gemm_float_kernel<__nv_bfloat16>, float_grid, kThreads, 0, stream, a); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();

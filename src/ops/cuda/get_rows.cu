@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/ops.h"
 
@@ -48,6 +49,8 @@ __device__ float value(GgmlType type, const uint8_t* row, int64_t i) {
 
 __global__ void get_rows_kernel(GgmlType type, const uint8_t* __restrict__ w, size_t row_stride, int64_t cols,
                                 const int32_t* __restrict__ ids, float* __restrict__ out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const uint8_t* row = w + size_t(ids[blockIdx.x]) * row_stride;
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[int64_t(blockIdx.x) * cols + i] = value(type, row, i);
 }
@@ -62,7 +65,8 @@ cudaError_t get_rows(GgmlType type, const void* w, size_t row_stride, int64_t co
     default: return cudaErrorInvalidValue;
   }
   if (n == 0) return cudaSuccess;
-  get_rows_kernel<<<unsigned(n), 256, 0, stream>>>(type, static_cast<const uint8_t*>(w), row_stride, cols, ids, out);
+  launch(get_rows_kernel, unsigned(n), 256, 0, stream, type, static_cast<const uint8_t*>(w), row_stride, cols, ids,
+         out);
   return cudaGetLastError();
 }
 

@@ -14,6 +14,7 @@
 
 #include <utility>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/matvec.h"
 
@@ -187,6 +188,8 @@ template <typename Format, int NT>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_kernel(const uint8_t* __restrict__ w, size_t row_stride, int64_t rows, const DeviceActivations x,
                   float* __restrict__ y, bool accumulate) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const uint8_t* wr = w + row * row_stride;
@@ -212,6 +215,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_experts_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride, int64_t rows,
                           const DeviceActivations x, int x_row_div, const int32_t* __restrict__ experts,
                           float* __restrict__ y) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const int j = blockIdx.y;
@@ -233,7 +238,7 @@ cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t st
                                   cudaStream_t stream) {
   const dim3 block(32, kWarpsPerBlock);
   const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok * x_row_div));
-  matvec_experts_kernel<Format><<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(w), expert_stride, stride, rows,
+  launch(matvec_experts_kernel<Format>, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride, rows,
                                                             x, x_row_div, experts, y);
   return cudaGetLastError();
 }
@@ -247,7 +252,7 @@ cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const Devi
   const auto* wb = static_cast<const uint8_t*>(w);
   // One instantiation per token count: the accumulators stay in registers.
   const bool launched = [&]<int... N>(std::integer_sequence<int, N...>) {
-    return ((n_tok == N + 1 ? (matvec_kernel<Format, N + 1><<<grid, block, 0, stream>>>(wb, stride, rows, x, y, accumulate),
+    return ((n_tok == N + 1 ? (launch(matvec_kernel<Format, N + 1>, grid, block, 0, stream, wb, stride, rows, x, y, accumulate),
                                true)
                             : false) ||
             ...);

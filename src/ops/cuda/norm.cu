@@ -1,4 +1,5 @@
 // Row reductions: RMSNorm (one block of 256 threads per row), dot products with one vector.
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
@@ -8,6 +9,8 @@ constexpr int kThreads = 256;
 
 __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps, int width,
                                 float* out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const float* xr = x + int64_t(blockIdx.x) * width;
   float* yr = out + int64_t(blockIdx.x) * width;
   double sum = 0;
@@ -27,6 +30,8 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
 // One warp per row.
 __global__ void dot_rows_kernel(const float* __restrict__ x, const float* __restrict__ w, int n, int width,
                                 float* out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int t = blockIdx.x * 4 + threadIdx.y;
   if (t >= n) return;
   double sum = 0;
@@ -40,14 +45,14 @@ __global__ void dot_rows_kernel(const float* __restrict__ x, const float* __rest
 
 cudaError_t dot_rows(const float* x, const float* w, int n, int width, float* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  dot_rows_kernel<<<unsigned((n + 3) / 4), dim3(32, 4), 0, stream>>>(x, w, n, width, out);
+  launch(dot_rows_kernel, unsigned((n + 3) / 4), dim3(32, 4), 0, stream, x, w, n, width, out);
   return cudaGetLastError();
 }
 
 cudaError_t rms_norm(const float* x, const float* w, float eps, int64_t rows, int width, float* out,
                      cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  rms_norm_kernel<<<unsigned(rows), kThreads, 0, stream>>>(x, w, eps, width, out);
+  launch(rms_norm_kernel, unsigned(rows), kThreads, 0, stream, x, w, eps, width, out);
   return cudaGetLastError();
 }
 

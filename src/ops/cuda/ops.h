@@ -45,11 +45,12 @@ cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out,
 // out[t] = sum over r < k of weights[t][r] * rows[t * k + r], in rank order, each product
 // rounded before it is added (the CPU's sum): the experts' outputs combined. With
 // `accumulate`, out[t] += that sum (the residual add fused in).
-// With `shared` (Qwen3-Next's shared expert, [n][width]), sigmoid(shared_logit[t]) * shared[t]
-// is added to each token's sum before it goes to out, as the CPU's moe_ffn adds it.
+// With `shared` (Qwen3-Next's shared expert, [n][width]), sigmoid(shared_logit[t *
+// logit_stride]) * shared[t] is added to each token's sum before it goes to out, as the CPU's
+// moe_ffn adds it.
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
                             cudaStream_t stream, bool accumulate = false, const float* shared = nullptr,
-                            const float* shared_logit = nullptr);
+                            const float* shared_logit = nullptr, int64_t logit_stride = 1);
 
 // out[t] = w . x[t] for n rows of `width` values, summed in double (the shared expert's gate).
 cudaError_t dot_rows(const float* x, const float* w, int n, int width, float* out, cudaStream_t stream);
@@ -72,9 +73,10 @@ cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* 
 
 // MoE routing, per token: softmax over its n_expert router logits, the k most probable
 // experts (ties to the lower id), their probabilities (divided by their sum when
-// `renormalize`). logits [n_tok][n_expert]; experts and weights [n_tok][k], rank order.
+// `renormalize`). logits [n_tok][n_expert] (rows logit_stride floats apart, when not 0);
+// experts and weights [n_tok][k], rank order.
 cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
-                        float* weights, cudaStream_t stream);
+                        float* weights, cudaStream_t stream, int64_t logit_stride = 0);
 
 // out[i] = row ids[i] of a matrix in `type` (rows row_stride bytes apart), as f32: the
 // embedding lookup. cols a multiple of the type's block size.

@@ -1,6 +1,7 @@
 // NEOX RoPE: one thread per rotated pair (i, i + n_rot / 2) of one head of one token.
 #include <cuda_fp16.h>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
@@ -8,6 +9,8 @@ namespace {
 
 __global__ void rope_neox_kernel(float* x, const int32_t* __restrict__ pos, int n_tok, int n_head, int head_dim,
                                  int n_rot, const double* __restrict__ freq) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int half = n_rot / 2;
   const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= int64_t(n_tok) * n_head * half) return;
@@ -31,6 +34,8 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
                                           float eps, const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv,
                                           int head_dim, int n_rot, const double* __restrict__ freq, __half* k_cache,
                                           __half* v_cache) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int heads = n_head + n_head_kv;
   const int64_t id = int64_t(blockIdx.x) * kHeadsPerBlock + threadIdx.y;
   if (id >= int64_t(n) * heads) return;
@@ -74,7 +79,7 @@ cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* 
   const int64_t heads = int64_t(n) * (n_head + n_head_kv);
   if (heads == 0) return cudaSuccess;
   const dim3 block(32, kHeadsPerBlock), grid(unsigned((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
-  qk_norm_rope_store_kernel<<<grid, block, 0, stream>>>(q, k, v, q_norm, k_norm, eps, pos, n, n_head, n_head_kv,
+  launch(qk_norm_rope_store_kernel, grid, block, 0, stream, q, k, v, q_norm, k_norm, eps, pos, n, n_head, n_head_kv,
                                                         head_dim, n_rot, freq, static_cast<__half*>(k_cache),
                                                         static_cast<__half*>(v_cache));
   return cudaGetLastError();
@@ -85,7 +90,7 @@ cudaError_t rope_neox(float* x, const int32_t* pos, int n_tok, int n_head, int h
   const int64_t n = int64_t(n_tok) * n_head * (n_rot / 2);
   if (n == 0) return cudaSuccess;
   constexpr int kThreads = 256;
-  rope_neox_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, pos, n_tok, n_head, head_dim,
+  launch(rope_neox_kernel, unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream, x, pos, n_tok, n_head, head_dim,
                                                                                       n_rot, freq);
   return cudaGetLastError();
 }

@@ -2,6 +2,7 @@
 // sum in double; lane l holds the experts l, l + 32, ...
 #include <cfloat>
 
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
@@ -12,11 +13,13 @@ constexpr int kMaxExperts = 512, kWarps = 4;
 // kPerLane: experts per lane, the smallest of 4, 8, 16 that holds n_expert (the loops over a
 // lane's experts are unrolled: 128 experts need not pay for 512).
 template <int kPerLane>
-__global__ void route_kernel(const float* __restrict__ logits, int n_tok, int n_expert, int k, bool renormalize,
-                             int32_t* experts, float* weights) {
+__global__ void route_kernel(const float* __restrict__ logits, int64_t stride, int n_tok, int n_expert, int k,
+                             bool renormalize, int32_t* experts, float* weights) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
   const int t = blockIdx.x * kWarps + threadIdx.y, lane = threadIdx.x;
   if (t >= n_tok) return;
-  const float* l = logits + int64_t(t) * n_expert;
+  const float* l = logits + int64_t(t) * stride;
   float max = -FLT_MAX;
 #pragma unroll
   for (int j = 0; j < kPerLane; ++j) {
@@ -55,7 +58,10 @@ __global__ void route_kernel(const float* __restrict__ logits, int n_tok, int n_
       const int be = __shfl_xor_sync(0xFFFFFFFFu, best_e, off);
       if (b > best || (b == best && be < best_e)) best = b, best_e = be;
     }
-    if (best_e % 32 == lane) p[best_e / 32] = -1.0f;  // taken
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {  // taken (a constant index keeps p in registers)
+      if (lane + 32 * j == best_e) p[j] = -1.0f;
+    }
     selected += best;
     if (lane == r) chosen_p = best, chosen_e = best_e;
   }
@@ -68,16 +74,17 @@ __global__ void route_kernel(const float* __restrict__ logits, int n_tok, int n_
 }  // namespace
 
 cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
-                        float* weights, cudaStream_t stream) {
+                        float* weights, cudaStream_t stream, int64_t logit_stride) {
+  const int64_t stride = logit_stride ? logit_stride : n_expert;
   if (n_expert > kMaxExperts || k < 1 || k > 32 || k > n_expert) return cudaErrorInvalidValue;
   if (n_tok == 0) return cudaSuccess;
   const dim3 block(32, kWarps), grid(unsigned((n_tok + kWarps - 1) / kWarps));
   if (n_expert <= 128) {
-    route_kernel<4><<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+    launch(route_kernel<4>, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, experts, weights);
   } else if (n_expert <= 256) {
-    route_kernel<8><<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+    launch(route_kernel<8>, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, experts, weights);
   } else {
-    route_kernel<16><<<grid, block, 0, stream>>>(logits, n_tok, n_expert, k, renormalize, experts, weights);
+    launch(route_kernel<16>, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, experts, weights);
   }
   return cudaGetLastError();
 }
