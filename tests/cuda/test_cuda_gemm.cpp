@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <fmt/format.h>
@@ -17,6 +18,8 @@
 #include "ops/cpu/vec_dot.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/layout.h"
+#include "ops/cuda/matvec.h"
 
 namespace moe {
 namespace {
@@ -100,6 +103,57 @@ TEST(CudaGemm, ExpertRowsGoThroughTheirExpert) {
   }
 }
 
+// Q8_0 rows repacked into the split layout hold the same bytes elsewhere (checked on the host),
+// and every product reads them to exactly the results of the GGUF layout: decode products for
+// 1 to 8 tokens, expert products, the dense and expert GEMM.
+TEST(CudaGemm, SplitQ8_0LayoutGivesTheSameProducts) {
+  SEED_TRACE();
+  if (!cuda::device_has_gemm()) GTEST_SKIP() << "the device has no int8 mma (compute capability < 8.0)";
+  std::mt19937 rng(test::test_seed());
+  const GgmlType type = GgmlType::Q8_0;
+  const int rows = 200, cols = 320, n_expert = 3, n = 70;
+  const size_t rb = row_bytes(type, cols), split_stride = cuda::q8_0_split_stride(cols);
+  const auto w = test::random_blocks(rng, type, int64_t(n_expert) * rows, cols);
+  Device<std::byte> dw(w), ds{split_stride * n_expert * rows};
+  MOE_CUDA_CHECK(cuda::relayout_q8_0_split(dw.get(), rb, n_expert * rows, cols, ds.get(), split_stride, nullptr));
+  const auto split = ds.host();
+  for (int r = 0; r < n_expert * rows; ++r) {
+    for (int b = 0; b < cols / 32; ++b) {
+      const std::byte* blk = w.data() + size_t(r) * rb + size_t(b) * 34;
+      const std::byte* row = split.data() + size_t(r) * split_stride;
+      ASSERT_EQ(std::memcmp(row + b * 32, blk + 2, 32), 0) << "values of row " << r << " block " << b;
+      ASSERT_EQ(std::memcmp(row + cols + 2 * b, blk, 2), 0) << "scale of row " << r << " block " << b;
+    }
+  }
+  const auto x = test::random_floats(rng, size_t(n * cols));
+  Device<float> dx(x), gguf{size_t(n * rows)}, ours{size_t(n * rows)};
+  cuda::ActivationBuffer buffer;
+  const auto a = buffer.quantize(GgmlType::Q8_0, dx.get(), n, cols, nullptr);
+  for (int tokens = 1; tokens <= cuda::kMaxMatvecTokens; ++tokens) {
+    cuda::matvec(type, dw.get(), rb, rows, a.rows(0, tokens), gguf.get(), nullptr);
+    cuda::matvec(type, ds.get(), split_stride, rows, a.rows(0, tokens), ours.get(), nullptr, false,
+                 cuda::GpuLayout::Q8_0Split);
+    ASSERT_EQ(ours.host(), gguf.host()) << tokens << " tokens";
+  }
+  cuda::gemm(type, dw.get(), rb, rows, a, gguf.get(), nullptr);
+  cuda::gemm(type, ds.get(), split_stride, rows, a, ours.get(), nullptr, false, cuda::GpuLayout::Q8_0Split);
+  EXPECT_EQ(ours.host(), gguf.host()) << "gemm";
+  // Experts: n rows routed over the three matrices, by the decode kernel and by the GEMM.
+  std::vector<int32_t> experts(static_cast<size_t>(n));
+  for (auto& e : experts) e = int32_t(rng() % n_expert);
+  Device<int32_t> de(experts);
+  cuda::matvec_experts(type, dw.get(), rb * rows, rb, rows, a, de.get(), gguf.get(), nullptr);
+  cuda::matvec_experts(type, ds.get(), split_stride * rows, split_stride, rows, a, de.get(), ours.get(), nullptr, 1,
+                       cuda::GpuLayout::Q8_0Split);
+  EXPECT_EQ(ours.host(), gguf.host()) << "matvec_experts";
+  cuda::ExpertGroups groups;
+  groups.build(de.get(), n, n_expert, nullptr);
+  cuda::gemm_experts(type, dw.get(), rb * rows, rb, rows, a, 1, groups, gguf.get(), nullptr);
+  cuda::gemm_experts(type, ds.get(), split_stride * rows, split_stride, rows, a, 1, groups, ours.get(), nullptr,
+                     cuda::GpuLayout::Q8_0Split);
+  EXPECT_EQ(ours.host(), gguf.host()) << "gemm_experts";
+}
+
 TEST(CudaGemm, RejectsWhatItCannotMultiply) {
   cuda::DeviceActivations a;
   a.type = GgmlType::Q8_K;
@@ -112,6 +166,9 @@ TEST(CudaGemm, RejectsWhatItCannotMultiply) {
   a.cols = 96;  // not whole words per staged row
   EXPECT_FALSE(cuda::has_gemm(GgmlType::Q8_0, 96));
   EXPECT_THROW(cuda::gemm(GgmlType::Q8_0, nullptr, 102, 16, a, nullptr, nullptr), Error);
+  a.cols = 256;  // the split layout is for Q8_0 only
+  EXPECT_THROW(cuda::gemm(GgmlType::Q4_0, nullptr, 512, 16, a, nullptr, nullptr, false, cuda::GpuLayout::Q8_0Split),
+               Error);
 }
 
 }  // namespace

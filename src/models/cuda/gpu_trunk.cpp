@@ -32,7 +32,7 @@ GpuTrunk::~GpuTrunk() {
 
 void GpuTrunk::load_head(const WeightLoader& load) {
   const ModelConfig& c = config_;
-  token_embd_ = upload(load.matrix("token_embd.weight", c.n_vocab, c.n_embd), weight_bytes_);
+  token_embd_ = upload(load.matrix("token_embd.weight", c.n_vocab, c.n_embd), weight_bytes_, true);
   output_ = upload(load.matrix(c.tied_output ? "token_embd.weight" : "output.weight", c.n_vocab, c.n_embd),
                    weight_bytes_);
   output_norm_ = load_vector(load, "output_norm.weight", c.n_embd);
@@ -165,12 +165,12 @@ bool GpuTrunk::use_gemm(const GpuMatrix& w, int n) const {
 void GpuTrunk::product(const GpuMatrix& w, const DeviceActivations& all, float* y, bool accumulate) {
   const int n = all.n_tok;
   if (use_gemm(w, n)) {
-    gemm(w.type, w.get(), w.row_stride, w.rows, all, y, stream_, accumulate);
+    gemm(w.type, w.get(), w.row_stride, w.rows, all, y, stream_, accumulate, w.layout);
     return;
   }
   for (int t0 = 0; t0 < n; t0 += kMaxMatvecTokens) {
     const DeviceActivations part = all.rows(t0, std::min(kMaxMatvecTokens, n - t0));
-    matvec(w.type, w.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate);
+    matvec(w.type, w.get(), w.row_stride, w.rows, part, y + int64_t(t0) * w.rows, stream_, accumulate, w.layout);
   }
 }
 
@@ -293,9 +293,9 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   if (grouped) groups_.build(experts, rows, c.n_expert, stream_);
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
     if (grouped) {
-      gemm_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, row_div, groups_, y, stream_);
+      gemm_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, row_div, groups_, y, stream_, m.layout);
     } else {
-      matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div);
+      matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div, m.layout);
     }
   };
   float* expert_out = expert_out_.get(size_t(rows) * d);

@@ -13,10 +13,24 @@ DeviceBuffer copy_to_device(const void* host, size_t bytes, size_t& total) {
   return d;
 }
 
+// The uploaded rows as a matrix; Q8_0 rows go into the split layout (every row of the buffer:
+// stacked, paired and expert matrices are rows of one width), unless `as_is`.
 GpuMatrix matrix_on(std::shared_ptr<DeviceBuffer> data, GgmlType type, int64_t rows, int64_t cols, size_t row_stride,
-                    size_t expert_stride) {
+                    size_t expert_stride, bool as_is = false) {
+  GpuLayout layout = GpuLayout::Gguf;
+  if (type == GgmlType::Q8_0 && !as_is && cols % 32 == 0) {
+    const int64_t all_rows = int64_t(data->bytes() / row_stride);
+    const size_t stride = q8_0_split_stride(cols);
+    auto split = std::make_shared<DeviceBuffer>(stride * size_t(all_rows));
+    MOE_CUDA_CHECK(relayout_q8_0_split(data->get(), row_stride, all_rows, cols, split->get(), stride, nullptr));
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    expert_stride = expert_stride / row_stride * stride;
+    row_stride = stride;
+    data = std::move(split);
+    layout = GpuLayout::Q8_0Split;
+  }
   const auto* base = data->as<std::byte>();
-  return {type, rows, cols, row_stride, expert_stride, std::move(data), base};
+  return {type, layout, rows, cols, row_stride, expert_stride, std::move(data), base};
 }
 
 void check_rows(const WeightView& w) {
@@ -25,10 +39,10 @@ void check_rows(const WeightView& w) {
 
 }  // namespace
 
-GpuMatrix upload(const WeightView& w, size_t& total) {
+GpuMatrix upload(const WeightView& w, size_t& total, bool as_is) {
   check_rows(w);
   return matrix_on(std::make_shared<DeviceBuffer>(copy_to_device(w.data, w.bytes(), total)), w.type, w.rows, w.cols,
-                   w.row_stride, w.bytes());
+                   w.row_stride, w.bytes(), as_is);
 }
 
 GpuMatrix upload(const ExpertWeights& w, size_t& total) {

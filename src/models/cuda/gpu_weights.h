@@ -9,12 +9,15 @@
 
 #include "models/weights.h"
 #include "ops/cuda/device_buffer.h"
+#include "ops/cuda/layout.h"
 
 namespace moe::cuda {
 
-// A matrix (or n stacked experts) in its GGUF format on the GPU.
+// A matrix (or n stacked experts) in its GGUF format on the GPU; Q8_0 rows in the split
+// layout (layout.h) unless uploaded as they are.
 struct GpuMatrix {
   GgmlType type = GgmlType::F32;
+  GpuLayout layout = GpuLayout::Gguf;
   int64_t rows = 0, cols = 0;
   size_t row_stride = 0;
   size_t expert_stride = 0;  // bytes from one expert's matrix to the next (stacked experts)
@@ -24,8 +27,9 @@ struct GpuMatrix {
   const void* get() const { return base; }
 };
 
-// Uploads; each counts its bytes into `total` (VRAM used for weights).
-GpuMatrix upload(const WeightView& w, size_t& total);
+// Uploads; each counts its bytes into `total` (VRAM used for weights). `as_is`: keep the file's
+// blocks (a table read by get_rows(), the token embeddings).
+GpuMatrix upload(const WeightView& w, size_t& total, bool as_is = false);
 GpuMatrix upload(const ExpertWeights& w, size_t& total);
 DeviceBuffer upload(const std::vector<float>& v, size_t& total);
 

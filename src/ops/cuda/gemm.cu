@@ -16,9 +16,8 @@
 namespace moe::cuda {
 namespace {
 
-constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 4;
+constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 3;
 constexpr int kFloatRows = 16, kFloatK = 32;  // the float kernel's tile
-static_assert(kExpertTileRows <= kGemmTileRows);
 constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
 constexpr int kMaxExperts = 512;
 
@@ -67,13 +66,17 @@ __device__ void store(const GemmArgs& a, const int* y_row, int count, int r, int
   }
 }
 
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes, bool valid) {
+// Copies `size` bytes (4, 8 or 16; both addresses aligned to it) from global to shared memory
+// asynchronously; only the first src_bytes are read, the rest is zero-filled.
+__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int size, int src_bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  if (bytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+  if (size == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
+  } else if (size == 8) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
   } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
   }
 #else
   __trap();  // device_has_gemm() keeps older devices on the matvec kernels
@@ -122,62 +125,98 @@ __device__ __forceinline__ void block_words(const uint8_t* blk, int t, int& lo, 
   }
 }
 
-template <bool kQ4, int kTileCols>
-struct QuantStage {
+// How the weight rows of a stage (kStageBlocks blocks of 32 values) are staged in shared
+// memory and read back as mma operands. GGUF blocks are copied as they are, in 4-byte words,
+// and read 2 bytes at a time; split Q8_0 rows (layout.h) are copied in 16-byte chunks (values)
+// and 8 bytes (scales), and read a word at a time.
+template <bool kQ4>
+struct GgufRows {
   static constexpr int kBlockBytes = kQ4 ? 18 : 34;
   static constexpr int kRowBytes = kStageBlocks * kBlockBytes;  // a multiple of 4
-  static constexpr int kWBytes = kRowsPerBlock * kRowBytes;
-  static constexpr int kBytes = kWBytes + kTileCols * kXPitch + kTileCols * kStageBlocks * 4;
+  __device__ static void issue(uint8_t* buf, const GemmArgs& a, const uint8_t* w, int row0, int kb0, int tid) {
+    constexpr int kWords = kRowBytes / 4;
+    const int row_bytes = a.cols / 32 * kBlockBytes;
+    for (int i = tid; i < kRowsPerBlock * kWords; i += kThreads) {
+      const int r = i / kWords, off = kb0 * kBlockBytes + 4 * (i % kWords);
+      const bool valid = row0 + r < a.rows && off < row_bytes;
+      cp_async(buf + r * kRowBytes + 4 * (i % kWords), valid ? w + size_t(row0 + r) * a.row_stride + off : w, 4,
+               valid ? 4 : 0);
+    }
+  }
+  __device__ static void words(const uint8_t* row, int b, int t, int& lo, int& hi) {
+    block_words<kQ4>(row + b * kBlockBytes, t, lo, hi);
+  }
+  __device__ static float scale(const uint8_t* row, int b) { return f16_at(row + b * kBlockBytes); }
 };
 
+struct SplitQ8_0Rows {
+  static constexpr int kRowBytes = kStageBlocks * 32 + 16;  // values, then 8 bytes of scales (16-byte rows)
+  __device__ static void issue(uint8_t* buf, const GemmArgs& a, const uint8_t* w, int row0, int kb0, int tid) {
+    constexpr int kChunks = kStageBlocks * 2 + 1;  // 16-byte chunks of values, then the scales
+    const int n_blocks = a.cols / 32;
+    for (int i = tid; i < kRowsPerBlock * kChunks; i += kThreads) {
+      const int r = i / kChunks, part = i % kChunks;
+      const bool row_ok = row0 + r < a.rows;
+      const uint8_t* row = w + size_t(row0 + r) * a.row_stride;
+      if (part < kStageBlocks * 2) {
+        const bool valid = row_ok && kb0 + part / 2 < n_blocks;
+        cp_async(buf + r * kRowBytes + 16 * part, valid ? row + kb0 * 32 + 16 * part : w, 16, valid ? 16 : 0);
+      } else {  // the stage's scales; past the row's last block, zeros
+        const int bytes = row_ok ? 2 * min(kStageBlocks, n_blocks - kb0) : 0;
+        cp_async(buf + r * kRowBytes + kStageBlocks * 32, bytes ? row + a.cols + 2 * kb0 : w, 8, bytes);
+      }
+    }
+  }
+  __device__ static void words(const uint8_t* row, int b, int t, int& lo, int& hi) {
+    const auto* v = reinterpret_cast<const int*>(row + b * 32) + t;
+    lo = v[0], hi = v[4];
+  }
+  __device__ static float scale(const uint8_t* row, int b) { return f16_at(row + kStageBlocks * 32 + 2 * b); }
+};
+
+template <typename Rows>
+constexpr int kQuantStageBytes = kRowsPerBlock * Rows::kRowBytes + kCols * kXPitch + kCols * kStageBlocks * 4;
+
 // |c| < 2^22 as a float with an integer add and a float add (both full rate) instead of the
-// quarter-rate int-to-float conversion, which would otherwise bound the kernel: the bits of
-// 1.5 * 2^23 + c are that float exactly.
+// quarter-rate int-to-float conversion: the bits of 1.5 * 2^23 + c are that float exactly.
 __device__ __forceinline__ float small_int_to_float(int c) {
   return __int_as_float(0x4B400000 + c) - 12582912.0f;
 }
 
-// kTileCols activation rows a block (kGemmTileRows, kExpertTileRows). Expert tiles of 32 rows
-// measured slower than 64 on a 512-token prefill of 30B-A3B (an expert's weights are then
-// read once per 32 of its rows), though half of a 64-row tile is padding there.
-template <bool kQ4, int kTileCols>
+// kCols activation rows a block, for dense products and expert tiles alike. (Expert tiles of
+// 32 rows measured slower on a 512-token prefill of 30B-A3B: an expert's weights are then read
+// once per 32 of its rows, though half of a 64-row tile is padding there.)
+template <typename Rows>
 __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  using S = QuantStage<kQ4, kTileCols>;
-  constexpr int kWarpCols = kTileCols / 2, kNT = kWarpCols / 8;  // 8 warps: 4 along the rows, 2 along the columns
+  constexpr int kStageBytes = kQuantStageBytes<Rows>, kWBytes = kRowsPerBlock * Rows::kRowBytes;
+  constexpr int kWarpCols = kCols / 2, kNT = kWarpCols / 8;  // 8 warps: 4 along the rows, 2 along the columns
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int x_row[kTileCols], y_row[kTileCols];
+  __shared__ int x_row[kCols], y_row[kCols];
   Tile tile;
-  if (!load_tile<kTileCols>(a, x_row, y_row, tile)) return;
+  if (!load_tile<kCols>(a, x_row, y_row, tile)) return;
   const int tid = threadIdx.x, row0 = blockIdx.x * kRowsPerBlock;
   const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
   const auto* xq = static_cast<const int8_t*>(a.x);
   const int n_blocks = a.cols / 32, n_stages = (n_blocks + kStageBlocks - 1) / kStageBlocks;
-  const int row_bytes = n_blocks * S::kBlockBytes;
 
   auto issue = [&](int stage) {
-    uint8_t* buf = smem + (stage % kPipeline) * S::kBytes;
+    uint8_t* buf = smem + (stage % kPipeline) * kStageBytes;
     const int kb0 = stage * kStageBlocks;
-    constexpr int kWords = S::kRowBytes / 4;
-    for (int i = tid; i < kRowsPerBlock * kWords; i += kThreads) {
-      const int r = i / kWords, off = kb0 * S::kBlockBytes + 4 * (i % kWords);
-      const bool valid = row0 + r < a.rows && off < row_bytes;
-      cp_async(buf + r * S::kRowBytes + 4 * (i % kWords), valid ? w + size_t(row0 + r) * a.row_stride + off : w, 4,
-               valid);
-    }
-    uint8_t* xbuf = buf + S::kWBytes;
-    for (int i = tid; i < kTileCols * kStageBlocks * 2; i += kThreads) {  // 16-byte chunks, two a block
+    Rows::issue(buf, a, w, row0, kb0, tid);
+    uint8_t* xbuf = buf + kWBytes;
+    for (int i = tid; i < kCols * kStageBlocks * 2; i += kThreads) {  // 16-byte chunks, two a block
       const int c = i / (kStageBlocks * 2), part = i % (kStageBlocks * 2), kb = kb0 + part / 2;
       const bool valid = x_row[c] >= 0 && kb < n_blocks;
-      cp_async(xbuf + c * kXPitch + part * 16, valid ? xq + size_t(x_row[c]) * a.cols + size_t(kb0) * 32 + part * 16 : xq,
-               16, valid);
+      const int8_t* src = valid ? xq + size_t(x_row[c]) * a.cols + size_t(kb0) * 32 + part * 16 : xq;
+      cp_async(xbuf + c * kXPitch + part * 16, src, 16, valid ? 16 : 0);
     }
-    float* xd = reinterpret_cast<float*>(xbuf + kTileCols * kXPitch);
-    for (int i = tid; i < kTileCols * kStageBlocks; i += kThreads) {
+    float* xd = reinterpret_cast<float*>(xbuf + kCols * kXPitch);
+    for (int i = tid; i < kCols * kStageBlocks; i += kThreads) {
       const int c = i / kStageBlocks, kb = kb0 + i % kStageBlocks;
       const bool valid = x_row[c] >= 0 && kb < n_blocks;
-      cp_async(xd + i, valid ? a.xs + size_t(x_row[c]) * n_blocks + kb : a.xs, 4, valid);
+      cp_async(xd + i, valid ? a.xs + size_t(x_row[c]) * n_blocks + kb : a.xs, 4, valid ? 4 : 0);
     }
     cp_async_commit();
   };
@@ -202,20 +241,20 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
     } else {
       cp_async_commit();
     }
-    const uint8_t* buf = smem + (stage % kPipeline) * S::kBytes;
-    const uint8_t* xbuf = buf + S::kWBytes;
-    const float* xd = reinterpret_cast<const float*>(xbuf + kTileCols * kXPitch);
+    const uint8_t* buf = smem + (stage % kPipeline) * kStageBytes;
+    const uint8_t* xbuf = buf + kWBytes;
+    const float* xd = reinterpret_cast<const float*>(xbuf + kCols * kXPitch);
 #pragma unroll
     for (int b = 0; b < kStageBlocks; ++b) {
       int af[2][4], bf[kNT][2];
       float sw[2][2], sx[kNT][2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        const uint8_t* top = buf + (wm + i * 16 + g) * S::kRowBytes + b * S::kBlockBytes;
-        const uint8_t* bottom = top + 8 * S::kRowBytes;
-        block_words<kQ4>(top, t, af[i][0], af[i][2]);
-        block_words<kQ4>(bottom, t, af[i][1], af[i][3]);
-        sw[i][0] = f16_at(top), sw[i][1] = f16_at(bottom);
+        const uint8_t* top = buf + (wm + i * 16 + g) * Rows::kRowBytes;
+        const uint8_t* bottom = top + 8 * Rows::kRowBytes;
+        Rows::words(top, b, t, af[i][0], af[i][2]);
+        Rows::words(bottom, b, t, af[i][1], af[i][3]);
+        sw[i][0] = Rows::scale(top, b), sw[i][1] = Rows::scale(bottom, b);
       }
 #pragma unroll
       for (int j = 0; j < kNT; ++j) {
@@ -314,7 +353,7 @@ __global__ void group_by_expert_kernel(const int32_t* __restrict__ experts, int 
     int s = 0, nt = 0;
     for (int e = 0; e < n_expert; ++e) {
       start[e] = s;
-      for (int c0 = 0; c0 < count[e]; c0 += kExpertTileRows) tiles[nt++] = {e, s + c0, min(kExpertTileRows, count[e] - c0)};
+      for (int c0 = 0; c0 < count[e]; c0 += kCols) tiles[nt++] = {e, s + c0, min(kCols, count[e] - c0)};
       s += count[e];
       count[e] = 0;  // now the expert's cursor
     }
@@ -336,7 +375,8 @@ cudaError_t launch_group_by_expert(const int32_t* experts, int n_rows, int n_exp
   return cudaGetLastError();
 }
 
-cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+cudaError_t launch_gemm(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride, size_t row_stride,
+                        int64_t rows,
                         const DeviceActivations& x, int x_row_div, const int32_t* perm, const ExpertTile* tiles,
                         const int32_t* n_tiles, int max_tiles, float* y, bool accumulate, cudaStream_t stream) {
   const bool quant = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
@@ -344,7 +384,6 @@ cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size
              quant ? static_cast<const void*>(x.qs) : static_cast<const void*>(x.f32), x.scales, x_row_div, perm,
              tiles, n_tiles, y, accumulate};
   const unsigned tile_count = tiles ? unsigned(max_tiles) : unsigned((x.n_tok + kCols - 1) / kCols);
-  const bool experts = tiles != nullptr;
   if (rows == 0 || tile_count == 0) return cudaSuccess;
   const unsigned row_blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
   const dim3 float_grid(unsigned((rows + kFloatRows - 1) / kFloatRows), tile_count);
@@ -357,11 +396,10 @@ cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size
   };
   switch (type) {
     case GgmlType::Q8_0:
-      return experts ? quant_launch(gemm_quant_kernel<false, kExpertTileRows>, QuantStage<false, kExpertTileRows>::kBytes)
-                     : quant_launch(gemm_quant_kernel<false, kCols>, QuantStage<false, kCols>::kBytes);
-    case GgmlType::Q4_0:
-      return experts ? quant_launch(gemm_quant_kernel<true, kExpertTileRows>, QuantStage<true, kExpertTileRows>::kBytes)
-                     : quant_launch(gemm_quant_kernel<true, kCols>, QuantStage<true, kCols>::kBytes);
+      return layout == GpuLayout::Q8_0Split
+                 ? quant_launch(gemm_quant_kernel<SplitQ8_0Rows>, kQuantStageBytes<SplitQ8_0Rows>)
+                 : quant_launch(gemm_quant_kernel<GgufRows<false>>, kQuantStageBytes<GgufRows<false>>);
+    case GgmlType::Q4_0: return quant_launch(gemm_quant_kernel<GgufRows<true>>, kQuantStageBytes<GgufRows<true>>);
     case GgmlType::F32: launch(gemm_float_kernel<float>, float_grid, kThreads, 0, stream, a); break;
     case GgmlType::F16: launch(gemm_float_kernel<__half>, float_grid, kThreads, 0, stream, a); break;
     case GgmlType::BF16: launch(gemm_float_kernel<__nv_bfloat16>, float_grid, kThreads, 0, stream, a); break;

@@ -21,11 +21,11 @@
 #include "core/ggml_type.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/device_buffer.h"
+#include "ops/cuda/layout.h"
 
 namespace moe::cuda {
 
-constexpr int kGemmTileRows = 64;    // activation rows per tile of a dense product
-constexpr int kExpertTileRows = 64;  // and of an expert's rows
+constexpr int kGemmTileRows = 64;  // activation rows per tile (dense products and expert tiles)
 
 // Q8_0 and Q4_0 with a multiple of 64 columns; F32, F16, BF16 (a plain f32 tile kernel).
 bool has_gemm(GgmlType type, int64_t cols);
@@ -35,7 +35,7 @@ bool device_has_gemm();
 // Dense: y[t] (+)= W x[t] for all x.n_tok rows. Throws moe::Error for an unsupported type or
 // mismatched operands.
 void gemm(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
-          cudaStream_t stream, bool accumulate = false);
+          cudaStream_t stream, bool accumulate = false, GpuLayout layout = GpuLayout::Gguf);
 
 // One tile of an expert's rows: sorted ids [first, first + count) of `perm`.
 struct ExpertTile {
@@ -62,12 +62,13 @@ class ExpertGroups {
 // contract, its rows grouped by expert).
 void gemm_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
                   const DeviceActivations& x, int x_row_div, const ExpertGroups& groups, float* y,
-                  cudaStream_t stream);
+                  cudaStream_t stream, GpuLayout layout = GpuLayout::Gguf);
 
 // The launches (gemm.cu).
 cudaError_t launch_group_by_expert(const int32_t* experts, int n_rows, int n_expert, int32_t* perm, ExpertTile* tiles,
                                    int32_t* n_tiles, cudaStream_t stream);
-cudaError_t launch_gemm(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+cudaError_t launch_gemm(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride, size_t row_stride,
+                        int64_t rows,
                         const DeviceActivations& x, int x_row_div, const int32_t* perm, const ExpertTile* tiles,
                         const int32_t* n_tiles, int max_tiles, float* y, bool accumulate, cudaStream_t stream);
 

@@ -39,12 +39,16 @@ void check_shape(GgmlType type, int64_t rows, int64_t cols, int n_tok) {
 
 namespace {
 
-void check_operands(GgmlType type, size_t row_stride, const DeviceActivations& x) {
+void check_operands(GgmlType type, size_t row_stride, const DeviceActivations& x, GpuLayout layout) {
+  if (layout == GpuLayout::Q8_0Split && type != GgmlType::Q8_0) {
+    fail("matvec: the split layout is for Q8_0 weights, not {}", type_name(type));
+  }
   if (x.type != vec_dot_type(type)) {
     fail("matvec: {} weights need {} activations, got {}", type_name(type), type_name(vec_dot_type(type)),
          type_name(x.type));
   }
-  if (row_stride < row_bytes(type, uint64_t(x.cols))) {
+  const size_t need = layout == GpuLayout::Q8_0Split ? q8_0_split_stride(x.cols) : row_bytes(type, uint64_t(x.cols));
+  if (row_stride < need) {
     fail("matvec: row stride {} is shorter than a {} row of {} values", row_stride, type_name(type), x.cols);
   }
 }
@@ -52,17 +56,18 @@ void check_operands(GgmlType type, size_t row_stride, const DeviceActivations& x
 }  // namespace
 
 void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
-            cudaStream_t stream, bool accumulate) {
+            cudaStream_t stream, bool accumulate, GpuLayout layout) {
   check_shape(type, rows, x.cols, x.n_tok);
-  check_operands(type, row_stride, x);
+  check_operands(type, row_stride, x, layout);
   if (rows == 0) return;
-  MOE_CUDA_CHECK(launch_matvec(type, w, row_stride, rows, x, y, accumulate, stream));
+  MOE_CUDA_CHECK(launch_matvec(type, layout, w, row_stride, rows, x, y, accumulate, stream));
 }
 
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
-                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream, int x_row_div) {
+                    const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream, int x_row_div,
+                    GpuLayout layout) {
   check_shape(type, rows, x.cols, 1);
-  check_operands(type, row_stride, x);
+  check_operands(type, row_stride, x, layout);
   if (x_row_div < 1) fail("matvec_experts: x_row_div {} (at least 1)", x_row_div);
   if (int64_t(x.n_tok) * x_row_div > 65535) {
     fail("matvec_experts: {} output rows in one launch (at most 65535)", int64_t(x.n_tok) * x_row_div);
@@ -71,7 +76,8 @@ void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t r
     fail("matvec_experts: expert stride {} is shorter than {} rows of {} bytes", expert_stride, rows, row_stride);
   }
   if (rows == 0 || x.n_tok == 0) return;
-  MOE_CUDA_CHECK(launch_matvec_experts(type, w, expert_stride, row_stride, rows, x, x_row_div, experts, y, stream));
+  MOE_CUDA_CHECK(
+      launch_matvec_experts(type, layout, w, expert_stride, row_stride, rows, x, x_row_div, experts, y, stream));
 }
 
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,

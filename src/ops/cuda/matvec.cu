@@ -48,6 +48,22 @@ __device__ __forceinline__ int4 x16(const DeviceActivations& x, int t, int64_t i
   return *reinterpret_cast<const int4*>(x.qs + t * x.cols + i);
 }
 
+// Q8_0 in the split layout (layout.h): a row's values, then its scales after cols bytes.
+struct Q8_0Split {
+  static constexpr int kTask = 16;
+  template <int NT>
+  __device__ static void dot(const uint8_t* row, int c, const DeviceActivations& x, float (&acc)[NT]) {
+    const int b = c / 2;
+    const float d = f16_at(row + x.cols + 2 * b);
+    int w[4];
+    load16_a16(row + 16 * c, w);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      acc[t] += float(dot16(w, x16(x, t, 16 * c))) * (d * x.scales[t * (x.cols / 32) + b]);
+    }
+  }
+};
+
 // Each format adds the products of its task c (values kTask * c ...) to acc[t] for NT tokens.
 struct Q8_0 {
   static constexpr int kTask = 16;
@@ -263,8 +279,12 @@ cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const Devi
 
 }  // namespace
 
-cudaError_t launch_matvec(GgmlType type, const void* w, size_t stride, int64_t rows, const DeviceActivations& x,
-                          float* y, bool accumulate, cudaStream_t stream) {
+cudaError_t launch_matvec(GgmlType type, GpuLayout layout, const void* w, size_t stride, int64_t rows,
+                          const DeviceActivations& x, float* y, bool accumulate, cudaStream_t stream) {
+  if (layout == GpuLayout::Q8_0Split) {
+    return type == GgmlType::Q8_0 ? launch_format<Q8_0Split>(w, stride, rows, x, y, accumulate, stream)
+                                  : cudaErrorInvalidValue;
+  }
   switch (type) {
     case GgmlType::Q8_0: return launch_format<Q8_0>(w, stride, rows, x, y, accumulate, stream);
     case GgmlType::Q4_0: return launch_format<Q4_0>(w, stride, rows, x, y, accumulate, stream);
@@ -278,9 +298,14 @@ cudaError_t launch_matvec(GgmlType type, const void* w, size_t stride, int64_t r
   }
 }
 
-cudaError_t launch_matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t stride, int64_t rows,
-                                  const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
-                                  cudaStream_t stream) {
+cudaError_t launch_matvec_experts(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
+                                  size_t stride, int64_t rows, const DeviceActivations& x, int x_row_div,
+                                  const int32_t* experts, float* y, cudaStream_t stream) {
+  if (layout == GpuLayout::Q8_0Split) {
+    return type == GgmlType::Q8_0
+               ? launch_experts_format<Q8_0Split>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream)
+               : cudaErrorInvalidValue;
+  }
   switch (type) {
     case GgmlType::Q8_0: return launch_experts_format<Q8_0>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
     case GgmlType::Q4_0: return launch_experts_format<Q4_0>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);

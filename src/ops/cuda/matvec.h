@@ -15,6 +15,7 @@
 
 #include "core/ggml_type.h"
 #include "ops/cuda/activations.h"
+#include "ops/cuda/layout.h"
 
 namespace moe::cuda {
 
@@ -25,8 +26,9 @@ bool has_matvec(GgmlType type);
 // Device pointers. With `accumulate`, y += W x (the residual add fused into the product).
 // Throws moe::Error for an unsupported type, activations of the wrong type or length, a row
 // stride shorter than a row, or n_tok outside 1..kMaxMatvecTokens.
+// `layout`: how w's rows lie (layout.h; Q8_0Split for Q8_0 only).
 void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
-            cudaStream_t stream, bool accumulate = false);
+            cudaStream_t stream, bool accumulate = false, GpuLayout layout = GpuLayout::Gguf);
 
 // The MoE expert products of one step in one launch, for x.n_tok * x_row_div output rows:
 // output row j is activation row j / x_row_div (x_row_div = experts per token reads each
@@ -35,17 +37,17 @@ void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const
 //   y[j][r] = sum_i W_e[r][i] * x[j / x_row_div][i].
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
                     const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream,
-                    int x_row_div = 1);
+                    int x_row_div = 1, GpuLayout layout = GpuLayout::Gguf);
 
 // Host convenience for tests: uploads, quantizes the activations, multiplies, downloads.
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
                    int n_tok, std::span<float> y);
 
 // The kernel launches (matvec.cu); callers use the checked functions above.
-cudaError_t launch_matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x,
-                          float* y, bool accumulate, cudaStream_t stream);
-cudaError_t launch_matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
-                                  const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
-                                  cudaStream_t stream);
+cudaError_t launch_matvec(GgmlType type, GpuLayout layout, const void* w, size_t row_stride, int64_t rows,
+                          const DeviceActivations& x, float* y, bool accumulate, cudaStream_t stream);
+cudaError_t launch_matvec_experts(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
+                                  size_t row_stride, int64_t rows, const DeviceActivations& x, int x_row_div,
+                                  const int32_t* experts, float* y, cudaStream_t stream);
 
 }  // namespace moe::cuda
