@@ -64,14 +64,22 @@ GpuAttention GpuTrunk::load_attention(const WeightLoader& load, const std::strin
   return a;
 }
 
-GpuFfn GpuTrunk::load_ffn(const WeightLoader& load, const std::string& b, const std::string& suffix, int64_t n_ff) {
+std::array<WeightView, 3> GpuTrunk::ffn_views(const WeightLoader& load, const std::string& b, const std::string& suffix,
+                                               int64_t n_ff) const {
   const int64_t d = config_.n_embd;
+  return {load.matrix(b + "ffn_gate" + suffix + ".weight", n_ff, d), load.matrix(b + "ffn_up" + suffix + ".weight", n_ff, d),
+          load.matrix(b + "ffn_down" + suffix + ".weight", d, n_ff)};
+}
+
+GpuFfn GpuTrunk::load_ffn(const WeightLoader& load, const std::string& b, const std::string& suffix, int64_t n_ff) {
+  return upload_ffn(ffn_views(load, b, suffix, n_ff));
+}
+
+GpuFfn GpuTrunk::upload_ffn(const std::array<WeightView, 3>& w) {
   GpuFfn f;
-  const std::array gate_up{load.matrix(b + "ffn_gate" + suffix + ".weight", n_ff, d),
-                           load.matrix(b + "ffn_up" + suffix + ".weight", n_ff, d)};
-  f.gate_up = upload_stacked(gate_up, weight_bytes_);
-  if (!f.gate_up) f.gate = upload(gate_up[0], weight_bytes_), f.up = upload(gate_up[1], weight_bytes_);
-  f.down = upload(load.matrix(b + "ffn_down" + suffix + ".weight", d, n_ff), weight_bytes_);
+  f.gate_up = upload_stacked(std::span(w).first(2), weight_bytes_);
+  if (!f.gate_up) f.gate = upload(w[0], weight_bytes_), f.up = upload(w[1], weight_bytes_);
+  f.down = upload(w[2], weight_bytes_);
   return f;
 }
 
@@ -82,19 +90,34 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, const std::string& b, int64_
   const WeightView router = load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d);
   const ExpertWeights gate = load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert);
   const ExpertWeights up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
-  m.gate_up = upload_paired(gate, up, weight_bytes_);
-  if (!m.gate_up) m.gate = upload(gate, weight_bytes_), m.up = upload(up, weight_bytes_);
-  m.down = upload(load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert), weight_bytes_);
+  const ExpertWeights down = load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert);
+  std::optional<std::array<WeightView, 3>> shared;  // gate, up, down
   if (n_ff_shared > 0) {
-    m.shared = load_ffn(load, b, "_shexp", n_ff_shared);
-    const std::vector<float> gate = load.gate_vector(b + "ffn_gate_inp_shexp.weight", d);
+    shared = ffn_views(load, b, "_shexp", n_ff_shared);
+    const std::vector<float> shared_gate = load.gate_vector(b + "ffn_gate_inp_shexp.weight", d);
     if (router.type == GgmlType::F32) {  // the shared expert's gate as one more router row
-      const std::array parts{router, WeightView::packed(GgmlType::F32, 1, d, reinterpret_cast<const std::byte*>(gate.data()))};
+      const std::array parts{router, WeightView::packed(GgmlType::F32, 1, d,
+                                                        reinterpret_cast<const std::byte*>(shared_gate.data()))};
       m.router_gate = upload_stacked(parts, weight_bytes_);
     }
-    if (!m.router_gate) m.shared_gate = upload(gate, weight_bytes_);
+    if (!m.router_gate) m.shared_gate = upload(shared_gate, weight_bytes_);
   }
   m.router = m.router_gate ? slice(*m.router_gate, 0, c.n_expert) : upload(router, weight_bytes_);
+  // The shared expert as expert n_expert where it has the experts' shape and its gate comes
+  // out of the router: routing gives each token one more expert (weight sigmoid(gate)), and
+  // the shared expert's three products join the experts' launches.
+  const bool as_expert = shared && m.router_gate && fits_as_expert(gate, (*shared)[0]) &&
+                         fits_as_expert(up, (*shared)[1]) && fits_as_expert(down, (*shared)[2]);
+  const WeightView* extra_gate = as_expert ? &(*shared)[0] : nullptr;
+  const WeightView* extra_up = as_expert ? &(*shared)[1] : nullptr;
+  m.gate_up = upload_paired(gate, up, weight_bytes_, extra_gate, extra_up);
+  if (!m.gate_up) m.gate = upload(gate, weight_bytes_, extra_gate), m.up = upload(up, weight_bytes_, extra_up);
+  m.down = upload(down, weight_bytes_, as_expert ? &(*shared)[2] : nullptr);
+  if (as_expert) {
+    m.shared_expert = c.n_expert;
+  } else if (shared) {
+    m.shared = upload_ffn(*shared);
+  }
   m.n_expert_used = c.n_expert_used;
   return m;
 }
@@ -266,7 +289,8 @@ void GpuTrunk::dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float
 // a dense FFN into rows of its own; the combine adds it with its gate.
 void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x) {
   const ModelConfig& c = config_;
-  const int k = w.n_expert_used, rows = n * k;
+  // Rows per token: the routed experts, and the shared expert where it runs as one more.
+  const int k = w.n_expert_used + (w.shared_expert >= 0 ? 1 : 0), rows = n * k;
   const int64_t d = c.n_embd, ff = c.n_ff_expert;
   float* u = u_.get(size_t(n) * d);
   // A copy of the view: the slot's `last` changes with the next quantization. Its memory stays
@@ -278,7 +302,8 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   product(router, reuse_or_quantize(router, uq, u, n), logits);  // another type: another slot
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
-  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, k, true, experts, weights, stream_, router.rows));
+  MOE_CUDA_CHECK(
+      route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows, w.shared_expert));
 
   const GpuFfn* shared = w.shared ? &*w.shared : nullptr;
   float* shared_gu = nullptr;  // the shared expert's gate and up rows, computed from uq early
@@ -290,7 +315,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
   const bool grouped = use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
                        (w.gate_up || use_gemm(w.up, n));
-  if (grouped) groups_.build(experts, rows, c.n_expert, stream_);
+  if (grouped) groups_.build(experts, rows, c.n_expert + (w.shared_expert >= 0 ? 1 : 0), stream_);
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
     if (grouped) {
       gemm_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, row_div, groups_, y, stream_, m.layout);

@@ -57,6 +57,9 @@ struct GpuMoe {
   // An f32 router with shared_gate as its last row: one product gives the routing logits and
   // the shared expert's gate (router is then a slice of it, shared_gate empty).
   std::optional<GpuMatrix> router_gate;
+  // The shared expert's index among the stacked experts (n_expert) where it was appended to them
+  // (then `shared` is empty), else -1.
+  int shared_expert = -1;
   int n_expert_used = 0;
 };
 
@@ -85,6 +88,9 @@ class GpuTrunk : public Model {
   void load_head(const WeightLoader& load);
   GpuAttention load_attention(const WeightLoader& load, const std::string& block, bool gated, int cache_layer);
   GpuFfn load_ffn(const WeightLoader& load, const std::string& block, const std::string& suffix, int64_t n_ff);
+  std::array<WeightView, 3> ffn_views(const WeightLoader& load, const std::string& block, const std::string& suffix,
+                                      int64_t n_ff) const;  // gate, up, down
+  GpuFfn upload_ffn(const std::array<WeightView, 3>& gate_up_down);
   GpuMoe load_moe(const WeightLoader& load, const std::string& block, int64_t n_ff_shared);
   DeviceBuffer load_vector(const WeightLoader& load, const std::string& name, int64_t n);
   void add_weight_bytes(size_t bytes) { weight_bytes_ += bytes; }

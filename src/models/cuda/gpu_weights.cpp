@@ -45,10 +45,23 @@ GpuMatrix upload(const WeightView& w, size_t& total, bool as_is) {
                    w.row_stride, w.bytes(), as_is);
 }
 
-GpuMatrix upload(const ExpertWeights& w, size_t& total) {
+bool fits_as_expert(const ExpertWeights& experts, const WeightView& m) {
+  const WeightView& f = experts.first;
+  return m.layout == WeightLayout::Rows && m.type == f.type && m.rows == f.rows && m.cols == f.cols &&
+         m.row_stride == f.row_stride && experts.expert_stride == f.bytes();
+}
+
+GpuMatrix upload(const ExpertWeights& w, size_t& total, const WeightView* extra) {
   const WeightView& f = w.first;
   check_rows(f);
-  auto data = std::make_shared<DeviceBuffer>(copy_to_device(f.data, w.expert_stride * size_t(w.n_expert), total));
+  if (extra && !fits_as_expert(w, *extra)) fail("GPU upload: the extra expert does not have the experts' shape");
+  const size_t experts_bytes = w.expert_stride * size_t(w.n_expert);
+  auto data = std::make_shared<DeviceBuffer>(experts_bytes + (extra ? w.expert_stride : 0));
+  MOE_CUDA_CHECK(cudaMemcpy(data->get(), f.data, experts_bytes, cudaMemcpyHostToDevice));
+  if (extra) {
+    MOE_CUDA_CHECK(cudaMemcpy(data->as<std::byte>() + experts_bytes, extra->data, extra->bytes(), cudaMemcpyHostToDevice));
+  }
+  total += data->bytes();
   return matrix_on(std::move(data), f.type, f.rows, f.cols, f.row_stride, w.expert_stride);
 }
 
@@ -80,7 +93,8 @@ GpuMatrix slice(const GpuMatrix& m, int64_t row0, int64_t rows) {
   return s;
 }
 
-std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeights& b, size_t& total) {
+std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeights& b, size_t& total,
+                                       const WeightView* extra_a, const WeightView* extra_b) {
   const WeightView &fa = a.first, &fb = b.first;
   check_rows(fa);
   check_rows(fb);
@@ -88,14 +102,23 @@ std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeigh
       a.expert_stride != b.expert_stride || a.expert_stride != fa.bytes()) {
     return std::nullopt;
   }
+  const bool extra = extra_a && extra_b;
+  if (extra && (!fits_as_expert(a, *extra_a) || !fits_as_expert(b, *extra_b))) {
+    fail("GPU upload: the extra expert does not have the experts' shape");
+  }
   const size_t stride = a.expert_stride;
-  auto data = std::make_shared<DeviceBuffer>(2 * stride * size_t(a.n_expert));
+  auto data = std::make_shared<DeviceBuffer>(2 * stride * size_t(a.n_expert + (extra ? 1 : 0)));
   // Expert e's block of a, then of b: two strided copies, one row of `stride` bytes per expert.
   MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>(), 2 * stride, fa.data, stride, stride, size_t(a.n_expert),
                               cudaMemcpyHostToDevice));
   MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>() + stride, 2 * stride, fb.data, stride, stride,
                               size_t(a.n_expert), cudaMemcpyHostToDevice));
-  total += 2 * stride * size_t(a.n_expert);
+  if (extra) {
+    std::byte* last = data->as<std::byte>() + 2 * stride * size_t(a.n_expert);
+    MOE_CUDA_CHECK(cudaMemcpy(last, extra_a->data, stride, cudaMemcpyHostToDevice));
+    MOE_CUDA_CHECK(cudaMemcpy(last + stride, extra_b->data, stride, cudaMemcpyHostToDevice));
+  }
+  total += data->bytes();
   return matrix_on(std::move(data), fa.type, 2 * fa.rows, fa.cols, fa.row_stride, 2 * stride);
 }
 

@@ -30,7 +30,9 @@ struct GpuMatrix {
 // Uploads; each counts its bytes into `total` (VRAM used for weights). `as_is`: keep the file's
 // blocks (a table read by get_rows(), the token embeddings).
 GpuMatrix upload(const WeightView& w, size_t& total, bool as_is = false);
-GpuMatrix upload(const ExpertWeights& w, size_t& total);
+// `extra`: one more matrix of the experts' shape appended as expert n_expert (Qwen3-Next's
+// shared expert, run as one more routed expert).
+GpuMatrix upload(const ExpertWeights& w, size_t& total, const WeightView* extra = nullptr);
 DeviceBuffer upload(const std::vector<float>& v, size_t& total);
 
 // Matrices of one type and width stacked into one (rows one after another), so that a single
@@ -42,6 +44,10 @@ GpuMatrix slice(const GpuMatrix& m, int64_t row0, int64_t rows);
 // Two expert tensors of one type and shape interleaved per expert (expert e: a's rows, then
 // b's): one expert product gives an expert's gate and up rows together. nullopt when they
 // differ in type or shape.
-std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeights& b, size_t& total);
+std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeights& b, size_t& total,
+                                       const WeightView* extra_a = nullptr, const WeightView* extra_b = nullptr);
+
+// Whether m can be appended to the experts as one more (same type and shape, rows in place).
+bool fits_as_expert(const ExpertWeights& experts, const WeightView& m);
 
 }  // namespace moe::cuda

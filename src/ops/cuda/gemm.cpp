@@ -53,7 +53,7 @@ void gemm(GgmlType type, const void* w, size_t row_stride, int64_t rows, const D
 }
 
 void ExpertGroups::build(const int32_t* experts, int n_rows, int n_expert, cudaStream_t stream) {
-  if (n_expert <= 0 || n_expert > 512) fail("expert groups: {} experts (1 to 512)", n_expert);
+  if (n_expert <= 0 || n_expert > 1024) fail("expert groups: {} experts (1 to 1024)", n_expert);
   // Each expert's last tile may be partial: at most n_rows / 64 full tiles plus one per expert.
   max_tiles_ = n_rows / kGemmTileRows + std::min(n_rows, n_expert);
   if (perm_.bytes() < size_t(n_rows) * sizeof(int32_t)) perm_ = DeviceBuffer(size_t(n_rows) * sizeof(int32_t));

@@ -19,7 +19,7 @@ namespace {
 constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 3;
 constexpr int kFloatRows = 16, kFloatK = 32;  // the float kernel's tile
 constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
-constexpr int kMaxExperts = 512;
+constexpr int kMaxExperts = 1024;
 
 struct GemmArgs {
   const uint8_t* w;

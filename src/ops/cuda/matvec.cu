@@ -200,28 +200,49 @@ struct BF16 {
   }
 };
 
-template <typename Format, int NT>
+// kSplit warps per row (1, 2 or 4), each over every kSplit-th stretch of 32 tasks: a matrix of
+// few rows (a router: 513; an output projection: 2048) has too few warps to keep the memory
+// system busy at one a row. The warps' partial sums are added in warp order.
+template <typename Format, int NT, int kSplit>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_kernel(const uint8_t* __restrict__ w, size_t row_stride, int64_t rows, const DeviceActivations x,
                   float* __restrict__ y, bool accumulate) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (row >= rows) return;
-  const uint8_t* wr = w + row * row_stride;
+  static_assert(kWarpsPerBlock % kSplit == 0);
+  __shared__ float partial[kWarpsPerBlock][NT];
+  const int part = threadIdx.y % kSplit;
+  const int64_t row = int64_t(blockIdx.x) * (kWarpsPerBlock / kSplit) + threadIdx.y / kSplit;
+  const bool live = row < rows;
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-  const int tasks = int(x.cols / Format::kTask);
+  if (live) {
+    const uint8_t* wr = w + row * row_stride;
+    const int tasks = int(x.cols / Format::kTask);
 #pragma unroll 4
-  for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<NT>(wr, c, x, acc);
+    for (int c = threadIdx.x + 32 * part; c < tasks; c += 32 * kSplit) Format::template dot<NT>(wr, c, x, acc);
+  }
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
-    float s = acc[t];
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
-    if (threadIdx.x == 0) y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
+    for (int off = 16; off > 0; off /= 2) acc[t] += __shfl_xor_sync(0xFFFFFFFFu, acc[t], off);
   }
+  if constexpr (kSplit > 1) {
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int t = 0; t < NT; ++t) partial[threadIdx.y][t] = acc[t];
+    }
+    __syncthreads();
+    if (part != 0 || !live) return;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      for (int p = 1; p < kSplit; ++p) acc[t] += partial[threadIdx.y + p][t];
+    }
+  }
+  if (!live || threadIdx.x != 0) return;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) y[t * rows + row] = accumulate ? y[t * rows + row] + acc[t] : acc[t];
 }
 
 // Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
@@ -259,18 +280,32 @@ cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t st
   return cudaGetLastError();
 }
 
+// Warps per row for a one-token product: enough warps in flight for the memory system.
+int split_for(int64_t rows) { return rows <= 1024 ? 4 : rows <= 4096 ? 2 : 1; }
+
 template <typename Format>
 cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const DeviceActivations& x, float* y,
                           bool accumulate, cudaStream_t stream) {
   const int n_tok = x.n_tok;
   const dim3 block(32, kWarpsPerBlock);
-  const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
   const auto* wb = static_cast<const uint8_t*>(w);
+  auto grid = [&](int split) {
+    const int rows_per_block = kWarpsPerBlock / split;
+    return dim3(unsigned((rows + rows_per_block - 1) / rows_per_block));
+  };
+  if (n_tok == 1) {  // decode: split the rows of small matrices over several warps
+    switch (split_for(rows)) {
+      case 4: return launch(matvec_kernel<Format, 1, 4>, grid(4), block, 0, stream, wb, stride, rows, x, y, accumulate);
+      case 2: return launch(matvec_kernel<Format, 1, 2>, grid(2), block, 0, stream, wb, stride, rows, x, y, accumulate);
+      default: return launch(matvec_kernel<Format, 1, 1>, grid(1), block, 0, stream, wb, stride, rows, x, y, accumulate);
+    }
+  }
   // One instantiation per token count: the accumulators stay in registers.
   const bool launched = [&]<int... N>(std::integer_sequence<int, N...>) {
-    return ((n_tok == N + 1 ? (launch(matvec_kernel<Format, N + 1>, grid, block, 0, stream, wb, stride, rows, x, y, accumulate),
-                               true)
-                            : false) ||
+    return ((n_tok == N + 1
+                 ? (launch(matvec_kernel<Format, N + 1, 1>, grid(1), block, 0, stream, wb, stride, rows, x, y, accumulate),
+                    true)
+                 : false) ||
             ...);
   }(std::make_integer_sequence<int, kMaxMatvecTokens>{});
   if (!launched) return cudaErrorInvalidValue;

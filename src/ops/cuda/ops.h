@@ -74,9 +74,11 @@ cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* 
 // MoE routing, per token: softmax over its n_expert router logits, the k most probable
 // experts (ties to the lower id), their probabilities (divided by their sum when
 // `renormalize`). logits [n_tok][n_expert] (rows logit_stride floats apart, when not 0);
-// experts and weights [n_tok][k], rank order.
+// experts and weights [n_tok][k], rank order. With shared_expert >= 0 (Qwen3-Next's shared
+// expert run as one more expert), each token gets a (k + 1)-th entry: that id, weighted by
+// sigmoid of the logit after the experts' (the shared expert's gate, the router's last row).
 cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
-                        float* weights, cudaStream_t stream, int64_t logit_stride = 0);
+                        float* weights, cudaStream_t stream, int64_t logit_stride = 0, int shared_expert = -1);
 
 // out[i] = row ids[i] of a matrix in `type` (rows row_stride bytes apart), as f32: the
 // embedding lookup. cols a multiple of the type's block size.

@@ -14,7 +14,7 @@ constexpr int kMaxExperts = 512, kWarps = 4;
 // lane's experts are unrolled: 128 experts need not pay for 512).
 template <int kPerLane>
 __global__ void route_kernel(const float* __restrict__ logits, int64_t stride, int n_tok, int n_expert, int k,
-                             bool renormalize, int32_t* experts, float* weights) {
+                             bool renormalize, int shared_expert, int32_t* experts, float* weights) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int t = blockIdx.x * kWarps + threadIdx.y, lane = threadIdx.x;
@@ -65,28 +65,32 @@ __global__ void route_kernel(const float* __restrict__ logits, int64_t stride, i
     selected += best;
     if (lane == r) chosen_p = best, chosen_e = best_e;
   }
+  const int width = shared_expert >= 0 ? k + 1 : k;
   if (lane < k) {
-    experts[int64_t(t) * k + lane] = chosen_e;
-    weights[int64_t(t) * k + lane] = renormalize ? float(chosen_p / selected) : chosen_p;
+    experts[int64_t(t) * width + lane] = chosen_e;
+    weights[int64_t(t) * width + lane] = renormalize ? float(chosen_p / selected) : chosen_p;
+  } else if (lane == k && shared_expert >= 0) {  // its gate logit follows the experts' logits
+    experts[int64_t(t) * width + k] = shared_expert;
+    weights[int64_t(t) * width + k] = 1.0f / (1.0f + expf(-l[n_expert]));
   }
 }
 
 }  // namespace
 
 cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
-                        float* weights, cudaStream_t stream, int64_t logit_stride) {
+                        float* weights, cudaStream_t stream, int64_t logit_stride, int shared_expert) {
   const int64_t stride = logit_stride ? logit_stride : n_expert;
-  if (n_expert > kMaxExperts || k < 1 || k > 32 || k > n_expert) return cudaErrorInvalidValue;
+  if (n_expert > kMaxExperts || k < 1 || k + (shared_expert >= 0) > 32 || k > n_expert) return cudaErrorInvalidValue;
+  if (shared_expert >= 0 && stride <= n_expert) return cudaErrorInvalidValue;  // no gate logit
   if (n_tok == 0) return cudaSuccess;
   const dim3 block(32, kWarps), grid(unsigned((n_tok + kWarps - 1) / kWarps));
-  if (n_expert <= 128) {
-    launch(route_kernel<4>, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, experts, weights);
-  } else if (n_expert <= 256) {
-    launch(route_kernel<8>, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, experts, weights);
-  } else {
-    launch(route_kernel<16>, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, experts, weights);
-  }
-  return cudaGetLastError();
+  auto run = [&](auto kernel) {
+    return launch(kernel, grid, block, 0, stream, logits, stride, n_tok, n_expert, k, renormalize, shared_expert,
+                  experts, weights);
+  };
+  if (n_expert <= 128) return run(route_kernel<4>);
+  if (n_expert <= 256) return run(route_kernel<8>);
+  return run(route_kernel<16>);
 }
 
 }  // namespace moe::cuda
