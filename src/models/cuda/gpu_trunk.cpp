@@ -273,6 +273,12 @@ void GpuTrunk::project3(const std::optional<GpuMatrix>& stacked, std::array<cons
     product(*stacked, uq, out);
     return;
   }
+  if (stacked && use_gemm(*stacked, n)) {  // one GEMM of enough thread blocks, then the columns apart
+    float* all = stacked_out_.get(size_t(n) * size_t(stacked->rows));
+    product(*stacked, uq, all);
+    MOE_CUDA_CHECK(split_columns(all, n, parts[0]->rows, parts[1]->rows, parts[2]->rows, out, stream_));
+    return;
+  }
   for (const GpuMatrix* m : parts) {  // u quantized once where the formats share an activation type
     product(*m, reuse_or_quantize(*m, uq, u, n), out);
     out += int64_t(n) * m->rows;

@@ -5,6 +5,15 @@
 // holds dims l, l + 32, ... of the query, the running output and the keys/values it reads;
 // each warp runs an online softmax (running max and sum) over its positions, and the block
 // merges the warps' partial results at the end.
+//
+// attend_prefill: many query tokens of one sequence. One block per (kv head, group of query
+// tokens): the block's 64 query rows (its tokens x the query heads sharing the kv head) walk the
+// keys and values together, 32 positions at a time staged in shared memory, so each is read
+// once per block instead of once per (token, head). A warp takes 8 rows (a token's query heads
+// where 8 share a kv head); lane j scores position j of a tile for all of them (a dot over the
+// head from shared memory: one key read serves 8 rows, no shuffles), the warp keeps an online
+// softmax per row, and lane l accumulates dims l, l + 32, ... of each row's output (one value
+// read serves 8 rows).
 #include <cuda_fp16.h>
 
 #include <cfloat>
@@ -80,6 +89,133 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
   }
 }
 
+constexpr int kPrefillRows = 64, kPrefillTile = 32, kPrefillWarps = 8;
+constexpr int kRowsPerWarp = kPrefillRows / kPrefillWarps;
+
+template <int kDims>  // head_dim / 32
+__global__ void __launch_bounds__(32 * kPrefillWarps)
+    attend_prefill_kernel(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
+                          const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv, float scale,
+                          float* __restrict__ out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  constexpr int kHeadDim = 32 * kDims, kKeyPitch = kHeadDim + 2;  // the pad spreads lanes' rows over banks
+  extern __shared__ __align__(16) float q_rows[];                  // [kPrefillRows][kHeadDim]
+  auto* keys = reinterpret_cast<__half*>(q_rows + kPrefillRows * kHeadDim);  // [kPrefillTile][kKeyPitch]
+  __half* values = keys + kPrefillTile * kKeyPitch;                         // [kPrefillTile][kHeadDim]
+  const int group = n_head / n_head_kv, tokens = kPrefillRows / group;
+  const int kv_head = blockIdx.y, t0 = blockIdx.x * tokens, lane = threadIdx.x, warp = threadIdx.y;
+  const int tid = warp * 32 + lane, kv_dim = n_head_kv * kHeadDim;
+  // Row r: token t0 + r / group, query head kv_head * group + r % group.
+  auto token_of = [&](int r) { return t0 + r / group; };
+  int last = -1;  // the block's furthest visible position
+  for (int r = 0; r < kPrefillRows; r += group) {
+    if (token_of(r) < n) last = max(last, pos[token_of(r)]);
+  }
+  for (int i = tid; i < kPrefillRows * kHeadDim; i += 32 * kPrefillWarps) {
+    const int r = i / kHeadDim, t = token_of(r);
+    q_rows[i] = t < n ? q[(int64_t(t) * n_head + kv_head * group + r % group) * kHeadDim + i % kHeadDim] : 0.0f;
+  }
+  float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][kDims];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    m[rr] = -FLT_MAX, l[rr] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kDims; ++i) o[rr][i] = 0.0f;
+  }
+  for (int p0 = 0; p0 <= last; p0 += kPrefillTile) {
+    __syncthreads();  // the previous tile is read by all (and the query rows are in)
+    for (int i = tid; i < kPrefillTile * kHeadDim / 2; i += 32 * kPrefillWarps) {
+      const int j = i / (kHeadDim / 2), d = 2 * (i % (kHeadDim / 2)), p = p0 + j;
+      const int64_t at = int64_t(p) * kv_dim + kv_head * kHeadDim + d;
+      const __half2 zero = __float2half2_rn(0.0f);
+      *reinterpret_cast<__half2*>(keys + j * kKeyPitch + d) = p <= last ? *reinterpret_cast<const __half2*>(k + at) : zero;
+      *reinterpret_cast<__half2*>(values + j * kHeadDim + d) = p <= last ? *reinterpret_cast<const __half2*>(v + at) : zero;
+    }
+    __syncthreads();
+    // Lane j scores position p0 + j for each of the warp's rows: one key read serves them all.
+    const int r0 = warp * kRowsPerWarp;
+    int visible[kRowsPerWarp];
+    bool any = false;
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int t = token_of(r0 + rr);
+      visible[rr] = t < n ? pos[t] : -1;
+      any |= visible[rr] >= p0;
+    }
+    if (!any) continue;  // warp-uniform
+    float dot[kRowsPerWarp] = {};
+    const __half* kr = keys + lane * kKeyPitch;
+#pragma unroll 4
+    for (int d = 0; d < kHeadDim; d += 2) {
+      const float2 kv = __half22float2(*reinterpret_cast<const __half2*>(kr + d));
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const float2 qv = *reinterpret_cast<const float2*>(q_rows + (r0 + rr) * kHeadDim + d);
+        dot[rr] += qv.x * kv.x + qv.y * kv.y;
+      }
+    }
+    float weight[kRowsPerWarp];
+    int count = 0;  // positions of the tile some row of the warp sees
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const bool seen = p0 + lane <= visible[rr];
+      const float s = seen ? dot[rr] * scale : -FLT_MAX;
+      float tile_max = s;
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xFFFFFFFFu, tile_max, off));
+      if (visible[rr] < p0) {  // nothing to see in this tile: the row's state stays
+        weight[rr] = 0.0f;
+        continue;
+      }
+      const float new_max = fmaxf(m[rr], tile_max), correction = expf(m[rr] - new_max);
+      weight[rr] = seen ? expf(s - new_max) : 0.0f;
+      float tile_sum = weight[rr];
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) tile_sum += __shfl_xor_sync(0xFFFFFFFFu, tile_sum, off);
+      l[rr] = l[rr] * correction + tile_sum;
+      m[rr] = new_max;
+#pragma unroll
+      for (int i = 0; i < kDims; ++i) o[rr][i] *= correction;
+      count = max(count, min(kPrefillTile, visible[rr] - p0 + 1));
+    }
+    // One value read serves every row (rows that do not see position j have weight 0 there).
+    for (int j = 0; j < count; ++j) {
+      float vj[kDims];
+#pragma unroll
+      for (int i = 0; i < kDims; ++i) vj[i] = __half2float(values[j * kHeadDim + lane + 32 * i]);
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const float wj = __shfl_sync(0xFFFFFFFFu, weight[rr], j);
+#pragma unroll
+        for (int i = 0; i < kDims; ++i) o[rr][i] += wj * vj[i];
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int r = warp * kRowsPerWarp + rr, t = token_of(r);
+    if (t >= n) continue;
+    float* oh = out + (int64_t(t) * n_head + kv_head * group + r % group) * kHeadDim;
+#pragma unroll
+    for (int i = 0; i < kDims; ++i) oh[lane + 32 * i] = o[rr][i] / l[rr];
+  }
+}
+
+template <int kDims>
+cudaError_t launch_prefill(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
+                           int n_head_kv, float scale, float* out, cudaStream_t stream) {
+  constexpr int kHeadDim = 32 * kDims;
+  const int bytes = kPrefillRows * kHeadDim * 4 + kPrefillTile * (2 * kHeadDim + 2) * 2;
+  const cudaError_t e =
+      cudaFuncSetAttribute(attend_prefill_kernel<kDims>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess) return e;
+  const int tokens = kPrefillRows / (n_head / n_head_kv);
+  const dim3 grid(unsigned((n + tokens - 1) / tokens), unsigned(n_head_kv)), block(32, kPrefillWarps);
+  return launch(attend_prefill_kernel<kDims>, grid, block, size_t(bytes), stream, q, k, v, pos, n, n_head, n_head_kv,
+                scale, out);
+}
+
 __global__ void store_kv_kernel(const float* __restrict__ k, const float* __restrict__ v, int n, int kv_dim,
                                 const int32_t* __restrict__ pos, __half* kc, __half* vc) {
   wait_for_previous_kernels();
@@ -98,6 +234,15 @@ cudaError_t attend(const float* q, const __half* k, const __half* v, const int32
                    int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream) {
   if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
+  const int group = n_head / n_head_kv;
+  if (n > 1 && kPrefillRows % group == 0) {  // prefill: the tokens of a block share the keys they read
+    switch (head_dim) {
+      case 64: return launch_prefill<2>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+      case 128: return launch_prefill<4>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+      case 256: return launch_prefill<8>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+      default: break;
+    }
+  }
   const dim3 block(32, kSplit), grid(unsigned(int64_t(n) * n_head));
   launch(attend_kernel, grid, block, 0, stream, q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out);
   return cudaGetLastError();

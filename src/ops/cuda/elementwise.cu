@@ -70,6 +70,19 @@ __global__ void split_gated_heads_kernel(const float* __restrict__ qg, int64_t r
   gate[i] = qg[r * 2 * head_dim + head_dim + c];
 }
 
+__global__ void split_columns_kernel(const float* __restrict__ in, int n, int64_t a, int64_t b, int64_t c,
+                                     float* __restrict__ out) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  const int64_t width = a + b + c, i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= n * width) return;
+  const int64_t t = i / width, col = i % width;
+  float* dst = col < a ? out + t * a + col
+               : col < a + b ? out + n * a + t * b + (col - a)
+                             : out + n * (a + b) + t * c + (col - a - b);
+  *dst = in[i];
+}
+
 __global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int64_t n) {
   wait_for_previous_kernels();
   allow_next_kernel();
@@ -101,6 +114,12 @@ cudaError_t split_gated_heads(const float* qg, int64_t rows, int head_dim, float
   if (rows * head_dim == 0) return cudaSuccess;
   launch(split_gated_heads_kernel, grid_for(rows * head_dim), kThreads, 0, stream, qg, rows, head_dim, q, gate);
   return cudaGetLastError();
+}
+
+cudaError_t split_columns(const float* in, int n, int64_t a, int64_t b, int64_t c, float* out, cudaStream_t stream) {
+  const int64_t total = n * (a + b + c);
+  if (total == 0) return cudaSuccess;
+  return launch(split_columns_kernel, grid_for(total), kThreads, 0, stream, in, n, a, b, c, out);
 }
 
 cudaError_t sigmoid_mul(float* x, const float* gate, int64_t n, cudaStream_t stream) {

@@ -17,7 +17,10 @@ namespace moe::cuda {
 namespace {
 
 constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 3;
-constexpr int kFloatRows = 16, kFloatK = 32;  // the float kernel's tile
+// The float kernel's tile: 8 weight rows x 32 activation rows (half a 64-row tile, so that a
+// router of 128 rows over 512 tokens still makes 256 thread blocks), 32 columns a step.
+constexpr int kFloatRows = 8, kFloatCols = 32, kFloatK = 32;
+static_assert(kFloatRows * kFloatCols == kThreads && kCols % kFloatCols == 0);
 constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
 constexpr int kMaxExperts = 1024;
 
@@ -290,9 +293,7 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
   }
 }
 
-// Float weights: tiles of 16 weight rows x 64 activation rows in f32, 32 columns a step, each
-// thread one row x 4 activation rows. Narrow in rows so that a router (128 rows) still spreads
-// over enough thread blocks.
+// Float weights: f32 tiles, one output a thread.
 template <typename T>
 __device__ float to_float(T v) {
   if constexpr (std::is_same_v<T, float>) {
@@ -306,36 +307,32 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) gemm_float_kernel(GemmArgs a) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  __shared__ float ws[kFloatK][kFloatRows + 1], xs[kFloatK][kCols + 4];
+  __shared__ float ws[kFloatK][kFloatRows + 1], xs[kFloatK][kFloatCols + 1];
   __shared__ int x_row[kCols], y_row[kCols];
   Tile tile;
   if (!load_tile<kCols>(a, x_row, y_row, tile)) return;
-  const int tid = threadIdx.x, row0 = blockIdx.x * kFloatRows, tx = tid % 16, ty = tid / 16;
+  // This block: rows row0.. of the weights, columns c0.. of the tile (blockIdx.z: which part).
+  const int tid = threadIdx.x, row0 = blockIdx.x * kFloatRows, c0 = blockIdx.z * kFloatCols;
+  const int tx = tid % kFloatCols, ty = tid / kFloatCols;
   const auto* x = static_cast<const float*>(a.x);
   const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
-  float acc[4] = {};
+  float acc = 0.0f;
   for (int k0 = 0; k0 < a.cols; k0 += kFloatK) {
     for (int i = tid; i < kFloatRows * kFloatK; i += kThreads) {
       const int r = i / kFloatK, k = i % kFloatK;
       const bool valid = row0 + r < a.rows && k0 + k < a.cols;
       ws[k][r] = valid ? to_float(reinterpret_cast<const T*>(w + size_t(row0 + r) * a.row_stride)[k0 + k]) : 0.0f;
     }
-    for (int i = tid; i < kCols * kFloatK; i += kThreads) {
-      const int c = i / kFloatK, k = i % kFloatK;
-      const bool valid = x_row[c] >= 0 && k0 + k < a.cols;
-      xs[k][c] = valid ? x[size_t(x_row[c]) * a.cols + k0 + k] : 0.0f;
+    for (int i = tid; i < kFloatCols * kFloatK; i += kThreads) {
+      const int c = i / kFloatK, k = i % kFloatK, xr = x_row[c0 + c];
+      xs[k][c] = xr >= 0 && k0 + k < a.cols ? x[size_t(xr) * a.cols + k0 + k] : 0.0f;
     }
     __syncthreads();
 #pragma unroll 8
-    for (int k = 0; k < kFloatK; ++k) {
-      const float wr = ws[k][ty];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc[j] += wr * xs[k][tx + 16 * j];
-    }
+    for (int k = 0; k < kFloatK; ++k) acc += ws[k][ty] * xs[k][tx];
     __syncthreads();
   }
-#pragma unroll
-  for (int j = 0; j < 4; ++j) store(a, y_row, tile.count, row0 + ty, tx + 16 * j, acc[j]);
+  store(a, y_row, tile.count, row0 + ty, c0 + tx, acc);
 }
 
 // One block: count the rows of each expert, cut each expert's rows into tiles (thread 0, in
@@ -386,7 +383,7 @@ cudaError_t launch_gemm(GgmlType type, GpuLayout layout, const void* w, size_t e
   const unsigned tile_count = tiles ? unsigned(max_tiles) : unsigned((x.n_tok + kCols - 1) / kCols);
   if (rows == 0 || tile_count == 0) return cudaSuccess;
   const unsigned row_blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  const dim3 float_grid(unsigned((rows + kFloatRows - 1) / kFloatRows), tile_count);
+  const dim3 float_grid(unsigned((rows + kFloatRows - 1) / kFloatRows), tile_count, kCols / kFloatCols);
   auto quant_launch = [&](auto kernel, int bytes) {
     // The pipeline's stages in dynamic shared memory: past the 48 KiB default, so opt in.
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipeline * bytes);

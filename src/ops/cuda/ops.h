@@ -60,6 +60,10 @@ cudaError_t dot_rows(const float* x, const float* w, int n, int width, float* ou
 // ([rows][head_dim] each).
 cudaError_t split_gated_heads(const float* qg, int64_t rows, int head_dim, float* q, float* gate, cudaStream_t stream);
 
+// The columns of in ([n][a + b + c]) as three blocks out = [n][a] | [n][b] | [n][c]: the output of
+// one product of three stacked matrices in the layout of three products.
+cudaError_t split_columns(const float* in, int n, int64_t a, int64_t b, int64_t c, float* out, cudaStream_t stream);
+
 // x *= sigmoid(gate) over n values.
 cudaError_t sigmoid_mul(float* x, const float* gate, int64_t n, cudaStream_t stream);
 
