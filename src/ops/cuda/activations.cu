@@ -95,6 +95,10 @@ __device__ void quantize_row(const float* values, int64_t row, int64_t width, bo
 // result, one thread block of kNormWarps warps per row (decode has one row: the block is all
 // the parallelism there is). The normed row is kept in shared memory for the quantization.
 constexpr int kNormWarps = 32;
+
+// Warps a row: all 32 for the one row of a decode step, 4 when there are rows enough to fill
+// the GPU (a prefill), where a 1024-thread block a row would mostly wait.
+unsigned row_warps(int64_t rows) { return rows >= 32 ? 4 : kNormWarps; }
 constexpr int64_t kMaxNormWidth = 8192;  // 32 KiB of shared memory
 
 __global__ void __launch_bounds__(32 * kNormWarps)
@@ -105,7 +109,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   __shared__ float normed[kMaxNormWidth];
   __shared__ double partial[kNormWarps];
   const int64_t row = blockIdx.x;
-  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * kNormWarps;
+  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
   const float* xr = x + row * width;
   double sum = 0;
   for (int64_t i = tid; i < width; i += threads) {
@@ -117,8 +121,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   if (threadIdx.x == 0) partial[threadIdx.y] = sum;
   __syncthreads();
   double total = 0;
-#pragma unroll
-  for (int i = 0; i < kNormWarps; ++i) total += partial[i];
+  for (int i = 0; i < int(blockDim.y); ++i) total += partial[i];
   const float scale = float(1.0 / sqrt(total / double(width) + eps));
   for (int64_t i = tid; i < width; i += threads) {
     normed[i] = normed[i] * scale * w[i];
@@ -139,7 +142,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   const int64_t row = blockIdx.x;
   const int tid = threadIdx.y * 32 + threadIdx.x;
   const float* yr = y + row * 2 * width;
-  for (int64_t i = tid; i < width; i += 32 * kNormWarps) {
+  for (int64_t i = tid; i < width; i += 32 * blockDim.y) {
     const float g = yr[i];
     h[i] = g / (1.0f + expf(-g)) * yr[width + i];
   }
@@ -159,7 +162,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   __shared__ float normed[kMaxNormWidth];
   const int64_t row = blockIdx.x;
   const int lane = threadIdx.x;
-  for (int64_t h = threadIdx.y; h < width / head_width; h += kNormWarps) {
+  for (int64_t h = threadIdx.y; h < width / head_width; h += blockDim.y) {
     const float* xh = x + row * width + h * head_width;
     const float* zh = z + row * width + h * head_width;
     double sum = 0;
@@ -179,12 +182,12 @@ __global__ void __launch_bounds__(32 * kNormWarps)
 }  // namespace
 
 cudaError_t launch_gated_norm_quantize(const float* x, const float* z, const float* w, float eps, int64_t rows,
-                                       int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales, int* sums,
-                                       cudaStream_t stream) {
+                                       int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales,
+                                       int* sums, cudaStream_t stream) {
   if (width > kMaxNormWidth || head_width <= 0 || width % head_width != 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  launch(gated_norm_quantize_kernel, unsigned(rows), dim3(32, kNormWarps), 0, stream, x, z, w, eps, width, head_width,
-                                                                                  k_quant, qs, scales, sums);
+  launch(gated_norm_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, x, z, w, eps, width,
+         head_width, k_quant, qs, scales, sums);
   return cudaGetLastError();
 }
 
@@ -192,7 +195,8 @@ cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, 
                                    float* scales, int* sums, cudaStream_t stream) {
   if (width > kMaxNormWidth) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  launch(swiglu_quantize_kernel, unsigned(rows), dim3(32, kNormWarps), 0, stream, y, width, k_quant, qs, scales, sums);
+  launch(swiglu_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, y, width, k_quant, qs, scales,
+         sums);
   return cudaGetLastError();
 }
 
@@ -214,7 +218,7 @@ cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int6
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream) {
   if (width > kMaxNormWidth) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  launch(norm_quantize_kernel, unsigned(rows), dim3(32, kNormWarps), 0, stream, x, w, eps, width, out, k_quant, qs,
+  launch(norm_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, x, w, eps, width, out, k_quant, qs,
          scales,
                                                                             sums);
   return cudaGetLastError();

@@ -80,8 +80,8 @@ cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* s
 cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, bool k_quant, int8_t* qs,
                                    float* scales, int* sums, cudaStream_t stream);
 cudaError_t launch_gated_norm_quantize(const float* x, const float* z, const float* w, float eps, int64_t rows,
-                                       int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales, int* sums,
-                                       cudaStream_t stream);
+                                       int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales,
+                                       int* sums, cudaStream_t stream);
 cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
 

@@ -129,8 +129,10 @@ __global__ void __launch_bounds__(32 * kPrefillWarps)
       const int j = i / (kHeadDim / 2), d = 2 * (i % (kHeadDim / 2)), p = p0 + j;
       const int64_t at = int64_t(p) * kv_dim + kv_head * kHeadDim + d;
       const __half2 zero = __float2half2_rn(0.0f);
-      *reinterpret_cast<__half2*>(keys + j * kKeyPitch + d) = p <= last ? *reinterpret_cast<const __half2*>(k + at) : zero;
-      *reinterpret_cast<__half2*>(values + j * kHeadDim + d) = p <= last ? *reinterpret_cast<const __half2*>(v + at) : zero;
+      const auto* kp = reinterpret_cast<const __half2*>(k + at);
+      const auto* vp = reinterpret_cast<const __half2*>(v + at);
+      *reinterpret_cast<__half2*>(keys + j * kKeyPitch + d) = p <= last ? *kp : zero;
+      *reinterpret_cast<__half2*>(values + j * kHeadDim + d) = p <= last ? *vp : zero;
     }
     __syncthreads();
     // Lane j scores position p0 + j for each of the warp's rows: one key read serves them all.

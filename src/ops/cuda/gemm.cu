@@ -18,8 +18,8 @@ namespace {
 
 constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 3;
 // The float kernel's tile: 8 weight rows x 32 activation rows (half a 64-row tile, so that a
-// router of 128 rows over 512 tokens still makes 256 thread blocks), 32 columns a step.
-constexpr int kFloatRows = 8, kFloatCols = 32, kFloatK = 32;
+// router of 128 rows over 512 tokens still makes 256 thread blocks), 128 columns a step.
+constexpr int kFloatRows = 8, kFloatCols = 32, kFloatK = 128;  // long steps: fewer waits on loads
 static_assert(kFloatRows * kFloatCols == kThreads && kCols % kFloatCols == 0);
 constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
 constexpr int kMaxExperts = 1024;

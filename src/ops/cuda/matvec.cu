@@ -275,8 +275,8 @@ cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t st
                                   cudaStream_t stream) {
   const dim3 block(32, kWarpsPerBlock);
   const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok * x_row_div));
-  launch(matvec_experts_kernel<Format>, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride, rows,
-                                                            x, x_row_div, experts, y);
+  launch(matvec_experts_kernel<Format>, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride,
+         rows, x, x_row_div, experts, y);
   return cudaGetLastError();
 }
 
@@ -293,20 +293,19 @@ cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const Devi
     const int rows_per_block = kWarpsPerBlock / split;
     return dim3(unsigned((rows + rows_per_block - 1) / rows_per_block));
   };
+  auto run = [&](auto kernel, int split) {
+    return launch(kernel, grid(split), block, 0, stream, wb, stride, rows, x, y, accumulate);
+  };
   if (n_tok == 1) {  // decode: split the rows of small matrices over several warps
     switch (split_for(rows)) {
-      case 4: return launch(matvec_kernel<Format, 1, 4>, grid(4), block, 0, stream, wb, stride, rows, x, y, accumulate);
-      case 2: return launch(matvec_kernel<Format, 1, 2>, grid(2), block, 0, stream, wb, stride, rows, x, y, accumulate);
-      default: return launch(matvec_kernel<Format, 1, 1>, grid(1), block, 0, stream, wb, stride, rows, x, y, accumulate);
+      case 4: return run(matvec_kernel<Format, 1, 4>, 4);
+      case 2: return run(matvec_kernel<Format, 1, 2>, 2);
+      default: return run(matvec_kernel<Format, 1, 1>, 1);
     }
   }
   // One instantiation per token count: the accumulators stay in registers.
   const bool launched = [&]<int... N>(std::integer_sequence<int, N...>) {
-    return ((n_tok == N + 1
-                 ? (launch(matvec_kernel<Format, N + 1, 1>, grid(1), block, 0, stream, wb, stride, rows, x, y, accumulate),
-                    true)
-                 : false) ||
-            ...);
+    return ((n_tok == N + 1 ? (run(matvec_kernel<Format, N + 1, 1>, 1), true) : false) || ...);
   }(std::make_integer_sequence<int, kMaxMatvecTokens>{});
   if (!launched) return cudaErrorInvalidValue;
   return cudaGetLastError();
