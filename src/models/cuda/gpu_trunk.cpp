@@ -308,8 +308,8 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   product(router, reuse_or_quantize(router, uq, u, n), logits);  // another type: another slot
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
-  MOE_CUDA_CHECK(
-      route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows, w.shared_expert));
+  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows,
+                             w.shared_expert));
 
   const GpuFfn* shared = w.shared ? &*w.shared : nullptr;
   float* shared_gu = nullptr;  // the shared expert's gate and up rows, computed from uq early
