@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# All GPU checks, run on the GPU machine in a few minutes. Writes OUT_DIR/results.json (one
-# entry per check: exit code, seconds, gtest counts) and OUT_DIR/logs.tar.gz.
+# All GPU checks and benchmarks, run on the GPU machine in about four minutes. Writes
+# OUT_DIR/results.json (one entry per check: exit code, seconds, gtest counts; the benchmarks'
+# JSON) and OUT_DIR/logs.tar.gz.
 #   scripts/gpu_checks.sh BUILD_DIR OUT_DIR
 # BUILD_DIR is a CUDA build made elsewhere (scripts/build_gpu.sh) and carried over; shared
 # libraries it needs that the GPU machine lacks are in BUILD_DIR/libs.
@@ -29,6 +30,23 @@ run test_cuda "$build/tests/cuda/test_cuda" --gtest_output="json:$out/logs/test_
 run sanitizer_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cuda/test_cuda"
 # Benchmarks (JSON on stdout, kept whole in results.json).
 run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out/logs/bench_cuda_matvec.out'"
+# Whole models (synth files in /dev/shm, one at a time): Qwen3-Next-80B shapes cut to 12 layers
+# (20 GiB) and Qwen3-30B-A3B shapes (30 GiB), prefill and decode on the GPU. MOE_GPU_BENCH_MODELS=0
+# skips them; MOE_BENCH_NEXT / MOE_BENCH_MOE replace the synth options (e.g. "--preset tiny").
+if [ "${MOE_GPU_BENCH_MODELS:-1}" = 1 ]; then
+  shm=${MOE_BENCH_DIR:-/dev/shm}
+  bench_model() {  # bench_model NAME SYNTH_OPTIONS...
+    local name=$1
+    shift
+    run "synth_$name" "$build/moeserve" synth "$@" --type q8_0 -o "$shm/moe-$name.gguf"
+    run "bench_$name" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -r 3 -o json > '$out/logs/bench_$name.out'"
+    rm -f "$shm/moe-$name.gguf"
+  }
+  # shellcheck disable=SC2086
+  bench_model next12 --arch qwen3next ${MOE_BENCH_NEXT:---preset 80b-a3b --layers 12}
+  # shellcheck disable=SC2086
+  bench_model moe30b --arch qwen3moe ${MOE_BENCH_MOE:---preset 30b-a3b}
+fi
 # The CPU kernels on this machine's CPU too (another vendor's AVX-512).
 for t in core/test_core ops/test_ops gguf/test_gguf; do
   [ -x "$build/tests/$t" ] && run "$(basename $t)" "$build/tests/$t" --gtest_output="json:$out/logs/$(basename $t).json"
@@ -45,7 +63,7 @@ for c in checks:
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
-for name in ["bench_cuda_matvec"]:
+for name in ["bench_cuda_matvec", "bench_next12", "bench_moe30b"]:
     path = os.path.join(out, "logs", name + ".out")
     try:
         benches[name] = json.load(open(path))
