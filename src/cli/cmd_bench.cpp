@@ -27,7 +27,7 @@ namespace {
 struct BenchCliOptions {
   std::string model, kv_type = "f16", output = "md";
   int n_prompt = 512, n_gen = 128, reps = 5, threads = 0, batch = 512;
-  double mem_bw_gb_s = 0;  // 0: no roofline
+  double mem_bw_gb_s = 0;  // 0: the model's device's, if it reports one (a GPU), else no roofline
   bool no_warmup = false;
   // Populate by default, so the first repetition does not measure the disk.
   LoadOptions load{.prefault = Prefault::Populate};
@@ -71,8 +71,14 @@ void print_markdown(const std::vector<BenchResult>& results, const std::string& 
   }
 }
 
+// A decode test's rate of weight bytes: what each token streams, times tokens a second.
+double weight_gb_s(const ModelFootprint& fp, const BenchResult& r) {
+  return double(fp.weight_bytes_per_token) * r.avg_ts() / 1e9;
+}
+
 nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOptions& opt, const std::string& type,
-                       const ModelFootprint& fp, const LoadReport& load, const std::string& backend, int threads) {
+                       const ModelFootprint& fp, const LoadReport& load, const std::string& backend, int threads,
+                       double mem_bw_gb_s) {
   auto rows = nlohmann::json::array();
   for (const auto& r : results) {
     nlohmann::json j;
@@ -111,9 +117,13 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
     j["load_no_mmap"] = load.copied;
     j["load_seconds"] = load.copied ? load.copy_seconds + load.prefault_seconds : load.prefault_seconds;
     // The bandwidth ceiling applies to decoding, where each token streams the weights once.
-    if (opt.mem_bw_gb_s > 0 && r.n_gen > 0) {
-      j["mem_bw_gb_s"] = opt.mem_bw_gb_s;
-      j["roofline_ts"] = roofline_tokens_per_second(fp.weight_bytes_per_token, opt.mem_bw_gb_s);
+    if (r.n_gen > 0) {
+      j["weight_gb_s"] = weight_gb_s(fp, r);
+      if (mem_bw_gb_s > 0) {
+        j["mem_bw_gb_s"] = mem_bw_gb_s;
+        j["roofline_ts"] = roofline_tokens_per_second(fp.weight_bytes_per_token, mem_bw_gb_s);
+        j["roofline_fraction"] = weight_gb_s(fp, r) / mem_bw_gb_s;
+      }
     }
     rows.push_back(std::move(j));
   }
@@ -145,14 +155,22 @@ void bench(const BenchCliOptions& opt) {
   spdlog::info("{}: {} tensor bytes, {} weight bytes per decoded token, {} threads, KV {}", type, fp.bytes,
                fp.weight_bytes_per_token, pool.size(), opt.kv_type);
   const auto results = run_bench(*model, b, pool, [](const std::string& line) { spdlog::info("bench: {}", line); });
+  // The decode roofline: --mem-bw, else the bandwidth the model's device reports (a GPU's HBM).
+  const double mem_bw = opt.mem_bw_gb_s > 0 ? opt.mem_bw_gb_s : model->memory_bandwidth_gb_s();
   if (opt.output == "json") {
-    std::printf("%s\n", to_json(results, opt, type, fp, load, model->backend(), int(pool.size())).dump(2).c_str());
+    std::printf("%s\n", to_json(results, opt, type, fp, load, model->backend(), int(pool.size()), mem_bw).dump(2).c_str());
   } else {
     print_markdown(results, type, fp, model->backend(), int(pool.size()));
-    if (opt.mem_bw_gb_s > 0) {
-      std::printf("\ndecode roofline at %.1f GB/s: %.2f t/s (%llu weight bytes per token)\n", opt.mem_bw_gb_s,
-                  roofline_tokens_per_second(fp.weight_bytes_per_token, opt.mem_bw_gb_s),
+    if (mem_bw > 0) {
+      std::printf("\ndecode roofline at %.1f GB/s: %.2f t/s (%llu weight bytes per token)\n", mem_bw,
+                  roofline_tokens_per_second(fp.weight_bytes_per_token, mem_bw),
                   static_cast<unsigned long long>(fp.weight_bytes_per_token));
+    }
+    for (const auto& r : results) {
+      if (r.n_gen == 0) continue;
+      std::printf("%s streams the weights at %.1f GB/s", r.name.c_str(), weight_gb_s(fp, r));
+      if (mem_bw > 0) std::printf(" (%.0f%% of the roofline)", 100.0 * weight_gb_s(fp, r) / mem_bw);
+      std::printf("\n");
     }
   }
 }
@@ -171,7 +189,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-b,--batch-size", opt->batch, "Prompt tokens per forward pass")->check(CLI::PositiveNumber);
   cmd->add_option("--kv-type", opt->kv_type, "KV cache type: f32, f16, q8_0, q4_0");
   cmd->add_option("-o,--output", opt->output, "Output format: md or json");
-  cmd->add_option("--mem-bw", opt->mem_bw_gb_s, "Memory bandwidth in GB/s, for the decode roofline")
+  cmd->add_option("--mem-bw", opt->mem_bw_gb_s,
+                  "Memory bandwidth in GB/s, for the decode roofline (default: a GPU's own peak; none on the CPU)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-warmup", opt->no_warmup, "Skip the warm-up runs");
   add_load_options(*cmd, opt->load);

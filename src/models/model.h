@@ -65,6 +65,9 @@ class Model {
   const ModelConfig& config() const { return config_; }
   // Where forward() runs, as llama-bench names backends: "CPU", "CUDA".
   virtual std::string backend() const { return "CPU"; }
+  // The peak bandwidth of the memory the weights stream from, GB/s, where the backend knows it
+  // (a GPU's HBM); 0 where it does not (the CPU engine: measure it, bench --mem-bw).
+  virtual double memory_bandwidth_gb_s() const { return 0.0; }
   // What loading repacked (empty with ModelOptions::repack off or nothing to repack).
   const RepackedWeights& repacked() const { return repacked_; }
 

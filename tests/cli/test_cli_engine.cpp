@@ -73,7 +73,22 @@ TEST(CliBench, JsonHasLlamaBenchFieldsAndSaneValues) {
     EXPECT_GT(row["model_size"].get<uint64_t>(), row["weight_bytes_per_token"].get<uint64_t>());
   }
   EXPECT_FALSE(j[0].contains("roofline_ts"));  // the bandwidth ceiling is a decode figure
+  EXPECT_FALSE(j[0].contains("weight_gb_s"));
   EXPECT_NEAR(j[1]["roofline_ts"].get<double>(), 50e9 / j[1]["weight_bytes_per_token"].get<double>(), 1e-6);
+  // The achieved weight stream of the decode test, and its share of the given bandwidth.
+  const double streamed = j[1]["weight_bytes_per_token"].get<double>() * j[1]["avg_ts"].get<double>() / 1e9;
+  EXPECT_NEAR(j[1]["weight_gb_s"].get<double>(), streamed, 1e-9 * streamed);
+  EXPECT_NEAR(j[1]["roofline_fraction"].get<double>(), streamed / 50, 1e-9 * streamed);
+}
+
+TEST(CliBench, MarkdownSaysHowFastDecodeStreamsTheWeights) {
+  test::TempDir dir;
+  const std::string model = test::make_tiny_model(dir);
+  const auto r = test::run_cli("bench -p 0 -n 2 -r 1 -t 1 --mem-bw 40 -m " + test::shell_quote(model), dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("decode roofline at 40.0 GB/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tg2 streams the weights at "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("% of the roofline)"), std::string::npos) << r.out;
 }
 
 TEST(CliBench, MarkdownIsALlamaBenchTable) {

@@ -21,6 +21,12 @@ GpuTrunk::GpuTrunk(int device) : Model(ModelOptions{.repack = false}) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = device_has_gemm();
+  // Peak bandwidth: two transfers a clock (DDR) over the bus width.
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess) {
+    memory_gb_s_ = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  }
 }
 
 GpuTrunk::~GpuTrunk() {

@@ -71,6 +71,7 @@ class GpuTrunk : public Model {
   void forward(std::span<const BatchEntry> batch, ThreadPool& pool) override;
   using Model::forward;
   std::string backend() const override { return "CUDA"; }
+  double memory_bandwidth_gb_s() const override { return memory_gb_s_; }
 
  protected:
   // Selects the device and makes the stream; the model's constructor then fills config_ and
@@ -141,6 +142,7 @@ class GpuTrunk : public Model {
   void run_step(int n, int first_logit);
 
   size_t weight_bytes_ = 0;
+  double memory_gb_s_ = 0;  // the device's peak memory bandwidth (0: not reported)
   bool gemm_ = false;  // the device has the GEMM's tensor-core instructions
   ExpertGroups groups_;
   GpuMatrix token_embd_, output_;
