@@ -317,13 +317,6 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows,
                              w.shared_expert));
 
-  const GpuFfn* shared = w.shared ? &*w.shared : nullptr;
-  float* shared_gu = nullptr;  // the shared expert's gate and up rows, computed from uq early
-  if (shared && shared->gate_up && vec_dot_type(shared->gate_up->type) == uq.type) {
-    shared_gu = shared_gu_.get(size_t(n) * 2 * shared->down.cols);
-    product(*shared->gate_up, uq, shared_gu);
-  }
-
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
   const bool grouped = use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
                        (w.gate_up || use_gemm(w.up, n));
@@ -349,9 +342,12 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
   }
 
+  // A shared expert not run as one more expert (shapes unlike the experts'): a dense FFN of the
+  // normed rows, quantized again (the experts' products have reused their buffer).
   float* shared_out = nullptr;
   float* shared_logit = nullptr;
-  if (shared) {
+  if (w.shared) {
+    const GpuFfn& shared = *w.shared;
     shared_out = shared_out_.get(size_t(n) * d);
     if (w.router_gate) {  // the router's last row
       shared_logit = logits + c.n_expert;
@@ -359,11 +355,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
       shared_logit = shared_logit_.get(size_t(n));
       MOE_CUDA_CHECK(dot_rows(u, w.shared_gate.as<float>(), n, int(d), shared_logit, stream_));
     }
-    if (shared_gu) {
-      product(shared->down, swiglu_quantized(shared->down, shared_gu, n, shared->down.cols), shared_out);
-    } else {  // formats that do not share the normed rows' quantization: the general path
-      ffn_rows(*shared, quantized(shared->gate_up ? *shared->gate_up : shared->gate, u, n), u, n, shared_out, false);
-    }
+    ffn_rows(shared, quantized(shared.gate_up ? *shared.gate_up : shared.gate, u, n), u, n, shared_out, false);
   }
   MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit,
                                  w.router_gate ? router.rows : 1));

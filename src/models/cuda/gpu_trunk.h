@@ -160,7 +160,7 @@ class GpuTrunk : public Model {
   };
   ActivationSlot f32_, q8_0_, q8_k_;
   ActivationSlot& slot(GgmlType at) { return at == GgmlType::Q8_K ? q8_k_ : at == GgmlType::Q8_0 ? q8_0_ : f32_; }
-  Scratch<float> x_, qkv_, gate_, mixed_, router_, g_, up_, expert_out_, shared_gu_, shared_out_, stacked_out_, shared_logit_, logits_;
+  Scratch<float> x_, qkv_, gate_, mixed_, router_, g_, up_, expert_out_, shared_out_, stacked_out_, shared_logit_, logits_;
   Scratch<int32_t> ids_, experts_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;

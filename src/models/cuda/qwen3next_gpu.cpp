@@ -125,22 +125,11 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
   MOE_CUDA_CHECK(conv1d_silu(mixed, n, int(ch), ch, w.conv.as<float>(), ds_.conv_kernel,
                              conv_state_.as<float>() + size_t(w.slot) * ds_.conv_state_floats(), stream_));
   float* o = dn_out_.get(size_t(n) * size_t(vd));
-  DeltaRuleBatch b;
-  b.qkv = mixed;
-  b.qkv_stride = ch;
-  b.ba = ba;
-  b.ba_stride = 2 * nv;
-  b.a = w.a.as<float>();
-  b.dt_bias = w.dt_bias.as<float>();
-  b.n = n;
-  b.n_k_heads = ds_.n_k_heads;
-  b.n_v_heads = ds_.n_v_heads;
-  b.d_k = ds_.d_k;
-  b.d_v = ds_.d_v;
-  b.eps = ds_.rms_eps;
-  b.state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats();
-  b.out = o;
-  MOE_CUDA_CHECK(delta_rule(b, stream_));
+  MOE_CUDA_CHECK(delta_rule({.qkv = mixed, .qkv_stride = ch, .ba = ba, .ba_stride = 2 * nv, .a = w.a.as<float>(),
+                              .dt_bias = w.dt_bias.as<float>(), .n = n, .n_k_heads = ds_.n_k_heads,
+                              .n_v_heads = ds_.n_v_heads, .d_k = ds_.d_k, .d_v = ds_.d_v, .eps = ds_.rms_eps,
+                              .state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats(), .out = o},
+                             stream_));
   product(w.out, gated_normed(w.out, o, z, w.out_norm, n, ds_.d_v), x, true);
 }
 

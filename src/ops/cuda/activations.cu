@@ -4,6 +4,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/activations.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -14,8 +15,7 @@ constexpr int kWarpsPerBlock = 8;
 __device__ void quantize_block_q8_0(const float* x, int8_t* qs, float* scale) {
   const float v = x[threadIdx.x];
   float amax = fabsf(v);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  amax = warp_max(amax);
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   qs[threadIdx.x] = int8_t(roundf(v * id));
@@ -116,8 +116,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
     normed[i] = xr[i];
     sum += double(normed[i]) * normed[i];
   }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  sum = warp_sum(sum);
   if (threadIdx.x == 0) partial[threadIdx.y] = sum;
   __syncthreads();
   double total = 0;
@@ -144,7 +143,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   const float* yr = y + row * 2 * width;
   for (int64_t i = tid; i < width; i += 32 * blockDim.y) {
     const float g = yr[i];
-    h[i] = g / (1.0f + expf(-g)) * yr[width + i];
+    h[i] = silu(g) * yr[width + i];
   }
   __syncthreads();
   quantize_row(h, row, width, k_quant, qs, scales, sums);
@@ -167,12 +166,11 @@ __global__ void __launch_bounds__(32 * kNormWarps)
     const float* zh = z + row * width + h * head_width;
     double sum = 0;
     for (int i = lane; i < head_width; i += 32) sum += double(xh[i]) * xh[i];
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+    sum = warp_sum(sum);
     const float scale = float(1.0 / sqrt(sum / double(head_width) + eps));
     for (int i = lane; i < head_width; i += 32) {
       const float g = zh[i];
-      normed[h * head_width + i] = xh[i] * scale * w[i] * (g / (1.0f + expf(-g)));
+      normed[h * head_width + i] = xh[i] * scale * w[i] * silu(g);
     }
   }
   __syncthreads();

@@ -20,6 +20,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/attention.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -51,8 +52,7 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
     for (int i = 0; i < kMaxDimsPerLane; ++i) {
       if (i < per_lane) s += qv[i] * __half2float(kp[lane + 32 * i]);
     }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
+    s = warp_sum(s);
     s *= scale;
     const float new_max = fmaxf(max, s), correction = expf(max - new_max), weight = expf(s - new_max);
     const __half* vp = v + int64_t(p) * kv_dim + kv_head * head_dim;
@@ -163,19 +163,14 @@ __global__ void __launch_bounds__(32 * kPrefillWarps)
     for (int rr = 0; rr < kRowsPerWarp; ++rr) {
       const bool seen = p0 + lane <= visible[rr];
       const float s = seen ? dot[rr] * scale : -FLT_MAX;
-      float tile_max = s;
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xFFFFFFFFu, tile_max, off));
+      const float tile_max = warp_max(s);
       if (visible[rr] < p0) {  // nothing to see in this tile: the row's state stays
         weight[rr] = 0.0f;
         continue;
       }
       const float new_max = fmaxf(m[rr], tile_max), correction = expf(m[rr] - new_max);
       weight[rr] = seen ? expf(s - new_max) : 0.0f;
-      float tile_sum = weight[rr];
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) tile_sum += __shfl_xor_sync(0xFFFFFFFFu, tile_sum, off);
-      l[rr] = l[rr] * correction + tile_sum;
+      l[rr] = l[rr] * correction + warp_sum(weight[rr]);
       m[rr] = new_max;
 #pragma unroll
       for (int i = 0; i < kDims; ++i) o[rr][i] *= correction;

@@ -12,6 +12,12 @@ __device__ __forceinline__ float f16_at(const uint8_t* p) {
   return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
 }
 
+// The 4 bytes at p (2-byte aligned: the values of GGUF quant blocks) as a little-endian word.
+__device__ __forceinline__ int word_at_a2(const uint8_t* p) {
+  const auto* h = reinterpret_cast<const unsigned short*>(p);
+  return int(unsigned(h[0]) | (unsigned(h[1]) << 16));
+}
+
 // The 6-bit scale and min of sub-block s of a Q4_K / Q5_K block: its 12 packed bytes at p
 // (4-byte aligned) as three little-endian words, unpacked four sub-blocks per word.
 __device__ __forceinline__ void k_scale(const uint8_t* p, int s, int& sc, int& m) {

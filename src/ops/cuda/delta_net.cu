@@ -3,26 +3,14 @@
 // tokens of a call, so prefill reads and writes the state once, not once a token.
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/delta_net.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
 
 constexpr int kMaxConvKernel = 8, kMaxStateDim = 256, kRowsPerBlock = 4;
 
-__device__ float silu(float x) { return x / (1.0f + expf(-x)); }
-__device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-
-__device__ double warp_sum(double v) {
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
-  return v;
-}
-__device__ float warp_sum(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
-  return v;
-}
 
 // One thread per channel, the tokens in order; the CPU's sum order (taps oldest first).
 __global__ void conv1d_silu_kernel(float* x, int n, int channels, int64_t x_stride, const float* __restrict__ w, int K,

@@ -1,6 +1,7 @@
 // Elementwise ops: one thread per value.
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -15,7 +16,7 @@ __global__ void swiglu_kernel(const float* g, const float* __restrict__ u, int64
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n) return;
   const float v = g[i];
-  h[i] = v / (1.0f + expf(-v)) * u[i];  // silu(g) * u, the CPU's expression
+  h[i] = silu(v) * u[i];  // the CPU's expression
 }
 
 __global__ void swiglu_pairs_kernel(const float* __restrict__ y, int64_t rows, int64_t width, float* __restrict__ h) {
@@ -25,7 +26,7 @@ __global__ void swiglu_pairs_kernel(const float* __restrict__ y, int64_t rows, i
   if (i >= rows * width) return;
   const int64_t r = i / width, c = i % width;
   const float g = y[r * 2 * width + c];
-  h[i] = g / (1.0f + expf(-g)) * y[r * 2 * width + width + c];
+  h[i] = silu(g) * y[r * 2 * width + width + c];
 }
 
 __global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
@@ -42,8 +43,6 @@ __global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, in
   if (i >= int64_t(n) * k * width) return;
   out[i] = x[(i / width) / k * width + i % width];
 }
-
-__device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __global__ void combine_kernel(const float* __restrict__ rows, const float* __restrict__ weights, int n, int k,
                                int64_t width, float* __restrict__ out, bool accumulate, const float* __restrict__ shared,

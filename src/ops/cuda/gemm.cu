@@ -1,9 +1,8 @@
 // The prefill GEMM: int8 tensor-core tiles (mma.sync m16n8k32) over Q8_0 / Q4_0 weight blocks.
 // A thread block computes 128 weight rows x 64 activation rows; its 8 warps 32 x 32 each
 // (2 x 4 mma tiles). The operands of 4 blocks of 32 values (a stage) are copied into shared
-// memory as they are in global memory, weight blocks with their f16 scales, by cp.async, with
-// three stages in flight so the copies overlap the products (the kernel is otherwise bound by
-// the latency of its loads). The mma
+// memory as they are in global memory, weight blocks with their f16 scales, by cp.async, the
+// next kPipeline - 1 stages in flight while the tensor cores work on this one. The mma
 // fragments are read from the raw blocks (Q4_0 nibbles widened to int8 on the way); each
 // block's int32 products are scaled by both scales in f32 and added to f32 accumulators.
 // Float weights (the routers, F16/BF16 models) take a plain f32 tile kernel instead.
@@ -109,22 +108,16 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], const int
 #endif
 }
 
-// 4 bytes at a 2-byte aligned address (quant blocks are 2-byte aligned).
-__device__ __forceinline__ int word_at(const uint8_t* p) {
-  const auto* h = reinterpret_cast<const uint16_t*>(p);
-  return int(unsigned(h[0]) | (unsigned(h[1]) << 16));
-}
-
 // A weight block's mma operand words for values 4t..4t+3 (lo) and 16+4t..16+4t+3 (hi).
 template <bool kQ4>
 __device__ __forceinline__ void block_words(const uint8_t* blk, int t, int& lo, int& hi) {
   if constexpr (kQ4) {  // values 0..15 in the low nibbles of qs[0..15], 16..31 in the high nibbles, minus 8
-    const unsigned v = unsigned(word_at(blk + 2 + 4 * t));
+    const unsigned v = unsigned(word_at_a2(blk + 2 + 4 * t));
     lo = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
     hi = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
   } else {
-    lo = word_at(blk + 2 + 4 * t);
-    hi = word_at(blk + 2 + 16 + 4 * t);
+    lo = word_at_a2(blk + 2 + 4 * t);
+    hi = word_at_a2(blk + 2 + 16 + 4 * t);
   }
 }
 

@@ -17,6 +17,7 @@
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/matvec.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -25,9 +26,8 @@ constexpr int kWarpsPerBlock = 4;
 
 // 16 bytes as four ints, from a 2-byte or a 16-byte aligned address.
 __device__ __forceinline__ void load16_a2(const uint8_t* p, int (&v)[4]) {
-  const auto* h = reinterpret_cast<const unsigned short*>(p);
 #pragma unroll
-  for (int k = 0; k < 4; ++k) v[k] = int(unsigned(h[2 * k]) | unsigned(h[2 * k + 1]) << 16);
+  for (int k = 0; k < 4; ++k) v[k] = word_at_a2(p + 4 * k);
 }
 __device__ __forceinline__ void load16_a16(const uint8_t* p, int (&v)[4]) {
   const int4 u = *reinterpret_cast<const int4*>(p);
@@ -224,10 +224,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     for (int c = threadIdx.x + 32 * part; c < tasks; c += 32 * kSplit) Format::template dot<NT>(wr, c, x, acc);
   }
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) acc[t] += __shfl_xor_sync(0xFFFFFFFFu, acc[t], off);
-  }
+  for (int t = 0; t < NT; ++t) acc[t] = warp_sum(acc[t]);
   if constexpr (kSplit > 1) {
     if (threadIdx.x == 0) {
 #pragma unroll
@@ -263,9 +260,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   const int tasks = int(x.cols / Format::kTask);
 #pragma unroll 4
   for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
-  float s = acc[0];
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
+  const float s = warp_sum(acc[0]);
   if (threadIdx.x == 0) y[int64_t(j) * rows + row] = s;
 }
 

@@ -1,6 +1,7 @@
 // Row reductions: RMSNorm (one block of 256 threads per row), dot products with one vector.
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -16,8 +17,7 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   double sum = 0;
   for (int i = threadIdx.x; i < width; i += kThreads) sum += double(xr[i]) * xr[i];
   __shared__ double partial[kThreads / 32];
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  sum = warp_sum(sum);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
   __syncthreads();
   double total = 0;
@@ -36,8 +36,7 @@ __global__ void dot_rows_kernel(const float* __restrict__ x, const float* __rest
   if (t >= n) return;
   double sum = 0;
   for (int i = threadIdx.x; i < width; i += 32) sum += double(w[i]) * x[int64_t(t) * width + i];
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  sum = warp_sum(sum);
   if (threadIdx.x == 0) out[t] = float(sum);
 }
 

@@ -3,6 +3,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -45,8 +46,7 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
   const float* w = is_q ? q_norm : k_norm;
   double sum = 0;
   for (int i = lane; i < head_dim; i += 32) sum += double(x[i]) * x[i];
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  sum = warp_sum(sum);
   const float scale = float(1.0 / sqrt(sum / double(head_dim) + eps));
   __shared__ float normed[kHeadsPerBlock][kMaxHeadDim];
   float* h = normed[threadIdx.y];

@@ -4,6 +4,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -26,8 +27,7 @@ __global__ void route_kernel(const float* __restrict__ logits, int64_t stride, i
     const int e = lane + 32 * j;
     if (e < n_expert) max = fmaxf(max, l[e]);
   }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) max = fmaxf(max, __shfl_xor_sync(0xFFFFFFFFu, max, off));
+  max = warp_max(max);
   float p[kPerLane];
   double sum = 0;
 #pragma unroll
@@ -36,8 +36,7 @@ __global__ void route_kernel(const float* __restrict__ logits, int64_t stride, i
     p[j] = e < n_expert ? expf(l[e] - max) : 0.0f;
     sum += p[j];
   }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  sum = warp_sum(sum);
 #pragma unroll
   for (int j = 0; j < kPerLane; ++j) p[j] = lane + 32 * j < n_expert ? float(p[j] / sum) : -1.0f;
 
@@ -71,7 +70,7 @@ __global__ void route_kernel(const float* __restrict__ logits, int64_t stride, i
     weights[int64_t(t) * width + lane] = renormalize ? float(chosen_p / selected) : chosen_p;
   } else if (lane == k && shared_expert >= 0) {  // its gate logit follows the experts' logits
     experts[int64_t(t) * width + k] = shared_expert;
-    weights[int64_t(t) * width + k] = 1.0f / (1.0f + expf(-l[n_expert]));
+    weights[int64_t(t) * width + k] = sigmoid(l[n_expert]);
   }
 }
 
