@@ -7,6 +7,7 @@
 namespace moe::cli {
 
 void add_bench_command(CLI::App& app);
+void add_compare_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_devices_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "Log more (debug level)");
   app.add_flag("-q,--quiet", quiet, "Log only errors");
   moe::cli::add_bench_command(app);
+  moe::cli::add_compare_command(app);
   moe::cli::add_convert_command(app);
   moe::cli::add_devices_command(app);
   moe::cli::add_inspect_command(app);

@@ -22,6 +22,11 @@ constexpr std::array kArchitectures = {
 
 }  // namespace
 
+void Model::trace(int layer, const char* what, std::span<const float> values) const {
+  if (!tracer_) return;
+  tracer_(layer < 0 ? std::string(what) : "blk." + std::to_string(layer) + "." + what, values);
+}
+
 std::string supported_architectures() {
   std::string names;
   for (const auto& a : kArchitectures) names += (names.empty() ? "" : ", ") + std::string(a.name);

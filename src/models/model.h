@@ -2,6 +2,7 @@
 // What every architecture provides to the engine: its hyperparameters and a forward pass.
 // One file per architecture (qwen3.cpp, qwen3moe.cpp) implements it from shared blocks.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -76,6 +77,18 @@ class Model {
   // sequence's tokens were split into calls, nor on the thread count.
   virtual void forward(std::span<const BatchEntry> batch, ThreadPool& pool) = 0;
 
+  // Intermediate tensors, for comparing engines op by op (engine/op_compare.h): while a tracer
+  // is set, forward() hands it each checkpoint's values ([n_tok][width], on the host) under a
+  // name every backend uses the same way:
+  //   embd                the token embeddings
+  //   blk.N.attn_in       layer N's normed input to its token mixer (attention or delta-net)
+  //   blk.N.attn_out      the residual stream after the mixer
+  //   blk.N.ffn_in        the normed input to the FFN (dense or experts)
+  //   blk.N.ffn_out       the residual stream after the FFN
+  // A GPU engine copies each one back and waits for it: tracing is for checking, not speed.
+  using Tracer = std::function<void(const std::string& name, std::span<const float> values)>;
+  void set_tracer(Tracer tracer) { tracer_ = std::move(tracer); }
+
   // One sequence: `tokens` appended to `seq`, logits of the last token or of all.
   void forward(std::span<const TokenId> tokens, SequenceState& seq, Logits which, std::span<float> logits,
                ThreadPool& pool) {
@@ -85,12 +98,16 @@ class Model {
 
  protected:
   RepackedWeights* repack_target() { return options_.repack ? &repacked_ : nullptr; }
+  bool tracing() const { return bool(tracer_); }
+  // Hands a checkpoint to the tracer, if there is one; layer < 0 for the names without "blk.N.".
+  void trace(int layer, const char* what, std::span<const float> values) const;
 
   ModelConfig config_;
 
  private:
   ModelOptions options_;
   RepackedWeights repacked_;
+  Tracer tracer_;
 };
 
 // Builds the model for the file's architecture, checking every tensor against the

@@ -31,15 +31,20 @@ void Qwen3Family::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   Scratch& s = scratch_;
   const auto x = sized(s.x, n * d), u = sized(s.u, n * d), delta = sized(s.delta, n * d);
   embed_tokens(*token_embd_, batch, x);
+  trace(-1, "embd", x);
   const std::vector<SeqTokens> seqs = grow_sequences(batch);
 
   for (int il = 0; il < c.n_layer; ++il) {
     rms_norm(x, attn_norm_[il], c.rms_eps, u);
+    trace(il, "attn_in", u);
     attention(attn_[il], shape_, il, u, seqs, delta, pool, s);
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+    trace(il, "attn_out", x);
     rms_norm(x, ffn_norm_[il], c.rms_eps, u);
+    trace(il, "ffn_in", u);
     ffn(il, u, n, delta, pool);
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+    trace(il, "ffn_out", x);
   }
   write_logits(head_, x, batch, seqs, pool, s);
 }

@@ -125,19 +125,25 @@ void Qwen3Next::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   Scratch& s = scratch_;
   const auto x = sized(s.x, n * d), u = sized(s.u, n * d), delta = sized(s.delta, n * d);
   embed_tokens(*token_embd_, batch, x);
+  trace(-1, "embd", x);
   const std::vector<SeqTokens> seqs = grow_sequences(batch);
 
-  for (const Layer& L : layers_) {
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer& L = layers_[il];
     rms_norm(x, L.attn_norm, c.rms_eps, u);
+    trace(int(il), "attn_in", u);
     if (L.recurrent) {
       delta_net(L.delta, delta_shape_, L.slot, u, seqs, delta, pool, s, kDeltaChunk);
     } else {
       attention(L.attn, attn_shape_, L.slot, u, seqs, delta, pool, s);
     }
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+    trace(int(il), "attn_out", x);
     rms_norm(x, L.post_attention_norm, c.rms_eps, u);
+    trace(int(il), "ffn_in", u);
     moe_ffn(L.moe, u, n, delta, pool, s);
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+    trace(int(il), "ffn_out", x);
   }
   for (const SeqTokens& st : seqs) st.seq->set_recurrent_length(st.seq->length());
   write_logits(head_, x, batch, seqs, pool, s);

@@ -1,4 +1,4 @@
-// moeserve bench and moeserve perplexity run as a user would, on a tiny synth model.
+// moeserve bench, perplexity and compare run as a user would, on a tiny synth model.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -43,6 +43,26 @@ TEST(CliPerplexity, TooShortAFileIsOneLineAndExitCodeOne) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("error: perplexity: the text has"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("needs at least 1024"), std::string::npos) << r.err;
+}
+
+// The CPU engine against itself agrees everywhere (exit 0, a JSON row per checkpoint); the
+// JSON names the first divergence as null. A bad -o is one line and exit code 1.
+TEST(CliCompare, JsonListsEveryCheckpointAndNoDivergence) {
+  test::TempDir dir;
+  const std::string model = test::make_tiny_model(dir);
+  const auto r = test::run_cli("compare --device cpu -t 2 -p 3 -n 1 -o json -m " + test::shell_quote(model),
+                               dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["first_divergent"].is_null());
+  EXPECT_EQ(j["reference"], "CPU");
+  ASSERT_GT(j["diffs"].size(), 4u);
+  EXPECT_EQ(j["diffs"][0]["name"], "embd");
+  EXPECT_EQ(j["diffs"].back()["name"], "logits");
+  EXPECT_EQ(j["diffs"].back()["step"], 1);
+  const auto bad = test::run_cli("compare -o xml --device cpu -m " + test::shell_quote(model), dir.file("err"));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("-o must be md or json"), std::string::npos) << bad.err;
 }
 
 TEST(CliBench, JsonHasLlamaBenchFieldsAndSaneValues) {
