@@ -9,7 +9,7 @@ ninja -C build-gpu moeserve test_cuda test_core test_ops test_gguf bench_matmul 
 mkdir -p build-gpu/libs
 for lib in libspdlog.so.1.10 libfmt.so.9 libpcre2-8.so.0 libbenchmark.so.1debian; do
   src=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
-  [ -n "$src" ] && cp -L "$src" build-gpu/libs/
+  if [ -n "$src" ]; then cp -L "$src" build-gpu/libs/; fi  # (a bare `&&` here ends the script under set -e)
 done
 # What the GPU machine needs, and nothing else (the working tree that travels is limited):
 # build-gpu/stage mirrors the build tree's layout for these files.

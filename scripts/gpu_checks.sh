@@ -28,6 +28,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"
 run devices "$build/moeserve" devices
 run test_cuda "$build/tests/cuda/test_cuda" --gtest_output="json:$out/logs/test_cuda.json"
 run sanitizer_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cuda/test_cuda"
+# The GPU engine against the CPU engine op by op (moeserve compare): tiny synth models, f32
+# weights (float rounding only: the default threshold) and q8_0 (activations quantized on both
+# sides; a value on a rounding boundary may land one step apart: a looser threshold).
+tiny=$(mktemp -d)
+for arch in qwen3moe qwen3 qwen3next; do
+  for type in f32 q8_0; do
+    threshold=$([ "$type" = f32 ] && echo 1e-3 || echo 5e-2)
+    "$build/moeserve" synth --arch "$arch" --preset tiny --type "$type" -o "$tiny/m.gguf" >/dev/null 2>&1
+    run "compare_${arch}_$type" bash -c "'$build/moeserve' compare -m '$tiny/m.gguf' --device cuda -p 12 -n 4 --threshold $threshold -o json > '$out/logs/compare_${arch}_$type.out'"
+  done
+done
+rm -rf "$tiny"
 # Benchmarks (JSON on stdout, kept whole in results.json).
 run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out/logs/bench_cuda_matvec.out'"
 # Whole models (synth files in /dev/shm, one at a time): Qwen3-Next-80B shapes cut to 12 layers
@@ -39,6 +51,10 @@ if [ "${MOE_GPU_BENCH_MODELS:-1}" = 1 ]; then
     local name=$1
     shift
     run "synth_$name" "$build/moeserve" synth "$@" --type q8_0 -o "$shm/moe-$name.gguf"
+    # Random full-size weights: near-tied routers and quantized activations let float-order
+    # differences grow with depth (to a few percent; docs/correctness.md): the JSON records the
+    # growth per op, the threshold only catches a broken engine.
+    run "compare_$name" bash -c "'$build/moeserve' compare -m '$shm/moe-$name.gguf' --device cuda -p 12 -n 4 --threshold 0.5 -o json > '$out/logs/compare_$name.out'"
     run "bench_$name" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -r 3 -o json > '$out/logs/bench_$name.out'"
     rm -f "$shm/moe-$name.gguf"
   }
@@ -63,7 +79,9 @@ for c in checks:
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
-for name in ["bench_cuda_matvec", "bench_next12", "bench_moe30b"]:
+names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b"]
+names += [f[:-4] for f in sorted(os.listdir(os.path.join(out, "logs"))) if f.startswith("compare_") and f.endswith(".out")]
+for name in names:
     path = os.path.join(out, "logs", name + ".out")
     try:
         benches[name] = json.load(open(path))

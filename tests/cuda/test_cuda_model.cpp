@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstdio>
 
+#include "../engine/changed_model.h"
 #include "../engine/reference_qwen3next.h"
 #include "../gguf/gguf_test_util.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "engine/op_compare.h"
 #include "models/cuda/gpu_model.h"
 #include "models/model.h"
 #include "models/synth/synth.h"
@@ -140,6 +142,50 @@ TEST(GpuModel, Qwen3NextStateResetsAndRefusesTruncation) {
   SequenceState fresh(cache);
   gpu->forward(tokens, fresh, Logits::Last, again, pool);
   EXPECT_EQ(first, again);
+}
+
+// The op-by-op comparison against the CPU engine (moeserve compare): every checkpoint within
+// the threshold (f32 weights: float rounding only), prompts through the GEMM (12 tokens) and
+// the decode kernels (5), then decode steps (the fused launches); and a norm weight changed in
+// the GPU's copy of the file is found at that norm's output, nothing before it above the
+// threshold: the GPU's checkpoints sit where the CPU's do.
+TEST(GpuModel, OpByOpAgainstTheCpuEngineFindsAPlantedChange) {
+  for (const std::string arch : {"qwen3moe", "qwen3", "qwen3next"}) {
+    for (int prompt : {12, 5}) {
+      SCOPED_TRACE(arch + ", prompt " + std::to_string(prompt));
+      test::TempDir dir;
+      synth::SynthOptions o;
+      o.arch = arch;
+      o.preset = "tiny";
+      o.type = "f32";
+      o.seed = 4;
+      o.threads = 2;
+      o.output = dir.file("m.gguf");
+      synth::write_synth_model(o);
+      const std::string norm = arch == "qwen3next" ? "blk.1.post_attention_norm.weight" : "blk.1.ffn_norm.weight";
+      test::write_changed_copy(o.output, norm, dir.file("changed.gguf"));
+      const gguf::Reader reader(o.output), changed(dir.file("changed.gguf"));
+      ThreadPool pool(2);
+      const OpCompareOptions options{.prompt_tokens = prompt, .decode_steps = 3, .seed = 2, .threshold = 1e-4};
+      {
+        const auto cpu = load_model(reader, ModelOptions{.repack = false});
+        const auto gpu = cuda::load_gpu_model(reader, 0);
+        const OpCompareResult r = compare_ops(*cpu, *gpu, options, pool);
+        EXPECT_EQ(r.diffs.size(), size_t(4) * size_t(2 + 4 * cpu->config().n_layer));
+        double worst = 0;
+        for (const TensorDiff& d : r.diffs) worst = std::max(worst, d.rel_rms);
+        std::printf("%s, prompt %d: %zu checkpoints, largest relative RMS difference %.2e\n", arch.c_str(), prompt,
+                    r.diffs.size(), worst);
+        EXPECT_EQ(r.first_divergent, -1) << r.diffs[size_t(std::max(0, r.first_divergent))].name;
+      }
+      const auto cpu = load_model(reader, ModelOptions{.repack = false});
+      const auto gpu = cuda::load_gpu_model(changed, 0);
+      const OpCompareResult r = compare_ops(*cpu, *gpu, options, pool);
+      ASSERT_GE(r.first_divergent, 0);
+      EXPECT_EQ(r.diffs[size_t(r.first_divergent)].name, "blk.1.ffn_in");
+      EXPECT_EQ(r.diffs[size_t(r.first_divergent)].step, 0);
+    }
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -21,6 +22,8 @@ GpuTrunk::GpuTrunk(int device) : Model(ModelOptions{.repack = false}) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = device_has_gemm();
+  route_counter_ = DeviceBuffer(sizeof(unsigned));
+  MOE_CUDA_CHECK(cudaMemset(route_counter_.get(), 0, sizeof(unsigned)));
   // Peak bandwidth: two transfers a clock (DDR) over the bus width.
   int clock_khz = 0, bus_bits = 0;
   if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
@@ -140,6 +143,14 @@ void GpuTrunk::finish_loading(const AttentionShape& attention, int n_kv_layers, 
   spdlog::info("gpu: {} of weights on device {}", format_bytes(weight_bytes_), device);
 }
 
+void GpuTrunk::trace_device(const char* what, const float* values, size_t count) {
+  if (!tracing()) return;
+  std::vector<float> host(count);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(host.data(), values, count * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  trace(layer_, what, host);
+}
+
 // ---- products and activations ----
 
 const DeviceActivations& GpuTrunk::quantized(const GpuMatrix& w, const float* x, int n) {
@@ -155,6 +166,10 @@ const DeviceActivations& GpuTrunk::reuse_or_quantize(const GpuMatrix& w, const D
 
 const DeviceActivations& GpuTrunk::normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u) {
   const GgmlType at = vec_dot_type(m.type);
+  const Prenormed ahead = std::exchange(prenormed_, {});
+  if (ahead.x == x && ahead.weights == w.as<float>() && ahead.type == at && ahead.n == n && ahead.u == u) {
+    return slot(at).last;
+  }
   if (at == GgmlType::F32) {  // float weights read the normed rows as they are
     MOE_CUDA_CHECK(rms_norm(x, w.as<float>(), config_.rms_eps, n, int(m.cols), u, stream_));
     return quantized(m, u, n);
@@ -236,6 +251,7 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
   float* k = q + size_t(n) * q_rows;
   float* v = k + size_t(n) * kv_dim;
   project3(w.qkv, {&w.q, &w.k, &w.v}, normed(w.q, x, w.norm, n, u), u, q);
+  trace_device("attn_in", u, size_t(n) * c.n_embd);
   float* gate = nullptr;
   if (s.gated) {
     float* qg = q;
@@ -248,10 +264,21 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
   auto* vc = v_cache_[size_t(w.cache_layer)].as<__half>();
   MOE_CUDA_CHECK(qk_norm_rope_store(q, k, v, w.q_norm.as<float>(), w.k_norm.as<float>(), s.rms_eps, pos, n, c.n_head,
                                     c.n_head_kv, hd, s.n_rot, rope_freq_.as<double>(), kc, vc, stream_));
+  const float scale = 1.0f / std::sqrt(float(hd));
+  if (n == 1 && vec_dot_type(w.o.type) == GgmlType::Q8_0) {  // decode: gate and quantization in the attention launch
+    ActivationSlot& s8 = slot(GgmlType::Q8_0);
+    const ActivationBuffer::Target out = s8.buffer.target(GgmlType::Q8_0, n, q_dim);
+    MOE_CUDA_CHECK(attend_decode(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, scale, gate, nullptr, out.qs,
+                                 out.scales, stream_));
+    product(w.o, s8.last = out.view, x, true);
+    trace_device("attn_out", x, size_t(n) * c.n_embd);
+    return;
+  }
   float* mixed = mixed_.get(size_t(n) * q_dim);
-  MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, 1.0f / std::sqrt(float(hd)), mixed, stream_));
+  MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, scale, mixed, stream_));
   if (gate) MOE_CUDA_CHECK(sigmoid_mul(mixed, gate, int64_t(n) * q_dim, stream_));
   product(w.o, quantized(w.o, mixed, n), x, true);
+  trace_device("attn_out", x, size_t(n) * c.n_embd);
 }
 
 void GpuTrunk::ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const float* u, int n, float* y,
@@ -292,14 +319,18 @@ void GpuTrunk::project3(const std::optional<GpuMatrix>& stacked, std::array<cons
 }
 
 void GpuTrunk::dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x) {
-  float* u = u_.get(size_t(n) * config_.n_embd);
-  ffn_rows(w, normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u), u, n, x, true);
+  const size_t count = size_t(n) * config_.n_embd;
+  float* u = u_.get(count);
+  const DeviceActivations& uq = normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u);
+  trace_device("ffn_in", u, count);
+  ffn_rows(w, uq, u, n, x, true);
+  trace_device("ffn_out", x, count);
 }
 
 // Routing, then every (token, rank) row through its expert: one launch per matrix, each
 // token's normed row read once per expert it goes to. The shared expert (Qwen3-Next) runs as
 // a dense FFN into rows of its own; the combine adds it with its gate.
-void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x) {
+void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x, NextNorm next) {
   const ModelConfig& c = config_;
   // Rows per token: the routed experts, and the shared expert where it runs as one more.
   const int k = w.n_expert_used + (w.shared_expert >= 0 ? 1 : 0), rows = n * k;
@@ -309,13 +340,22 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // valid until a product's output is quantized to the same type, so every product that reads
   // the normed rows runs before that.
   const DeviceActivations uq = normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u);
+  trace_device("ffn_in", u, size_t(n) * d);
   const GpuMatrix& router = w.router_gate ? *w.router_gate : w.router;
   float* logits = router_.get(size_t(n) * size_t(router.rows));
-  product(router, reuse_or_quantize(router, uq, u, n), logits);  // another type: another slot
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
-  MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows,
-                             w.shared_expert));
+  const DeviceActivations& ur = reuse_or_quantize(router, uq, u, n);  // another type: another slot
+  if (n == 1) {  // decode: the router's product routes in its last thread block
+    const RouteTarget route{.n_expert = c.n_expert, .k = w.n_expert_used, .renormalize = true,
+                            .shared_expert = w.shared_expert, .experts = experts, .weights = weights,
+                            .counter = route_counter_.as<unsigned>()};
+    matvec_route(router.type, router.get(), router.row_stride, router.rows, ur, logits, route, stream_, router.layout);
+  } else {
+    product(router, ur, logits);
+    MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows,
+                               w.shared_expert));
+  }
 
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
   const bool grouped = use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
@@ -332,7 +372,13 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
     float* gu = up_.get(size_t(rows) * 2 * ff);
     experts_product(*w.gate_up, uq, gu, k);
-    experts_product(w.down, swiglu_quantized(w.down, gu, rows, ff), expert_out, 1);
+    if (!grouped && vec_dot_type(w.down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {
+      // decode: the SwiGLU and its quantization in the down products' launch
+      matvec_experts_swiglu(w.down.type, w.down.get(), w.down.expert_stride, w.down.row_stride, w.down.rows, gu, rows,
+                            ff, experts, expert_out, stream_, w.down.layout);
+    } else {
+      experts_product(w.down, swiglu_quantized(w.down, gu, rows, ff), expert_out, 1);
+    }
   } else {
     float* g = g_.get(size_t(rows) * ff);
     float* up = up_.get(size_t(rows) * ff);
@@ -357,8 +403,20 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     }
     ffn_rows(shared, quantized(shared.gate_up ? *shared.gate_up : shared.gate, u, n), u, n, shared_out, false);
   }
-  MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit,
-                                 w.router_gate ? router.rows : 1));
+  const CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
+                            .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
+  const GgmlType next_type = next.first ? vec_dot_type(next.first->type) : GgmlType::F32;
+  if (n <= kMaxMatvecTokens && next_type != GgmlType::F32 && d <= ActivationBuffer::kMaxFusedWidth) {
+    // The next block's normed input from the same launch: its normed() call takes it.
+    ActivationSlot& s = slot(next_type);
+    s.last = s.buffer.combine_quantize_normed(next_type, combine, x, next.weights->as<float>(), c.rms_eps, n, d, u,
+                                              stream_);
+    prenormed_ = {.x = x, .weights = next.weights->as<float>(), .type = next_type, .n = n, .u = u};
+  } else {
+    MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit,
+                                   combine.logit_stride));
+  }
+  trace_device("ffn_out", x, size_t(n) * d);
 }
 
 // ---- steps ----
@@ -366,12 +424,15 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
 void GpuTrunk::enqueue(int n, int first_logit) {
   const ModelConfig& c = config_;
   const int64_t d = c.n_embd;
+  prenormed_ = {};
   int32_t* ids = ids_.get(size_t(n));
   MOE_CUDA_CHECK(cudaMemcpyAsync(ids, ids_host_.as<int32_t>(), size_t(n) * 4, cudaMemcpyHostToDevice, stream_));
   MOE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(size_t(n)), pos_host_.as<int32_t>(), size_t(n) * 4, cudaMemcpyHostToDevice,
                                  stream_));
   float* x = x_.get(size_t(n) * d);
   MOE_CUDA_CHECK(get_rows(token_embd_.type, token_embd_.get(), token_embd_.row_stride, d, ids, n, x, stream_));
+  layer_ = -1;
+  trace_device("embd", x, size_t(n) * d);
   layers(n, x);
   const int count = n - first_logit;
   float* u = u_.get(size_t(n) * d);
@@ -384,6 +445,11 @@ void GpuTrunk::enqueue(int n, int first_logit) {
 
 void GpuTrunk::run_step(int n, int first_logit) {
   const bool decode = n == 1;
+  if (tracing()) {  // each checkpoint copies back mid-step: no graph
+    enqueue(n, first_logit);
+    decode_graph_valid_ = false;
+    return;
+  }
   if (decode && decode_graph_valid_) {
     MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
   } else if (decode && warm_) {

@@ -63,6 +63,14 @@ struct GpuMoe {
   int n_expert_used = 0;
 };
 
+// The input norm of the block after this one and the first matrix it reads: the block before
+// it applies the norm in its last launch where it can (the MoE combine), and the next block's
+// normed() takes the result.
+struct NextNorm {
+  const DeviceBuffer* weights = nullptr;
+  const GpuMatrix* first = nullptr;
+};
+
 class GpuTrunk : public Model {
  public:
   ~GpuTrunk() override;
@@ -100,16 +108,18 @@ class GpuTrunk : public Model {
 
   // x += attention(rmsnorm(x)) over the layer's KV cache (gated: Qwen3-Next's output gate).
   void attention(const GpuAttention& w, int n, float* x);
-  // x += ffn(rmsnorm(x, norm)).
+  // x += ffn(rmsnorm(x, norm)); with `next`, the next block's normed input made in the same
+  // launch as the last add where it can.
   void dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x);
-  void moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x);
+  void moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x, NextNorm next = {});
   // y (+)= ffn(u) for n normed rows u; uq is u quantized (for w's first product where it can).
   void ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const float* u, int n, float* y, bool accumulate);
 
   // x (n rows of f32, device) quantized for w's kernels; reused while the next call of the
   // same activation type has not overwritten it.
   const DeviceActivations& quantized(const GpuMatrix& w, const float* x, int n);
-  // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch.
+  // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch (none where the
+  // launch before made them: see NextNorm).
   const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
   // The quantized gated RMSNorm of o (rows of heads of head_width values, gates z, weight w)
   // for `m`'s kernels; o is normed in place where m reads f32.
@@ -130,6 +140,11 @@ class GpuTrunk : public Model {
   // The activation `a` again if w reads its type, else x quantized for w.
   const DeviceActivations& reuse_or_quantize(const GpuMatrix& w, const DeviceActivations& a, const float* x, int n);
 
+  // trace() (model.h) of `count` floats in device memory, copied back (only while tracing),
+  // named for layer_, the layer the blocks run for (set by the model's layers()).
+  void trace_device(const char* what, const float* values, size_t count);
+  int layer_ = -1;
+
   cudaStream_t stream_ = nullptr;
   Scratch<float> u_;  // the normed rows of the current block
   Scratch<int32_t> pos_;  // positions of the step's tokens (device)
@@ -140,6 +155,18 @@ class GpuTrunk : public Model {
   // pinned memory: run directly, or recorded into the decode graph.
   void enqueue(int n, int first_logit);
   void run_step(int n, int first_logit);
+
+  // Rows the last launch normed ahead (NextNorm): taken by the next normed() call asking for
+  // them, dropped by any other.
+  struct Prenormed {
+    const float* x = nullptr;
+    const float* weights = nullptr;
+    GgmlType type = GgmlType::F32;
+    int n = 0;
+    const float* u = nullptr;  // where the f32 normed rows are
+  };
+  Prenormed prenormed_;
+  DeviceBuffer route_counter_;  // for the router products that route in their last block (zero between them)
 
   size_t weight_bytes_ = 0;
   double memory_gb_s_ = 0;  // the device's peak memory bandwidth (0: not reported)

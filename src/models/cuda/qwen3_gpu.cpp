@@ -53,9 +53,11 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : GpuTrunk(device) {
 
 void Qwen3Gpu::layers(int n, float* x) {
   for (size_t il = 0; il < attn_.size(); ++il) {
+    layer_ = int(il);
     attention(attn_[il], n, x);
     if (moe_) {
-      moe_ffn(moe_ffn_[il], ffn_norm_[il], n, x);
+      const bool last = il + 1 == attn_.size();
+      moe_ffn(moe_ffn_[il], ffn_norm_[il], n, x, last ? NextNorm{} : NextNorm{&attn_[il + 1].norm, &attn_[il + 1].q});
     } else {
       dense_ffn(dense_[il], ffn_norm_[il], n, x);
     }

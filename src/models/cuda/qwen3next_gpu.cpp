@@ -122,6 +122,7 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
   float* z = mixed + n * ch;
   float* ba = z + n * vd;
   project3(w.in, {&w.qkv, &w.z, &w.ba}, normed(w.qkv, x, w.norm, n, u), u, mixed);
+  trace_device("attn_in", u, size_t(n) * config_.n_embd);
   MOE_CUDA_CHECK(conv1d_silu(mixed, n, int(ch), ch, w.conv.as<float>(), ds_.conv_kernel,
                              conv_state_.as<float>() + size_t(w.slot) * ds_.conv_state_floats(), stream_));
   float* o = dn_out_.get(size_t(n) * size_t(vd));
@@ -131,16 +132,24 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
                               .state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats(), .out = o},
                              stream_));
   product(w.out, gated_normed(w.out, o, z, w.out_norm, n, ds_.d_v), x, true);
+  trace_device("attn_out", x, size_t(n) * config_.n_embd);
 }
 
 void Qwen3NextGpu::layers(int n, float* x) {
-  for (const Layer& L : layers_) {
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer& L = layers_[il];
+    layer_ = int(il);
     if (L.recurrent) {
       delta_net(L.delta, n, x);
     } else {
       attention(L.attn, n, x);
     }
-    moe_ffn(L.moe, L.post_attention_norm, n, x);
+    NextNorm next;  // the next layer's input norm and the first matrix that reads it
+    if (il + 1 < layers_.size()) {
+      const Layer& N = layers_[il + 1];
+      next = N.recurrent ? NextNorm{&N.delta.norm, &N.delta.qkv} : NextNorm{&N.attn.norm, &N.attn.q};
+    }
+    moe_ffn(L.moe, L.post_attention_norm, n, x, next);
   }
 }
 

@@ -66,6 +66,24 @@ DeviceActivations ActivationBuffer::quantize_normed(GgmlType type, const float* 
   return view(type, n_tok, cols);
 }
 
+DeviceActivations ActivationBuffer::combine_quantize_normed(GgmlType type, const CombineRows& c, float* x,
+                                                            const float* w, float eps, int n_tok, int64_t cols,
+                                                            float* out, cudaStream_t stream) {
+  if (cols > kMaxFusedWidth) fail("combine_quantize_normed: rows of {} values (at most {})", cols, kMaxFusedWidth);
+  if (c.k < 1 || (c.shared == nullptr) != (c.shared_logit == nullptr)) {
+    fail("combine_quantize_normed: {} experts a token, a shared expert without its gate or the reverse", c.k);
+  }
+  reserve_for(type, n_tok, cols);
+  MOE_CUDA_CHECK(launch_combine_norm_quantize(c, x, w, eps, n_tok, cols, out, type == GgmlType::Q8_K,
+                                              qs_.as<int8_t>(), scales_.as<float>(), sums_.as<int>(), stream));
+  return view(type, n_tok, cols);
+}
+
+ActivationBuffer::Target ActivationBuffer::target(GgmlType type, int n_tok, int64_t cols) {
+  reserve_for(type, n_tok, cols);
+  return {qs_.as<int8_t>(), scales_.as<float>(), sums_.as<int>(), view(type, n_tok, cols)};
+}
+
 DeviceActivations ActivationBuffer::quantize_swiglu(GgmlType type, const float* y, int rows, int64_t width,
                                                     cudaStream_t stream) {
   if (width > kMaxFusedWidth) fail("quantize_swiglu: rows of {} values (at most {})", width, kMaxFusedWidth);

@@ -4,62 +4,14 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/activations.h"
+#include "ops/cuda/combine.cuh"
+#include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-
-// One warp quantizes one block: the 32 values at x (Q8_0, lane i takes value i) ...
-__device__ void quantize_block_q8_0(const float* x, int8_t* qs, float* scale) {
-  const float v = x[threadIdx.x];
-  float amax = fabsf(v);
-  amax = warp_max(amax);
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  qs[threadIdx.x] = int8_t(roundf(v * id));
-  if (threadIdx.x == 0) *scale = __half2float(__float2half_rn(d));
-}
-
-// ... or the 256 values at x (Q8_K, lane i takes values 8i .. 8i + 7; sums[16]).
-__device__ void quantize_block_q8_k(const float* x, int8_t* qs, float* scale, int* sums) {
-  const int lane = threadIdx.x;
-  float v[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = x[8 * lane + i];
-  // The signed value of largest magnitude, the first one on ties (the CPU scans in order).
-  float amax = 0.0f, max = 0.0f;
-  int first = 256;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i], first = 8 * lane + i;
-  }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    const float a = __shfl_xor_sync(0xFFFFFFFFu, amax, off), m = __shfl_xor_sync(0xFFFFFFFFu, max, off);
-    const int f = __shfl_xor_sync(0xFFFFFFFFu, first, off);
-    if (a > amax || (a == amax && f < first)) amax = a, max = m, first = f;
-  }
-  int8_t q[8] = {};
-  float d = 0.0f;
-  if (max != 0.0f) {
-    const float iscale = -127.0f / max;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) q[i] = int8_t(min(127, __float2int_rn(iscale * v[i])));
-    d = 1.0f / iscale;
-  }
-  int sum = 0;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    qs[8 * lane + i] = q[i];
-    sum += q[i];
-  }
-  // Lanes 2j and 2j + 1 hold the 16 values of sum j.
-  sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
-  if (lane % 2 == 0) sums[lane / 2] = sum;
-  if (lane == 0) *scale = d;
-}
 
 __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t n_blocks, int8_t* __restrict__ qs,
                                      float* __restrict__ scales) {
@@ -77,20 +29,6 @@ __global__ void quantize_q8_k_kernel(const float* __restrict__ x, int64_t n_bloc
   if (b < n_blocks) quantize_block_q8_k(x + b * 256, qs + b * 256, scales + b, sums + b * 16);
 }
 
-// The warps of a block quantize row `row` of `width` values, held in shared memory.
-__device__ void quantize_row(const float* values, int64_t row, int64_t width, bool k_quant, int8_t* qs,
-                             float* scales, int* sums) {
-  const int block = k_quant ? 256 : 32;
-  for (int64_t b = threadIdx.y; b < width / block; b += blockDim.y) {
-    const int64_t at = row * width + b * block;
-    if (k_quant) {
-      quantize_block_q8_k(values + b * block, qs + at, scales + at / 256, sums + at / 16);
-    } else {
-      quantize_block_q8_0(values + b * block, qs + at, scales + at / 32);
-    }
-  }
-}
-
 // RMSNorm of a row (rms_norm() in ops.h, the same arithmetic) and the quantization of the
 // result, one thread block of kNormWarps warps per row (decode has one row: the block is all
 // the parallelism there is). The normed row is kept in shared memory for the quantization.
@@ -101,21 +39,12 @@ constexpr int kNormWarps = 32;
 unsigned row_warps(int64_t rows) { return rows >= 32 ? 4 : kNormWarps; }
 constexpr int64_t kMaxNormWidth = 8192;  // 32 KiB of shared memory
 
-__global__ void __launch_bounds__(32 * kNormWarps)
-    norm_quantize_kernel(const float* x, const float* __restrict__ w, float eps, int64_t width, float* out,
-                         bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales, int* __restrict__ sums) {
-  wait_for_previous_kernels();
-  allow_next_kernel();
-  __shared__ float normed[kMaxNormWidth];
+// The rest of a row's RMSNorm and quantization once the row is in shared memory (`normed`)
+// and each thread holds the sum of squares of its values (i = tid, tid + threads, ...).
+__device__ void finish_norm_quantize(float* normed, double sum, int64_t row, int64_t width, const float* w, float eps,
+                                     float* out, bool k_quant, int8_t* qs, float* scales, int* sums) {
   __shared__ double partial[kNormWarps];
-  const int64_t row = blockIdx.x;
   const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
-  const float* xr = x + row * width;
-  double sum = 0;
-  for (int64_t i = tid; i < width; i += threads) {
-    normed[i] = xr[i];
-    sum += double(normed[i]) * normed[i];
-  }
   sum = warp_sum(sum);
   if (threadIdx.x == 0) partial[threadIdx.y] = sum;
   __syncthreads();
@@ -128,6 +57,46 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   }
   __syncthreads();  // each warp quantizes values other warps normed
   quantize_row(normed, row, width, k_quant, qs, scales, sums);
+}
+
+__global__ void __launch_bounds__(32 * kNormWarps)
+    norm_quantize_kernel(const float* x, const float* __restrict__ w, float eps, int64_t width, float* out,
+                         bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales, int* __restrict__ sums) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  __shared__ float normed[kMaxNormWidth];
+  const int64_t row = blockIdx.x;
+  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
+  const float* xr = x + row * width;
+  double sum = 0;
+  for (int64_t i = tid; i < width; i += threads) {
+    normed[i] = xr[i];
+    sum += double(normed[i]) * normed[i];
+  }
+  finish_norm_quantize(normed, sum, row, width, w, eps, out, k_quant, qs, scales, sums);
+}
+
+// The MoE combine (combine_kernel in elementwise.cu, the same arithmetic: the k experts' rows
+// weighted and summed in rank order, the gated shared expert, the residual add into x), then
+// the next block's RMSNorm and quantization of the new x, one block per token row.
+__global__ void __launch_bounds__(32 * kNormWarps)
+    combine_norm_quantize_kernel(CombineRows c, float* x, const float* __restrict__ w, float eps, int64_t width,
+                                 float* out, bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales,
+                                 int* __restrict__ sums) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  __shared__ float normed[kMaxNormWidth];
+  const int64_t row = blockIdx.x;
+  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
+  double sum = 0;
+  for (int64_t i = tid; i < width; i += threads) {
+    const float s = combine_value(c, row, i, width);
+    const float v = x[row * width + i] + s;
+    x[row * width + i] = v;
+    normed[i] = v;
+    sum += double(v) * v;
+  }
+  finish_norm_quantize(normed, sum, row, width, w, eps, out, k_quant, qs, scales, sums);
 }
 
 // SwiGLU of rows holding gate and up side by side (swiglu_pairs() in ops.h, the same
@@ -212,13 +181,22 @@ cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* s
   return cudaGetLastError();
 }
 
+cudaError_t launch_combine_norm_quantize(const CombineRows& c, float* x, const float* w, float eps, int64_t rows,
+                                         int64_t width, float* out, bool k_quant, int8_t* qs, float* scales,
+                                         int* sums, cudaStream_t stream) {
+  if (width > kMaxNormWidth) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  launch(combine_norm_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, c, x, w, eps, width, out,
+         k_quant, qs, scales, sums);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream) {
   if (width > kMaxNormWidth) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   launch(norm_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, x, w, eps, width, out, k_quant, qs,
-         scales,
-                                                                            sums);
+         scales, sums);
   return cudaGetLastError();
 }
 

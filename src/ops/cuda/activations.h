@@ -48,6 +48,17 @@ struct DeviceActivations {
   }
 };
 
+// The inputs of an MoE combine (combine_experts() in ops.h): per token k expert output rows and
+// their weights, and Qwen3-Next's shared expert with its gate logit (optional).
+struct CombineRows {
+  const float* rows = nullptr;     // [n_tok][k][width]
+  const float* weights = nullptr;  // [n_tok][k]
+  int k = 0;
+  const float* shared = nullptr;        // [n_tok][width], or null
+  const float* shared_logit = nullptr;  // token t's at [t * logit_stride]
+  int64_t logit_stride = 1;
+};
+
 // Owns the device memory of quantized activations; reused between calls (grows as needed).
 class ActivationBuffer {
  public:
@@ -62,6 +73,21 @@ class ActivationBuffer {
   // launch; width at most kMaxFusedWidth (else run swiglu_pairs() and quantize()).
   static constexpr int64_t kMaxFusedWidth = 8192;
   DeviceActivations quantize_swiglu(GgmlType type, const float* y, int rows, int64_t width, cudaStream_t stream);
+  // combine_experts(rows..., x, accumulate) (ops.h), then quantize_normed(x, w, eps, ..., out):
+  // the experts' outputs added to the residual stream x and the next block's normed input made
+  // from the new x, in one launch and with the bits of the two calls; type Q8_0 or Q8_K, cols at
+  // most kMaxFusedWidth.
+  DeviceActivations combine_quantize_normed(GgmlType type, const CombineRows& c, float* x, const float* w, float eps,
+                                            int n_tok, int64_t cols, float* out, cudaStream_t stream);
+  // Room for n_tok rows of cols values of `type` (Q8_0 or Q8_K) that a fused kernel writes
+  // itself: the pointers it writes through, and the view of the result.
+  struct Target {
+    int8_t* qs;
+    float* scales;
+    int* sums;
+    DeviceActivations view;
+  };
+  Target target(GgmlType type, int n_tok, int64_t cols);
   // The quantized gated_rms_norm(x, z, w) (delta_net.h) of rows of `width` values made of heads
   // of head_width values, in one launch; width at most kMaxFusedWidth.
   DeviceActivations quantize_gated_norm(GgmlType type, const float* x, const float* z, const float* w, float eps,
@@ -82,6 +108,9 @@ cudaError_t launch_swiglu_quantize(const float* y, int64_t rows, int64_t width, 
 cudaError_t launch_gated_norm_quantize(const float* x, const float* z, const float* w, float eps, int64_t rows,
                                        int64_t width, int head_width, bool k_quant, int8_t* qs, float* scales,
                                        int* sums, cudaStream_t stream);
+cudaError_t launch_combine_norm_quantize(const CombineRows& c, float* x, const float* w, float eps, int64_t rows,
+                                         int64_t width, float* out, bool k_quant, int8_t* qs, float* scales,
+                                         int* sums, cudaStream_t stream);
 cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream);
 

@@ -20,6 +20,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/attention.h"
+#include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
@@ -30,7 +31,8 @@ constexpr int kSplit = 8;
 
 __global__ void attend_kernel(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
                               const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv, int head_dim,
-                              float scale, float* __restrict__ out) {
+                              float scale, const float* __restrict__ gate, float* __restrict__ out,
+                              int8_t* __restrict__ qs, float* __restrict__ qscales) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t task = blockIdx.x;
@@ -79,13 +81,18 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
     scale_of[w] = expf(warp_max[w] - top);
     total += warp_sum[w] * scale_of[w];
   }
-  float* oh = out + (int64_t(t) * n_head + h) * head_dim;
+  // The head's output, gated (sigmoid_mul's expression) and quantized to Q8_0 here where asked:
+  // a block of 32 dims is dim i of the 32 lanes, the lanes of quantize_block_q8_0.
+  const int64_t at = (int64_t(t) * n_head + h) * head_dim;
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
     if (i >= per_lane) continue;
     float o = 0.0f;
     for (int w = 0; w < kSplit; ++w) o += warp_acc[w][lane + 32 * i] * scale_of[w];
-    oh[lane + 32 * i] = o / total;
+    o = o / total;
+    if (gate) o *= sigmoid(gate[at + lane + 32 * i]);
+    if (out) out[at + lane + 32 * i] = o;
+    if (qs) quantize_lanes_q8_0(o, qs + at + 32 * i, qscales + (at + 32 * i) / 32);
   }
 }
 
@@ -240,8 +247,18 @@ cudaError_t attend(const float* q, const __half* k, const __half* v, const int32
       default: break;
     }
   }
+  return attend_decode(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, nullptr, out, nullptr, nullptr, stream);
+}
+
+cudaError_t attend_decode(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
+                          int n_head_kv, int head_dim, float scale, const float* gate, float* out, int8_t* qs,
+                          float* scales, cudaStream_t stream) {
+  if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
+  if ((qs == nullptr) != (scales == nullptr)) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
   const dim3 block(32, kSplit), grid(unsigned(int64_t(n) * n_head));
-  launch(attend_kernel, grid, block, 0, stream, q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out);
+  launch(attend_kernel, grid, block, 0, stream, q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, gate, out, qs,
+         scales);
   return cudaGetLastError();
 }
 

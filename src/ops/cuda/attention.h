@@ -18,4 +18,13 @@ cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const in
 cudaError_t attend(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
                    int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream);
 
+// attend() by the decode kernel (whatever n), its output gated where `gate` is given (out *=
+// sigmoid(gate), gate [n][n_head][head_dim]: Qwen3-Next) and quantized to Q8_0 where qs is
+// (values [n][n_head * head_dim], scales [n][n_head * head_dim / 32], the layout of
+// DeviceActivations) in the same launch: the bits of attend(), sigmoid_mul() (ops.h) and the
+// Q8_0 quantization. out may be null.
+cudaError_t attend_decode(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
+                          int n_head_kv, int head_dim, float scale, const float* gate, float* out, int8_t* qs,
+                          float* scales, cudaStream_t stream);
+
 }  // namespace moe::cuda

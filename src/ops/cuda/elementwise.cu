@@ -1,5 +1,6 @@
 // Elementwise ops: one thread per value.
 #include "ops/cuda/launch.cuh"
+#include "ops/cuda/combine.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/warp.cuh"
 
@@ -44,17 +45,12 @@ __global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, in
   out[i] = x[(i / width) / k * width + i % width];
 }
 
-__global__ void combine_kernel(const float* __restrict__ rows, const float* __restrict__ weights, int n, int k,
-                               int64_t width, float* __restrict__ out, bool accumulate, const float* __restrict__ shared,
-                               const float* __restrict__ shared_logit, int64_t logit_stride) {
+__global__ void combine_kernel(CombineRows c, int n, int64_t width, float* __restrict__ out, bool accumulate) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= int64_t(n) * width) return;
-  const int64_t t = i / width, c = i % width;
-  float sum = 0.0f;
-  for (int r = 0; r < k; ++r) sum = __fadd_rn(sum, __fmul_rn(weights[t * k + r], rows[(t * k + r) * width + c]));
-  if (shared) sum = __fadd_rn(sum, __fmul_rn(sigmoid(shared_logit[t * logit_stride]), shared[i]));
+  const float sum = combine_value(c, i / width, i % width, width);
   out[i] = accumulate ? out[i] + sum : sum;
 }
 
@@ -104,8 +100,9 @@ cudaError_t combine_experts(const float* rows, const float* weights, int n, int 
   const int64_t total = int64_t(n) * width;
   if ((shared == nullptr) != (shared_logit == nullptr)) return cudaErrorInvalidValue;
   if (total == 0) return cudaSuccess;
-  launch(combine_kernel, grid_for(total), kThreads, 0, stream, rows, weights, n, k, width, out, accumulate, shared,
-                                                           shared_logit, logit_stride);
+  const CombineRows c{.rows = rows, .weights = weights, .k = k, .shared = shared, .shared_logit = shared_logit,
+                      .logit_stride = logit_stride};
+  launch(combine_kernel, grid_for(total), kThreads, 0, stream, c, n, width, out, accumulate);
   return cudaGetLastError();
 }
 

@@ -63,21 +63,57 @@ void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const
   MOE_CUDA_CHECK(launch_matvec(type, layout, w, row_stride, rows, x, y, accumulate, stream));
 }
 
+namespace {
+
+void check_experts(const char* what, size_t expert_stride, size_t row_stride, int64_t rows, int64_t out_rows) {
+  if (out_rows > 65535) fail("{}: {} output rows in one launch (at most 65535)", what, out_rows);
+  if (expert_stride < row_stride * size_t(rows)) {
+    fail("{}: expert stride {} is shorter than {} rows of {} bytes", what, expert_stride, rows, row_stride);
+  }
+}
+
+}  // namespace
+
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
                     const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream, int x_row_div,
                     GpuLayout layout) {
   check_shape(type, rows, x.cols, 1);
   check_operands(type, row_stride, x, layout);
   if (x_row_div < 1) fail("matvec_experts: x_row_div {} (at least 1)", x_row_div);
-  if (int64_t(x.n_tok) * x_row_div > 65535) {
-    fail("matvec_experts: {} output rows in one launch (at most 65535)", int64_t(x.n_tok) * x_row_div);
-  }
-  if (expert_stride < row_stride * size_t(rows)) {
-    fail("matvec_experts: expert stride {} is shorter than {} rows of {} bytes", expert_stride, rows, row_stride);
-  }
+  check_experts("matvec_experts", expert_stride, row_stride, rows, int64_t(x.n_tok) * x_row_div);
   if (rows == 0 || x.n_tok == 0) return;
   MOE_CUDA_CHECK(
       launch_matvec_experts(type, layout, w, expert_stride, row_stride, rows, x, x_row_div, experts, y, stream));
+}
+
+void matvec_route(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
+                  const RouteTarget& route, cudaStream_t stream, GpuLayout layout) {
+  check_shape(type, rows, x.cols, x.n_tok);
+  check_operands(type, row_stride, x, layout);
+  const int width = route.k + (route.shared_expert >= 0 ? 1 : 0);
+  if (x.n_tok != 1 || route.n_expert < 1 || route.n_expert > 512 || route.k < 1 || route.k > route.n_expert ||
+      width > 32 || rows < route.n_expert + (route.shared_expert >= 0 ? 1 : 0) || route.counter == nullptr) {
+    fail("matvec_route: {} tokens, {} rows, top {} of {} experts (one token, up to 512 experts and 32 a token)",
+         x.n_tok, rows, route.k, route.n_expert);
+  }
+  MOE_CUDA_CHECK(launch_matvec(type, layout, w, row_stride, rows, x, y, false, stream, &route));
+}
+
+void matvec_experts_swiglu(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+                           const float* gu, int n, int64_t cols, const int32_t* experts, float* y,
+                           cudaStream_t stream, GpuLayout layout) {
+  check_shape(type, rows, cols, 1);
+  const GgmlType at = vec_dot_type(type);
+  if (at == GgmlType::F32 || cols > ActivationBuffer::kMaxFusedWidth) {
+    fail("matvec_experts_swiglu: {} weights of {} columns (quantized, at most {})", type_name(type), cols,
+         ActivationBuffer::kMaxFusedWidth);
+  }
+  DeviceActivations x{at, cols, n};  // the activations the kernel makes, for the checks
+  check_operands(type, row_stride, x, layout);
+  check_experts("matvec_experts_swiglu", expert_stride, row_stride, rows, n);
+  if (rows == 0 || n == 0) return;
+  MOE_CUDA_CHECK(
+      launch_matvec_experts_swiglu(type, layout, w, expert_stride, row_stride, rows, gu, n, cols, experts, y, stream));
 }
 
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,

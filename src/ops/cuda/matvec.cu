@@ -17,6 +17,8 @@
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/matvec.h"
+#include "ops/cuda/quantize_block.cuh"
+#include "ops/cuda/routing.cuh"
 #include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
@@ -200,19 +202,34 @@ struct BF16 {
   }
 };
 
+// The last thread block of a router's product to finish routes the token(s) over the logits
+// the whole grid wrote (kRoute; one launch instead of two). Every thread of the block calls it.
+__device__ void route_if_last(const float* logits, int n_tok, int64_t stride, const RouteTarget& r) {
+  __shared__ bool last;
+  __threadfence();  // this block's logits are visible before it counts itself finished
+  __syncthreads();
+  if (threadIdx.x == 0 && threadIdx.y == 0) last = atomicAdd(r.counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  for (int t = threadIdx.y; t < n_tok; t += blockDim.y) route_token<16>(logits + t * stride, r, t);
+  if (threadIdx.x == 0 && threadIdx.y == 0) *r.counter = 0;  // for the next launch (stream order)
+}
+
 // kSplit warps per row (1, 2 or 4), each over every kSplit-th stretch of 32 tasks: a matrix of
 // few rows (a router: 513; an output projection: 2048) has too few warps to keep the memory
 // system busy at one a row. The warps' partial sums are added in warp order.
-template <typename Format, int NT, int kSplit>
+template <typename Format, int NT, int kSplit, bool kRoute = false>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_kernel(const uint8_t* __restrict__ w, size_t row_stride, int64_t rows, const DeviceActivations x,
-                  float* __restrict__ y, bool accumulate) {
+                  float* y, bool accumulate, RouteTarget route) {
+  static_assert(kWarpsPerBlock % kSplit == 0);
+  constexpr int kRows = kWarpsPerBlock / kSplit;  // a block's rows
+  const int64_t first_row = int64_t(blockIdx.x) * kRows;
   wait_for_previous_kernels();
   allow_next_kernel();
-  static_assert(kWarpsPerBlock % kSplit == 0);
   __shared__ float partial[kWarpsPerBlock][NT];
   const int part = threadIdx.y % kSplit;
-  const int64_t row = int64_t(blockIdx.x) * (kWarpsPerBlock / kSplit) + threadIdx.y / kSplit;
+  const int64_t row = first_row + threadIdx.y / kSplit;
   const bool live = row < rows;
   float acc[NT];
 #pragma unroll
@@ -231,15 +248,18 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
       for (int t = 0; t < NT; ++t) partial[threadIdx.y][t] = acc[t];
     }
     __syncthreads();
-    if (part != 0 || !live) return;
+    if (part == 0 && live) {
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      for (int p = 1; p < kSplit; ++p) acc[t] += partial[threadIdx.y + p][t];
+      for (int t = 0; t < NT; ++t) {
+        for (int p = 1; p < kSplit; ++p) acc[t] += partial[threadIdx.y + p][t];
+      }
     }
   }
-  if (!live || threadIdx.x != 0) return;
+  if (live && part == 0 && threadIdx.x == 0) {
 #pragma unroll
-  for (int t = 0; t < NT; ++t) y[t * rows + row] = accumulate ? y[t * rows + row] + acc[t] : acc[t];
+    for (int t = 0; t < NT; ++t) y[t * rows + row] = accumulate ? y[t * rows + row] + acc[t] : acc[t];
+  }
+  if constexpr (kRoute) route_if_last(y, NT, rows, route);
 }
 
 // Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
@@ -252,16 +272,17 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (row >= rows) return;
   const int j = blockIdx.y;
-  const DeviceActivations xj = x.rows(j / x_row_div, 1);
-  const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
   float acc[1] = {0.0f};
-  const int tasks = int(x.cols / Format::kTask);
+  if (row < rows) {
+    const DeviceActivations xj = x.rows(j / x_row_div, 1);
+    const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
+    const int tasks = int(x.cols / Format::kTask);
 #pragma unroll 4
-  for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
+    for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
+  }
   const float s = warp_sum(acc[0]);
-  if (threadIdx.x == 0) y[int64_t(j) * rows + row] = s;
+  if (threadIdx.x == 0 && row < rows) y[int64_t(j) * rows + row] = s;
 }
 
 template <typename Format>
@@ -275,12 +296,70 @@ cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t st
   return cudaGetLastError();
 }
 
+// The experts' down products with the SwiGLU of their [gate | up] rows and its quantization in
+// the same launch (decode; one kernel less a layer). Each block first computes its expert row's
+// activations into shared memory (the arithmetic and the bytes of swiglu_quantize_kernel), then
+// kSwigluWarps warps take kRowsPerWarp weight rows each: a down matrix's rows are short (512 or
+// 768 values, one or two 16-byte loads a lane), and several rows a warp keep more loads in
+// flight. Each row's sum is the plain experts kernel's, in the same order: the same bits.
+constexpr int kSwigluWarps = 8, kRowsPerWarp = 4, kSwigluRows = kSwigluWarps * kRowsPerWarp;
+
+template <typename Format>
+__global__ void __launch_bounds__(32 * kSwigluWarps)
+    matvec_experts_swiglu_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride,
+                                 int64_t rows, const float* __restrict__ gu, int64_t cols, bool k_quant,
+                                 const int32_t* __restrict__ experts, float* __restrict__ y) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  extern __shared__ __align__(16) float h[];  // [cols], then the quantized row
+  auto* qs = reinterpret_cast<int8_t*>(h + cols);
+  auto* scales = reinterpret_cast<float*>(qs + cols);
+  auto* sums = reinterpret_cast<int*>(scales + cols / 32);
+  const int j = blockIdx.y;
+  const uint8_t* we = w + size_t(experts[j]) * expert_stride;
+  const int64_t block_row = int64_t(blockIdx.x) * kSwigluRows;
+  const float* g = gu + int64_t(j) * 2 * cols;
+  for (int64_t i = threadIdx.y * 32 + threadIdx.x; i < cols; i += 32 * kSwigluWarps) h[i] = silu(g[i]) * g[cols + i];
+  __syncthreads();
+  quantize_row(h, 0, cols, k_quant, qs, scales, sums);
+  __syncthreads();
+  DeviceActivations x{k_quant ? GgmlType::Q8_K : GgmlType::Q8_0, cols, 1};
+  x.qs = qs, x.scales = scales, x.sums = k_quant ? sums : nullptr;
+
+  const int64_t row0 = block_row + threadIdx.y * kRowsPerWarp;
+  float acc[kRowsPerWarp][1] = {};
+  const int tasks = int(cols / Format::kTask);
+  for (int c = threadIdx.x; c < tasks; c += 32) {
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      if (row0 + r < rows) Format::template dot<1>(we + (row0 + r) * row_stride, c, x, acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const float sum = warp_sum(acc[r][0]);
+    if (threadIdx.x == 0 && row0 + r < rows) y[int64_t(j) * rows + row0 + r] = sum;
+  }
+}
+
+size_t swiglu_shared_bytes(int64_t cols) { return size_t(cols) * (4 + 1) + size_t(cols / 32) * 4 + size_t(cols / 16) * 4; }
+
+template <typename Format>
+cudaError_t launch_experts_swiglu_format(const void* w, size_t expert_stride, size_t stride, int64_t rows,
+                                         const float* gu, int n, int64_t cols, bool k_quant, const int32_t* experts,
+                                         float* y, cudaStream_t stream) {
+  const dim3 block(32, kSwigluWarps), grid(unsigned((rows + kSwigluRows - 1) / kSwigluRows), unsigned(n));
+  launch(matvec_experts_swiglu_kernel<Format>, grid, block, swiglu_shared_bytes(cols), stream,
+         static_cast<const uint8_t*>(w), expert_stride, stride, rows, gu, cols, k_quant, experts, y);
+  return cudaGetLastError();
+}
+
 // Warps per row for a one-token product: enough warps in flight for the memory system.
 int split_for(int64_t rows) { return rows <= 1024 ? 4 : rows <= 4096 ? 2 : 1; }
 
 template <typename Format>
 cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const DeviceActivations& x, float* y,
-                          bool accumulate, cudaStream_t stream) {
+                          bool accumulate, cudaStream_t stream, const RouteTarget* route) {
   const int n_tok = x.n_tok;
   const dim3 block(32, kWarpsPerBlock);
   const auto* wb = static_cast<const uint8_t*>(w);
@@ -288,9 +367,17 @@ cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const Devi
     const int rows_per_block = kWarpsPerBlock / split;
     return dim3(unsigned((rows + rows_per_block - 1) / rows_per_block));
   };
+  const RouteTarget no_route;
   auto run = [&](auto kernel, int split) {
-    return launch(kernel, grid(split), block, 0, stream, wb, stride, rows, x, y, accumulate);
+    return launch(kernel, grid(split), block, 0, stream, wb, stride, rows, x, y, accumulate, route ? *route : no_route);
   };
+  if (route) {  // one token (checked by the caller)
+    switch (split_for(rows)) {
+      case 4: return run(matvec_kernel<Format, 1, 4, true>, 4);
+      case 2: return run(matvec_kernel<Format, 1, 2, true>, 2);
+      default: return run(matvec_kernel<Format, 1, 1, true>, 1);
+    }
+  }
   if (n_tok == 1) {  // decode: split the rows of small matrices over several warps
     switch (split_for(rows)) {
       case 4: return run(matvec_kernel<Format, 1, 4>, 4);
@@ -306,48 +393,54 @@ cudaError_t launch_format(const void* w, size_t stride, int64_t rows, const Devi
   return cudaGetLastError();
 }
 
+// Calls f(Format{}) with the kernel format of weights of `type` laid out as `layout`;
+// cudaErrorInvalidValue where there is none.
+template <typename F>
+cudaError_t with_format(GgmlType type, GpuLayout layout, F&& f) {
+  if (layout == GpuLayout::Q8_0Split) return type == GgmlType::Q8_0 ? f(Q8_0Split{}) : cudaErrorInvalidValue;
+  switch (type) {
+    case GgmlType::Q8_0: return f(Q8_0{});
+    case GgmlType::Q4_0: return f(Q4_0{});
+    case GgmlType::Q4_K: return f(Q45_K<false>{});
+    case GgmlType::Q5_K: return f(Q45_K<true>{});
+    case GgmlType::Q6_K: return f(Q6_K{});
+    case GgmlType::F32: return f(FloatWeights<F32>{});
+    case GgmlType::F16: return f(FloatWeights<F16>{});
+    case GgmlType::BF16: return f(FloatWeights<BF16>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 }  // namespace
 
 cudaError_t launch_matvec(GgmlType type, GpuLayout layout, const void* w, size_t stride, int64_t rows,
-                          const DeviceActivations& x, float* y, bool accumulate, cudaStream_t stream) {
-  if (layout == GpuLayout::Q8_0Split) {
-    return type == GgmlType::Q8_0 ? launch_format<Q8_0Split>(w, stride, rows, x, y, accumulate, stream)
-                                  : cudaErrorInvalidValue;
-  }
-  switch (type) {
-    case GgmlType::Q8_0: return launch_format<Q8_0>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::Q4_0: return launch_format<Q4_0>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::Q4_K: return launch_format<Q45_K<false>>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::Q5_K: return launch_format<Q45_K<true>>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::Q6_K: return launch_format<Q6_K>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::F32: return launch_format<FloatWeights<F32>>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::F16: return launch_format<FloatWeights<F16>>(w, stride, rows, x, y, accumulate, stream);
-    case GgmlType::BF16: return launch_format<FloatWeights<BF16>>(w, stride, rows, x, y, accumulate, stream);
-    default: return cudaErrorInvalidValue;
-  }
+                          const DeviceActivations& x, float* y, bool accumulate, cudaStream_t stream,
+                          const RouteTarget* route) {
+  return with_format(type, layout, [&]<typename Format>(Format) {
+    return launch_format<Format>(w, stride, rows, x, y, accumulate, stream, route);
+  });
 }
 
 cudaError_t launch_matvec_experts(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
                                   size_t stride, int64_t rows, const DeviceActivations& x, int x_row_div,
                                   const int32_t* experts, float* y, cudaStream_t stream) {
-  if (layout == GpuLayout::Q8_0Split) {
-    return type == GgmlType::Q8_0
-               ? launch_experts_format<Q8_0Split>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream)
-               : cudaErrorInvalidValue;
-  }
-  switch (type) {
-    case GgmlType::Q8_0: return launch_experts_format<Q8_0>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::Q4_0: return launch_experts_format<Q4_0>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::Q4_K:
-      return launch_experts_format<Q45_K<false>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::Q5_K: return launch_experts_format<Q45_K<true>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::Q6_K: return launch_experts_format<Q6_K>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::F32: return launch_experts_format<FloatWeights<F32>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::F16: return launch_experts_format<FloatWeights<F16>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    case GgmlType::BF16:
-      return launch_experts_format<FloatWeights<BF16>>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return with_format(type, layout, [&]<typename Format>(Format) {
+    return launch_experts_format<Format>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+  });
+}
+
+cudaError_t launch_matvec_experts_swiglu(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
+                                         size_t stride, int64_t rows, const float* gu, int n, int64_t cols,
+                                         const int32_t* experts, float* y, cudaStream_t stream) {
+  return with_format(type, layout, [&]<typename Format>(Format) {
+    if constexpr (Format::kTask == 8) {  // float weights read f32 activations: nothing to quantize
+      return cudaErrorInvalidValue;
+    } else {
+      const bool k_quant = block_size(type) == 256;
+      return launch_experts_swiglu_format<Format>(w, expert_stride, stride, rows, gu, n, cols, k_quant, experts, y,
+                                                  stream);
+    }
+  });
 }
 
 }  // namespace moe::cuda

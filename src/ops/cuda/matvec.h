@@ -16,6 +16,7 @@
 #include "core/ggml_type.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/layout.h"
+#include "ops/cuda/route_target.h"
 
 namespace moe::cuda {
 
@@ -39,15 +40,33 @@ void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t r
                     const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream,
                     int x_row_div = 1, GpuLayout layout = GpuLayout::Gguf);
 
+// matvec() of one token whose last thread block to finish then routes it over the product y
+// (the router's logits, rows = route.n_expert, or + 1 with the shared expert's gate row): the
+// results of route_top_k() (ops.h) on y, in one launch. route.counter: a device unsigned,
+// zero, left zero; one launch at a time uses it.
+void matvec_route(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
+                  const RouteTarget& route, cudaStream_t stream, GpuLayout layout = GpuLayout::Gguf);
+
+// matvec_experts() (x_row_div 1) of the quantized SwiGLU of n rows gu = [gate | up] ([n][2 *
+// cols] f32), in one launch: the bits of ActivationBuffer::quantize_swiglu() and then
+// matvec_experts(). Quantized weights only; cols at most ActivationBuffer::kMaxFusedWidth.
+void matvec_experts_swiglu(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
+                           const float* gu, int n, int64_t cols, const int32_t* experts, float* y,
+                           cudaStream_t stream, GpuLayout layout = GpuLayout::Gguf);
+
 // Host convenience for tests: uploads, quantizes the activations, multiplies, downloads.
 void matvec_on_gpu(GgmlType type, std::span<const std::byte> w, int64_t rows, int64_t cols, std::span<const float> x,
                    int n_tok, std::span<float> y);
 
 // The kernel launches (matvec.cu); callers use the checked functions above.
 cudaError_t launch_matvec(GgmlType type, GpuLayout layout, const void* w, size_t row_stride, int64_t rows,
-                          const DeviceActivations& x, float* y, bool accumulate, cudaStream_t stream);
+                          const DeviceActivations& x, float* y, bool accumulate, cudaStream_t stream,
+                          const RouteTarget* route = nullptr);
 cudaError_t launch_matvec_experts(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
                                   size_t row_stride, int64_t rows, const DeviceActivations& x, int x_row_div,
                                   const int32_t* experts, float* y, cudaStream_t stream);
+cudaError_t launch_matvec_experts_swiglu(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
+                                         size_t row_stride, int64_t rows, const float* gu, int n, int64_t cols,
+                                         const int32_t* experts, float* y, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -1,0 +1,82 @@
+#pragma once
+// Activation quantization inside a kernel, the CPU's arithmetic (ops/cpu/quantize.cpp) value
+// for value: the quantization kernels (activations.cu) and the fused kernels that quantize
+// their own inputs or outputs (a product's SwiGLU, attention's output) share these, so a fused
+// kernel writes the bytes of the ops it fuses.
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "ops/cuda/warp.cuh"
+
+namespace moe::cuda {
+
+// One warp quantizes one Q8_0 block: lane i holds value i of the block ...
+__device__ inline void quantize_lanes_q8_0(float v, int8_t* qs, float* scale) {
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  qs[threadIdx.x] = int8_t(roundf(v * id));
+  if (threadIdx.x == 0) *scale = __half2float(__float2half_rn(d));
+}
+
+// ... the 32 values at x (Q8_0) ...
+__device__ inline void quantize_block_q8_0(const float* x, int8_t* qs, float* scale) {
+  quantize_lanes_q8_0(x[threadIdx.x], qs, scale);
+}
+
+// ... or the 256 values at x (Q8_K, lane i takes values 8i .. 8i + 7; sums[16]).
+__device__ inline void quantize_block_q8_k(const float* x, int8_t* qs, float* scale, int* sums) {
+  const int lane = threadIdx.x;
+  float v[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = x[8 * lane + i];
+  // The signed value of largest magnitude, the first one on ties (the CPU scans in order).
+  float amax = 0.0f, max = 0.0f;
+  int first = 256;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i], first = 8 * lane + i;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const float a = __shfl_xor_sync(0xFFFFFFFFu, amax, off), m = __shfl_xor_sync(0xFFFFFFFFu, max, off);
+    const int f = __shfl_xor_sync(0xFFFFFFFFu, first, off);
+    if (a > amax || (a == amax && f < first)) amax = a, max = m, first = f;
+  }
+  int8_t q[8] = {};
+  float d = 0.0f;
+  if (max != 0.0f) {
+    const float iscale = -127.0f / max;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[i] = int8_t(min(127, __float2int_rn(iscale * v[i])));
+    d = 1.0f / iscale;
+  }
+  int sum = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    qs[8 * lane + i] = q[i];
+    sum += q[i];
+  }
+  // Lanes 2j and 2j + 1 hold the 16 values of sum j.
+  sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+  if (lane % 2 == 0) sums[lane / 2] = sum;
+  if (lane == 0) *scale = d;
+}
+
+// The warps of a block quantize row `row` of `width` values, held in shared memory.
+__device__ inline void quantize_row(const float* values, int64_t row, int64_t width, bool k_quant, int8_t* qs,
+                             float* scales, int* sums) {
+  const int block = k_quant ? 256 : 32;
+  for (int64_t b = threadIdx.y; b < width / block; b += blockDim.y) {
+    const int64_t at = row * width + b * block;
+    if (k_quant) {
+      quantize_block_q8_k(values + b * block, qs + at, scales + at / 256, sums + at / 16);
+    } else {
+      quantize_block_q8_0(values + b * block, qs + at, scales + at / 32);
+    }
+  }
+}
+
+
+}  // namespace moe::cuda

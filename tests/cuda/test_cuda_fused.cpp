@@ -1,0 +1,204 @@
+// The decode step's fused launches give the bits of the launches they replace, on fresh random
+// data and odd sizes: the router product that routes in its last block, the experts' down
+// products with their SwiGLU, attention with its gate and quantization, and the MoE combine
+// with the next block's norm. Bit equality (not a tolerance): a fused kernel does the same
+// arithmetic in the same order, so any difference is a bug.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include <cuda_fp16.h>
+#include <fmt/format.h>
+
+#include "../ops/ops_test_util.h"
+#include "core/error.h"
+#include "ops/cpu/vec_dot.h"
+#include "ops/cuda/activations.h"
+#include "ops/cuda/attention.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/layout.h"
+#include "ops/cuda/matvec.h"
+#include "ops/cuda/ops.h"
+#include "cuda_test_util.h"
+
+namespace moe {
+namespace {
+
+using test::Device;
+
+template <typename T>
+std::vector<T> download(const T* p, size_t n) {
+  std::vector<T> out(n);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  MOE_CUDA_CHECK(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// Quantized activations' bytes and scales (and sums for Q8_K) as host vectors, for comparison.
+struct Quantized {
+  std::vector<int8_t> qs;
+  std::vector<float> scales;
+  std::vector<int> sums;
+  bool operator==(const Quantized&) const = default;
+};
+Quantized download(const cuda::DeviceActivations& a) {
+  const size_t n = size_t(a.n_tok) * size_t(a.cols), block = a.type == GgmlType::Q8_K ? 256 : 32;
+  Quantized q{download(a.qs, n), download(a.scales, n / block), {}};
+  if (a.type == GgmlType::Q8_K) q.sums = download(a.sums, n / 16);
+  return q;
+}
+
+TEST(CudaFused, RouterProductRoutesInItsLastBlock) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int64_t cols = 2048;
+  Device<unsigned> counter{std::vector<unsigned>{0}};
+  for (GgmlType type : {GgmlType::F32, GgmlType::Q8_0}) {
+    for (int n_expert : {60, 128, 512}) {
+      for (bool shared : {false, true}) {
+        const int k = n_expert == 60 ? 4 : n_expert == 128 ? 8 : 10, rows = n_expert + (shared ? 1 : 0);
+        const int width = k + (shared ? 1 : 0);
+        SCOPED_TRACE(fmt::format("{} router, {} experts, top {}, shared {}", type_name(type), n_expert, k, shared));
+        const auto w = test::quantize(type, test::random_floats(rng, size_t(rows * cols), 0.05f), rows, cols);
+        const auto x = test::random_floats(rng, size_t(cols));
+        Device<std::byte> dw(w);
+        Device<float> dx(x), y1{size_t(rows)}, y2{size_t(rows)}, w1{size_t(width)}, w2{size_t(width)};
+        Device<int32_t> e1{size_t(width)}, e2{size_t(width)};
+        cuda::ActivationBuffer buffer;
+        const auto a = buffer.quantize(vec_dot_type(type), dx.get(), 1, cols, nullptr);
+        const size_t rb = row_bytes(type, cols);
+        cuda::matvec(type, dw.get(), rb, rows, a, y1.get(), nullptr);
+        MOE_CUDA_CHECK(cuda::route_top_k(y1.get(), 1, n_expert, k, true, e1.get(), w1.get(), nullptr, rows,
+                                         shared ? n_expert : -1));
+        for (int launch = 0; launch < 2; ++launch) {  // the second finds the counter back at zero
+          const cuda::RouteTarget route{.n_expert = n_expert, .k = k, .renormalize = true,
+                                  .shared_expert = shared ? n_expert : -1, .experts = e2.get(), .weights = w2.get(),
+                                  .counter = counter.get()};
+          MOE_CUDA_CHECK(cudaMemset(e2.get(), 0xFF, size_t(width) * 4));
+          cuda::matvec_route(type, dw.get(), rb, rows, a, y2.get(), route, nullptr);
+          EXPECT_EQ(y2.host(), y1.host()) << "launch " << launch;
+          EXPECT_EQ(e2.host(), e1.host()) << "launch " << launch;
+          EXPECT_EQ(w2.host(), w1.host()) << "launch " << launch;
+          EXPECT_EQ(counter.host()[0], 0u);
+        }
+      }
+    }
+  }
+  cuda::ActivationBuffer buffer;
+  Device<float> dx{size_t(2 * cols)}, y{size_t(8)};
+  const auto two = buffer.quantize(GgmlType::Q8_0, dx.get(), 2, cols, nullptr);
+  const cuda::RouteTarget route{.n_expert = 8, .k = 2, .counter = counter.get()};
+  EXPECT_THROW(cuda::matvec_route(GgmlType::Q8_0, nullptr, row_bytes(GgmlType::Q8_0, cols), 8, two, y.get(), route,
+                                  nullptr),
+               Error);  // one token only
+}
+
+TEST(CudaFused, SwigluDownProductsEqualTheirParts) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int n_expert = 5, rows = 100;  // not a multiple of the 32 rows a block takes
+  const std::vector<int32_t> experts{4, 0, 4, 2, 1, 3, 0, 2, 4};
+  const int n = int(experts.size());
+  Device<int32_t> de(experts);
+  struct Case {
+    GgmlType type;
+    cuda::GpuLayout layout;
+  };
+  for (const Case c : {Case{GgmlType::Q8_0, cuda::GpuLayout::Gguf}, Case{GgmlType::Q8_0, cuda::GpuLayout::Q8_0Split},
+                       Case{GgmlType::Q4_0, cuda::GpuLayout::Gguf}, Case{GgmlType::Q4_K, cuda::GpuLayout::Gguf},
+                       Case{GgmlType::Q6_K, cuda::GpuLayout::Gguf}}) {
+    for (int64_t cols : {256, 512, 768, 1280}) {
+      if (cols % block_size(c.type) != 0) continue;
+      const bool split = c.layout == cuda::GpuLayout::Q8_0Split;
+      SCOPED_TRACE(fmt::format("{}{} down, {} columns", type_name(c.type), split ? " split" : "", cols));
+      const auto w = test::random_blocks(rng, c.type, int64_t(n_expert) * rows, cols);
+      const size_t rb = row_bytes(c.type, cols), stride = split ? cuda::q8_0_split_stride(cols) : rb;
+      Device<std::byte> dw(w), ds{stride * n_expert * rows};
+      if (split) {
+        MOE_CUDA_CHECK(cuda::relayout_q8_0_split(dw.get(), rb, n_expert * rows, cols, ds.get(), stride, nullptr));
+      }
+      const std::byte* weights = split ? ds.get() : dw.get();
+      const auto gu = test::random_floats(rng, size_t(n) * 2 * size_t(cols), 2.0f);
+      Device<float> dgu(gu), y1{size_t(n * rows)}, y2{size_t(n * rows)};
+      cuda::ActivationBuffer buffer;
+      const auto h = buffer.quantize_swiglu(vec_dot_type(c.type), dgu.get(), n, cols, nullptr);
+      cuda::matvec_experts(c.type, weights, stride * rows, stride, rows, h, de.get(), y1.get(), nullptr, 1, c.layout);
+      cuda::matvec_experts_swiglu(c.type, weights, stride * rows, stride, rows, dgu.get(), n, cols, de.get(), y2.get(),
+                                  nullptr, c.layout);
+      ASSERT_EQ(y2.host(), y1.host());
+    }
+  }
+  Device<float> gu{size_t(64)}, y{size_t(64)};
+  EXPECT_THROW(cuda::matvec_experts_swiglu(GgmlType::F16, nullptr, 64, 64, 1, gu.get(), 1, 32, de.get(), y.get(),
+                                           nullptr),
+               Error);  // float weights read f32 activations
+}
+
+TEST(CudaFused, DecodeAttentionGatedAndQuantizedEqualsItsParts) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  for (int head_dim : {64, 128, 256}) {
+    for (bool gated : {false, true}) {
+      SCOPED_TRACE(fmt::format("head_dim {}, gated {}", head_dim, gated));
+      const int n = 2, n_head = 16, n_head_kv = 2, kv_dim = n_head_kv * head_dim, positions = 77;
+      const int64_t q_dim = int64_t(n_head) * head_dim;
+      const auto q = test::random_floats(rng, size_t(n * q_dim)), gate = test::random_floats(rng, q.size(), 3.0f);
+      std::vector<__half> k(size_t(positions * kv_dim)), v(k.size());
+      for (auto* cache : {&k, &v}) {
+        for (auto& e : *cache) e = __float2half_rn(std::uniform_real_distribution<float>(-1, 1)(rng));
+      }
+      const std::vector<int32_t> pos{positions - 2, positions - 1};
+      Device<float> dq(q), dg(gate), o1{q.size()}, o2{q.size()};
+      Device<__half> dk(k), dv(v);
+      Device<int32_t> dpos(pos);
+      const float scale = 0.125f;
+      MOE_CUDA_CHECK(cuda::attend_decode(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
+                                         scale, nullptr, o1.get(), nullptr, nullptr, nullptr));
+      if (gated) MOE_CUDA_CHECK(cuda::sigmoid_mul(o1.get(), dg.get(), int64_t(q.size()), nullptr));
+      cuda::ActivationBuffer parts, fused;
+      const auto expected = parts.quantize(GgmlType::Q8_0, o1.get(), n, q_dim, nullptr);
+      const auto target = fused.target(GgmlType::Q8_0, n, q_dim);
+      MOE_CUDA_CHECK(cuda::attend_decode(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
+                                         scale, gated ? dg.get() : nullptr, o2.get(), target.qs, target.scales,
+                                         nullptr));
+      EXPECT_EQ(o2.host(), o1.host());
+      EXPECT_TRUE(download(target.view) == download(expected));
+    }
+  }
+}
+
+TEST(CudaFused, CombineWithTheNextNormEqualsItsParts) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int64_t d = 1024;
+  for (int n : {1, 40}) {  // one block of 32 warps a row, and of 4 (the norm kernels' two shapes)
+    for (bool shared : {false, true}) {
+      for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q8_K}) {
+        SCOPED_TRACE(fmt::format("{} tokens, shared {}, {}", n, shared, type_name(type)));
+        const int k = shared ? 11 : 8, logit_stride = 7;
+        const auto rows = test::random_floats(rng, size_t(n * k * d)), weights = test::random_floats(rng, size_t(n * k));
+        const auto x = test::random_floats(rng, size_t(n * d), 3.0f), norm = test::random_floats(rng, size_t(d));
+        const auto shared_out = test::random_floats(rng, size_t(n * d));
+        const auto logits = test::random_floats(rng, size_t(n * logit_stride), 4.0f);
+        Device<float> drows(rows), dweights(weights), x1(x), x2(x), dnorm(norm), dshared(shared_out), dlogits(logits);
+        Device<float> u1{size_t(n * d)}, u2{size_t(n * d)};
+        const float* sh = shared ? dshared.get() : nullptr;
+        const float* sl = shared ? dlogits.get() + 3 : nullptr;
+        MOE_CUDA_CHECK(cuda::combine_experts(drows.get(), dweights.get(), n, k, d, x1.get(), nullptr, true, sh, sl,
+                                             logit_stride));
+        cuda::ActivationBuffer parts, fused;
+        const auto expected = parts.quantize_normed(type, x1.get(), dnorm.get(), 1e-6f, n, d, u1.get(), nullptr);
+        const cuda::CombineRows c{.rows = drows.get(), .weights = dweights.get(), .k = k, .shared = sh,
+                                  .shared_logit = sl, .logit_stride = logit_stride};
+        const auto got = fused.combine_quantize_normed(type, c, x2.get(), dnorm.get(), 1e-6f, n, d, u2.get(), nullptr);
+        EXPECT_EQ(x2.host(), x1.host());
+        EXPECT_EQ(u2.host(), u1.host());
+        EXPECT_TRUE(download(got) == download(expected));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
