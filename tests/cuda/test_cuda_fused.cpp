@@ -152,20 +152,86 @@ TEST(CudaFused, DecodeAttentionGatedAndQuantizedEqualsItsParts) {
       Device<float> dq(q), dg(gate), o1{q.size()}, o2{q.size()};
       Device<__half> dk(k), dv(v);
       Device<int32_t> dpos(pos);
-      const float scale = 0.125f;
-      MOE_CUDA_CHECK(cuda::attend_decode(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
-                                         scale, nullptr, o1.get(), nullptr, nullptr, nullptr));
+      cuda::DecodeAttention a{.q = dq.get(), .k_cache = dk.get(), .v_cache = dv.get(), .pos = dpos.get(), .n = n,
+                              .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim, .scale = 0.125f,
+                              .out = o1.get(), .fresh = {}};
+      MOE_CUDA_CHECK(cuda::attend_decode(a, nullptr));
       if (gated) MOE_CUDA_CHECK(cuda::sigmoid_mul(o1.get(), dg.get(), int64_t(q.size()), nullptr));
       cuda::ActivationBuffer parts, fused;
       const auto expected = parts.quantize(GgmlType::Q8_0, o1.get(), n, q_dim, nullptr);
       const auto target = fused.target(GgmlType::Q8_0, n, q_dim);
-      MOE_CUDA_CHECK(cuda::attend_decode(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
-                                         scale, gated ? dg.get() : nullptr, o2.get(), target.qs, target.scales,
-                                         nullptr));
+      a.gate = gated ? dg.get() : nullptr, a.out = o2.get(), a.qs = target.qs, a.scales = target.scales;
+      MOE_CUDA_CHECK(cuda::attend_decode(a, nullptr));
       EXPECT_EQ(o2.host(), o1.host());
       EXPECT_TRUE(download(target.view) == download(expected));
     }
   }
+}
+
+std::vector<uint16_t> bits(const std::vector<__half>& h) {
+  std::vector<uint16_t> out(h.size());
+  std::memcpy(out.data(), h.data(), h.size() * 2);
+  return out;
+}
+
+// Decode attention that norms, rotates and stores the token's own query, key and value (one
+// launch) against qk_norm_rope_store + attend: the same output, quantized bytes and caches. The
+// gated form reads each query head with its gate after it, as the product leaves them.
+TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  for (int head_dim : {64, 128, 256}) {
+    for (bool gated : {false, true}) {
+      const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, n_rot = gated ? head_dim / 4 : head_dim;
+      for (int position : {0, 1, 40}) {
+        SCOPED_TRACE(fmt::format("head_dim {}, gated {}, position {}", head_dim, gated, position));
+        const int64_t q_dim = int64_t(n_head) * head_dim, q_stride = gated ? 2 * head_dim : head_dim;
+        const auto qg = test::random_floats(rng, size_t(n_head * q_stride), 2.0f);
+        const auto k = test::random_floats(rng, size_t(kv_dim), 2.0f), v = test::random_floats(rng, size_t(kv_dim));
+        const auto qn = test::random_floats(rng, size_t(head_dim)), kn = test::random_floats(rng, size_t(head_dim));
+        std::vector<__half> cache(size_t(64 * kv_dim));
+        for (auto& e : cache) e = __float2half_rn(std::uniform_real_distribution<float>(-1, 1)(rng));
+        Device<__half> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
+        Device<float> dqg(qg), dk(k), dv(v), dqn(qn), dkn(kn), q{size_t(q_dim)}, gate{size_t(q_dim)};
+        Device<float> o1{size_t(q_dim)}, o2{size_t(q_dim)}, k1(k);
+        Device<int32_t> dpos(std::vector<int32_t>{position});
+        Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
+        // The parts.
+        if (gated) {
+          MOE_CUDA_CHECK(cuda::split_gated_heads(dqg.get(), n_head, head_dim, q.get(), gate.get(), nullptr));
+        } else {
+          MOE_CUDA_CHECK(cudaMemcpy(q.get(), dqg.get(), size_t(q_dim) * 4, cudaMemcpyDeviceToDevice));
+        }
+        MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), 1,
+                                                n_head, n_head_kv, head_dim, n_rot, freq.get(), kc1.get(), vc1.get(),
+                                                nullptr));
+        cuda::ActivationBuffer parts, fused;
+        const auto q8 = parts.target(GgmlType::Q8_0, 1, q_dim);
+        MOE_CUDA_CHECK(cuda::attend_decode({.q = q.get(), .k_cache = kc1.get(), .v_cache = vc1.get(), .pos = dpos.get(),
+                                            .n = 1, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
+                                            .scale = 0.1f, .gate = gated ? gate.get() : nullptr, .out = o1.get(),
+                                            .qs = q8.qs, .scales = q8.scales, .fresh = {}},
+                                           nullptr));
+        // One launch.
+        const auto f8 = fused.target(GgmlType::Q8_0, 1, q_dim);
+        MOE_CUDA_CHECK(cuda::attend_decode(
+            {.k_cache = kc2.get(), .v_cache = vc2.get(), .pos = dpos.get(), .n = 1, .n_head = n_head,
+             .n_head_kv = n_head_kv, .head_dim = head_dim, .scale = 0.1f, .gate = gated ? dqg.get() + head_dim : nullptr,
+             .gate_stride = q_stride, .out = o2.get(), .qs = f8.qs, .scales = f8.scales,
+             .fresh = {.q = dqg.get(), .q_stride = q_stride, .k = dk.get(), .v = dv.get(), .q_norm = dqn.get(),
+                       .k_norm = dkn.get(), .eps = 1e-6f, .n_rot = n_rot, .freq = freq.get(), .k_cache = kc2.get(),
+                       .v_cache = vc2.get()}},
+            nullptr));
+        EXPECT_EQ(o2.host(), o1.host());
+        EXPECT_TRUE(download(f8.view) == download(q8.view));
+        EXPECT_EQ(bits(kc2.host()), bits(kc1.host()));
+        EXPECT_EQ(bits(vc2.host()), bits(vc1.host()));
+      }
+    }
+  }
+  Device<float> x{size_t(256)};
+  EXPECT_EQ(cuda::attend_decode({.n = 2, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .fresh = {.q = x.get()}}, nullptr),
+            cudaErrorInvalidValue);  // one token only
 }
 
 TEST(CudaFused, CombineWithTheNextNormEqualsItsParts) {

@@ -252,6 +252,28 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
   float* v = k + size_t(n) * kv_dim;
   project3(w.qkv, {&w.q, &w.k, &w.v}, normed(w.q, x, w.norm, n, u), u, q);
   trace_device("attn_in", u, size_t(n) * c.n_embd);
+  const int32_t* pos = pos_.get(size_t(n));
+  auto* kc = k_cache_[size_t(w.cache_layer)].as<__half>();
+  auto* vc = v_cache_[size_t(w.cache_layer)].as<__half>();
+  const float scale = 1.0f / std::sqrt(float(hd));
+  if (n == 1 && vec_dot_type(w.o.type) == GgmlType::Q8_0) {
+    // Decode: the q/k norms, RoPE and KV store, the output gate and the quantization for the
+    // output product all in the attention launch.
+    ActivationSlot& s8 = slot(GgmlType::Q8_0);
+    const ActivationBuffer::Target out = s8.buffer.target(GgmlType::Q8_0, n, q_dim);
+    const int64_t stride = s.gated ? 2 * hd : hd;  // a query head, then its gate
+    MOE_CUDA_CHECK(attend_decode(
+        {.k_cache = kc, .v_cache = vc, .pos = pos, .n = n, .n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = hd,
+         .scale = scale, .gate = s.gated ? q + hd : nullptr, .gate_stride = stride, .qs = out.qs,
+         .scales = out.scales,
+         .fresh = {.q = q, .q_stride = stride, .k = k, .v = v, .q_norm = w.q_norm.as<float>(),
+                   .k_norm = w.k_norm.as<float>(), .eps = s.rms_eps, .n_rot = s.n_rot, .freq = rope_freq_.as<double>(),
+                   .k_cache = kc, .v_cache = vc}},
+        stream_));
+    product(w.o, s8.last = out.view, x, true);
+    trace_device("attn_out", x, size_t(n) * c.n_embd);
+    return;
+  }
   float* gate = nullptr;
   if (s.gated) {
     float* qg = q;
@@ -259,21 +281,8 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
     gate = q + size_t(n) * q_dim;
     MOE_CUDA_CHECK(split_gated_heads(qg, int64_t(n) * c.n_head, hd, q, gate, stream_));
   }
-  const int32_t* pos = pos_.get(size_t(n));
-  auto* kc = k_cache_[size_t(w.cache_layer)].as<__half>();
-  auto* vc = v_cache_[size_t(w.cache_layer)].as<__half>();
   MOE_CUDA_CHECK(qk_norm_rope_store(q, k, v, w.q_norm.as<float>(), w.k_norm.as<float>(), s.rms_eps, pos, n, c.n_head,
                                     c.n_head_kv, hd, s.n_rot, rope_freq_.as<double>(), kc, vc, stream_));
-  const float scale = 1.0f / std::sqrt(float(hd));
-  if (n == 1 && vec_dot_type(w.o.type) == GgmlType::Q8_0) {  // decode: gate and quantization in the attention launch
-    ActivationSlot& s8 = slot(GgmlType::Q8_0);
-    const ActivationBuffer::Target out = s8.buffer.target(GgmlType::Q8_0, n, q_dim);
-    MOE_CUDA_CHECK(attend_decode(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, scale, gate, nullptr, out.qs,
-                                 out.scales, stream_));
-    product(w.o, s8.last = out.view, x, true);
-    trace_device("attn_out", x, size_t(n) * c.n_embd);
-    return;
-  }
   float* mixed = mixed_.get(size_t(n) * q_dim);
   MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, scale, mixed, stream_));
   if (gate) MOE_CUDA_CHECK(sigmoid_mul(mixed, gate, int64_t(n) * q_dim, stream_));

@@ -21,6 +21,7 @@
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/quantize_block.cuh"
+#include "ops/cuda/rope.cuh"
 #include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
@@ -29,16 +30,39 @@ namespace {
 constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kSplit = 8;
 
-__global__ void attend_kernel(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
-                              const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv, int head_dim,
-                              float scale, const float* __restrict__ gate, float* __restrict__ out,
-                              int8_t* __restrict__ qs, float* __restrict__ qscales) {
+__global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t task = blockIdx.x;
+  const int n_head = a.n_head, n_head_kv = a.n_head_kv, head_dim = a.head_dim;
   const int t = int(task / n_head), h = int(task % n_head), lane = threadIdx.x, warp = threadIdx.y;
-  const int kv_head = h / (n_head / n_head_kv), kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
-  const float* qh = q + (int64_t(t) * n_head + h) * head_dim;
+  const int group = n_head / n_head_kv, kv_head = h / group, kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
+  const int pos_t = a.pos[t];
+  const FreshKv& f = a.fresh;
+  // With fresh q/k/v: this block's query, and its kv head's key and value as the cache holds
+  // them (f16), made here (warps 0-2) and read from shared memory for the current position.
+  __shared__ float q_fresh[kMaxRopeHeadDim], k_fresh[kMaxRopeHeadDim], scratch[2][kMaxRopeHeadDim];
+  __shared__ __half k_half[kMaxRopeHeadDim], v_half[kMaxRopeHeadDim];
+  if (f.q) {
+    if (warp == 0) {
+      norm_rope_head(f.q + (int64_t(t) * n_head + h) * f.q_stride, f.q_norm, f.eps, head_dim, f.n_rot, f.freq, pos_t,
+                     scratch[0], q_fresh);
+    } else if (warp == 1) {
+      norm_rope_head(f.k + (int64_t(t) * n_head_kv + kv_head) * head_dim, f.k_norm, f.eps, head_dim, f.n_rot, f.freq,
+                     pos_t, scratch[1], k_fresh);
+      for (int i = lane; i < head_dim; i += 32) k_half[i] = __float2half_rn(k_fresh[i]);
+    } else if (warp == 2) {
+      for (int i = lane; i < head_dim; i += 32) {
+        v_half[i] = __float2half_rn(f.v[(int64_t(t) * n_head_kv + kv_head) * head_dim + i]);
+      }
+    }
+    __syncthreads();
+    if (h % group == 0 && warp == 3) {  // one block per kv head stores them
+      const int64_t at = int64_t(pos_t) * kv_dim + int64_t(kv_head) * head_dim;
+      for (int i = lane; i < head_dim; i += 32) f.k_cache[at + i] = k_half[i], f.v_cache[at + i] = v_half[i];
+    }
+  }
+  const float* qh = f.q ? q_fresh : a.q + (int64_t(t) * n_head + h) * head_dim;
   float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
@@ -46,18 +70,19 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
     acc[i] = 0.0f;
   }
   float max = -FLT_MAX, sum = 0.0f;
-  const int visible = pos[t] + 1;
+  const int visible = pos_t + 1;
   for (int p = warp; p < visible; p += kSplit) {
-    const __half* kp = k + int64_t(p) * kv_dim + kv_head * head_dim;
+    const bool fresh_p = f.q && p == pos_t;
+    const __half* kp = fresh_p ? k_half : a.k_cache + int64_t(p) * kv_dim + kv_head * head_dim;
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < kMaxDimsPerLane; ++i) {
       if (i < per_lane) s += qv[i] * __half2float(kp[lane + 32 * i]);
     }
     s = warp_sum(s);
-    s *= scale;
+    s *= a.scale;
     const float new_max = fmaxf(max, s), correction = expf(max - new_max), weight = expf(s - new_max);
-    const __half* vp = v + int64_t(p) * kv_dim + kv_head * head_dim;
+    const __half* vp = fresh_p ? v_half : a.v_cache + int64_t(p) * kv_dim + kv_head * head_dim;
 #pragma unroll
     for (int i = 0; i < kMaxDimsPerLane; ++i) {
       if (i < per_lane) acc[i] = acc[i] * correction + weight * __half2float(vp[lane + 32 * i]);
@@ -75,24 +100,27 @@ __global__ void attend_kernel(const float* __restrict__ q, const __half* __restr
   __syncthreads();
   if (warp != 0) return;
   float top = -FLT_MAX;
+#pragma unroll
   for (int w = 0; w < kSplit; ++w) top = fmaxf(top, warp_max[w]);
   float total = 0.0f, scale_of[kSplit];
+#pragma unroll
   for (int w = 0; w < kSplit; ++w) {
     scale_of[w] = expf(warp_max[w] - top);
     total += warp_sum[w] * scale_of[w];
   }
   // The head's output, gated (sigmoid_mul's expression) and quantized to Q8_0 here where asked:
   // a block of 32 dims is dim i of the 32 lanes, the lanes of quantize_block_q8_0.
-  const int64_t at = (int64_t(t) * n_head + h) * head_dim;
+  const int64_t at = (int64_t(t) * n_head + h) * head_dim, gate_stride = a.gate_stride ? a.gate_stride : head_dim;
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
     if (i >= per_lane) continue;
     float o = 0.0f;
+#pragma unroll
     for (int w = 0; w < kSplit; ++w) o += warp_acc[w][lane + 32 * i] * scale_of[w];
     o = o / total;
-    if (gate) o *= sigmoid(gate[at + lane + 32 * i]);
-    if (out) out[at + lane + 32 * i] = o;
-    if (qs) quantize_lanes_q8_0(o, qs + at + 32 * i, qscales + (at + 32 * i) / 32);
+    if (a.gate) o *= sigmoid(a.gate[(int64_t(t) * n_head + h) * gate_stride + lane + 32 * i]);
+    if (a.out) a.out[at + lane + 32 * i] = o;
+    if (a.qs) quantize_lanes_q8_0(o, a.qs + at + 32 * i, a.scales + (at + 32 * i) / 32);
   }
 }
 
@@ -247,18 +275,22 @@ cudaError_t attend(const float* q, const __half* k, const __half* v, const int32
       default: break;
     }
   }
-  return attend_decode(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, nullptr, out, nullptr, nullptr, stream);
+  return attend_decode({.q = q, .k_cache = k, .v_cache = v, .pos = pos, .n = n, .n_head = n_head, .n_head_kv = n_head_kv,
+                        .head_dim = head_dim, .scale = scale, .out = out, .fresh = {}},
+                       stream);
 }
 
-cudaError_t attend_decode(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
-                          int n_head_kv, int head_dim, float scale, const float* gate, float* out, int8_t* qs,
-                          float* scales, cudaStream_t stream) {
-  if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
-  if ((qs == nullptr) != (scales == nullptr)) return cudaErrorInvalidValue;
-  if (n == 0) return cudaSuccess;
-  const dim3 block(32, kSplit), grid(unsigned(int64_t(n) * n_head));
-  launch(attend_kernel, grid, block, 0, stream, q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, gate, out, qs,
-         scales);
+cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream) {
+  if (a.head_dim % 32 != 0 || a.head_dim > 32 * kMaxDimsPerLane || a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if ((a.qs == nullptr) != (a.scales == nullptr)) return cudaErrorInvalidValue;
+  const FreshKv& f = a.fresh;
+  if (f.q && (a.n != 1 || !f.k || !f.v || !f.k_cache || !f.v_cache || f.n_rot > a.head_dim || f.n_rot % 2 != 0)) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.n == 0) return cudaSuccess;
+  launch(attend_kernel, unsigned(int64_t(a.n) * a.n_head), dim3(32, kSplit), 0, stream, a);
   return cudaGetLastError();
 }
 

@@ -18,13 +18,46 @@ cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const in
 cudaError_t attend(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
                    int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream);
 
-// attend() by the decode kernel (whatever n), its output gated where `gate` is given (out *=
-// sigmoid(gate), gate [n][n_head][head_dim]: Qwen3-Next) and quantized to Q8_0 where qs is
-// (values [n][n_head * head_dim], scales [n][n_head * head_dim / 32], the layout of
-// DeviceActivations) in the same launch: the bits of attend(), sigmoid_mul() (ops.h) and the
-// Q8_0 quantization. out may be null.
-cudaError_t attend_decode(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
-                          int n_head_kv, int head_dim, float scale, const float* gate, float* out, int8_t* qs,
-                          float* scales, cudaStream_t stream);
+// The current token's raw query, key and value, for decode attention that norms, rotates and
+// stores them itself: the work of qk_norm_rope_store() (ops.h) in the attention launch, one
+// query token only. Each block norms and rotates its query head and its kv head's key (q_norm,
+// k_norm, eps, RoPE of the first n_rot dims with the table freq), uses the key and value of the
+// current position from shared memory, and the first query block of each kv head writes them
+// to the caches.
+struct FreshKv {
+  const float* q = nullptr;  // head h at q + h * q_stride (2 * head_dim: Qwen3-Next's gate after each query)
+  int64_t q_stride = 0;
+  const float* k = nullptr;  // [n_head_kv][head_dim]
+  const float* v = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  float eps = 1e-6f;
+  int n_rot = 0;
+  const double* freq = nullptr;
+  __half* k_cache = nullptr;  // the caches attention reads, written at the token's position
+  __half* v_cache = nullptr;
+};
+
+// attend() by the decode kernel (whatever n), and what decode fuses into it: the output gated
+// where `gate` is given (out *= sigmoid(gate), head h of token t at gate + (t * n_head + h) *
+// gate_stride), quantized to Q8_0 where qs is (values [n][n_head * head_dim], scales [n][n_head
+// * head_dim / 32], the layout of DeviceActivations), and with fresh.q set, the query, key and
+// value norms, rotation and store (n must be 1; q is then unused). The bits of attend(),
+// sigmoid_mul(), the Q8_0 quantization and qk_norm_rope_store(). out may be null.
+struct DecodeAttention {
+  const float* q = nullptr;  // [n][n_head][head_dim], normed and rotated
+  const __half* k_cache = nullptr;
+  const __half* v_cache = nullptr;
+  const int32_t* pos = nullptr;
+  int n = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
+  float scale = 1.0f;
+  const float* gate = nullptr;
+  int64_t gate_stride = 0;  // 0: head_dim
+  float* out = nullptr;
+  int8_t* qs = nullptr;
+  float* scales = nullptr;
+  FreshKv fresh;
+};
+cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -3,6 +3,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/rope.cuh"
 #include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
@@ -27,7 +28,7 @@ __global__ void rope_neox_kernel(float* x, const int32_t* __restrict__ pos, int 
   h[i + half] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
 
-constexpr int kMaxHeadDim = 256, kHeadsPerBlock = 4;
+constexpr int kHeadsPerBlock = 4;
 
 // One warp per head (the n_head query heads of a token, then its n_head_kv key heads).
 __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __restrict__ v,
@@ -44,27 +45,12 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
   const bool is_q = hh < n_head;
   float* x = is_q ? q + (int64_t(t) * n_head + hh) * head_dim : k + (int64_t(t) * n_head_kv + hh - n_head) * head_dim;
   const float* w = is_q ? q_norm : k_norm;
-  double sum = 0;
-  for (int i = lane; i < head_dim; i += 32) sum += double(x[i]) * x[i];
-  sum = warp_sum(sum);
-  const float scale = float(1.0 / sqrt(sum / double(head_dim) + eps));
-  __shared__ float normed[kHeadsPerBlock][kMaxHeadDim];
-  float* h = normed[threadIdx.y];
-  for (int i = lane; i < head_dim; i += 32) h[i] = x[i] * scale * w[i];
-  __syncwarp();
-  const int half = n_rot / 2;
-  for (int i = lane; i < head_dim; i += 32) {
-    float out = h[i];
-    if (i < n_rot) {
-      const int j = i < half ? i : i - half;  // the pair (j, j + half)
-      const double theta = double(pos[t]) * freq[j];
-      const float c = float(cos(theta)), sn = float(sin(theta)), a = h[j], b = h[j + half];
-      out = i < half ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)) : __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, c));
-    }
-    x[i] = out;
-    if (!is_q) {
+  __shared__ float normed[kHeadsPerBlock][kMaxRopeHeadDim];
+  norm_rope_head(x, w, eps, head_dim, n_rot, freq, pos[t], normed[threadIdx.y], x);
+  if (!is_q) {  // each lane stores the values it wrote
+    for (int i = lane; i < head_dim; i += 32) {
       const int64_t at = int64_t(pos[t]) * n_head_kv * head_dim + int64_t(hh - n_head) * head_dim + i;
-      k_cache[at] = __float2half_rn(out);
+      k_cache[at] = __float2half_rn(x[i]);
       v_cache[at] = __float2half_rn(v[(int64_t(t) * n_head_kv + hh - n_head) * head_dim + i]);
     }
   }
@@ -75,7 +61,7 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
 cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* q_norm, const float* k_norm, float eps,
                                const int32_t* pos, int n, int n_head, int n_head_kv, int head_dim, int n_rot,
                                const double* freq, void* k_cache, void* v_cache, cudaStream_t stream) {
-  if (head_dim > kMaxHeadDim || n_rot > head_dim || n_rot % 2 != 0) return cudaErrorInvalidValue;
+  if (head_dim > kMaxRopeHeadDim || n_rot > head_dim || n_rot % 2 != 0) return cudaErrorInvalidValue;
   const int64_t heads = int64_t(n) * (n_head + n_head_kv);
   if (heads == 0) return cudaSuccess;
   const dim3 block(32, kHeadsPerBlock), grid(unsigned((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
