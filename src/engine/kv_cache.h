@@ -65,6 +65,7 @@ class SequenceState {
   SequenceState(const SequenceState&) = delete;
 
   int64_t length() const { return length_; }
+  GgmlType cache_type() const { return cache_->type(); }  // how the cache stores K and V
   // Makes room for positions up to new_length - 1 (allocating blocks) and records the length.
   void grow(int64_t new_length);
   // Forgets positions >= new_length (keeps blocks still in use). Recurrent state cannot be

@@ -117,6 +117,32 @@ TEST(GpuModel, RefusesWhatItCannotRun) {
   EXPECT_THROW(cuda::load_gpu_model(reader, 0), Error);
 }
 
+// The GPU keeps its KV cache in f16 for now: a sequence asking for another type is refused
+// with a clear error (never silently run in f16).
+TEST(GpuModel, RefusesAQuantizedKvCache) {
+  test::TempDir dir;
+  synth::SynthOptions o;
+  o.arch = "qwen3moe";
+  o.preset = "tiny";
+  o.output = dir.file("m.gguf");
+  o.threads = 2;
+  synth::write_synth_model(o);
+  const gguf::Reader reader(o.output);
+  const auto gpu = cuda::load_gpu_model(reader, 0);
+  const auto& c = gpu->config();
+  KvCache cache = make_kv_cache(c, GgmlType::Q8_0, 64);
+  SequenceState seq(cache);
+  ThreadPool pool(1);
+  std::vector<float> logits(size_t(c.n_vocab));
+  const std::vector<TokenId> tokens{1, 2, 3};
+  try {
+    gpu->forward(tokens, seq, Logits::Last, logits, pool);
+    ADD_FAILURE() << "a q8_0 KV cache ran on the GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q8_0 KV cache is not supported on the GPU"), std::string::npos) << e.what();
+  }
+}
+
 // A recurrent model cannot go back: a sequence truncated to an earlier position is refused,
 // and starting again at position 0 gives the first run's logits (the state was reset).
 TEST(GpuModel, Qwen3NextStateResetsAndRefusesTruncation) {

@@ -500,6 +500,10 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool&) {
     fail("forward: a sequence of {} positions has recurrent state for {}: it cannot be truncated (fork it instead)",
          pos0, state_length_);
   }
+  if (entry.seq->cache_type() != GgmlType::F16) {  // the cache lives in VRAM, in f16 only for now
+    fail("gpu: a {} KV cache is not supported on the GPU yet (f16 only); use --kv-type f16, or --device cpu",
+         type_name(entry.seq->cache_type()));
+  }
   grow_sequences(batch);
   owner_ = entry.seq;
   ensure_cache(pos0 + n);
