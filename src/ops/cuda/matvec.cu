@@ -222,14 +222,12 @@ template <typename Format, int NT, int kSplit, bool kRoute = false>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_kernel(const uint8_t* __restrict__ w, size_t row_stride, int64_t rows, const DeviceActivations x,
                   float* y, bool accumulate, RouteTarget route) {
-  static_assert(kWarpsPerBlock % kSplit == 0);
-  constexpr int kRows = kWarpsPerBlock / kSplit;  // a block's rows
-  const int64_t first_row = int64_t(blockIdx.x) * kRows;
   wait_for_previous_kernels();
   allow_next_kernel();
+  static_assert(kWarpsPerBlock % kSplit == 0);
   __shared__ float partial[kWarpsPerBlock][NT];
   const int part = threadIdx.y % kSplit;
-  const int64_t row = first_row + threadIdx.y / kSplit;
+  const int64_t row = int64_t(blockIdx.x) * (kWarpsPerBlock / kSplit) + threadIdx.y / kSplit;
   const bool live = row < rows;
   float acc[NT];
 #pragma unroll
@@ -272,17 +270,16 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
+  if (row >= rows) return;
   const int j = blockIdx.y;
+  const DeviceActivations xj = x.rows(j / x_row_div, 1);
+  const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
   float acc[1] = {0.0f};
-  if (row < rows) {
-    const DeviceActivations xj = x.rows(j / x_row_div, 1);
-    const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
-    const int tasks = int(x.cols / Format::kTask);
+  const int tasks = int(x.cols / Format::kTask);
 #pragma unroll 4
-    for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
-  }
+  for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
   const float s = warp_sum(acc[0]);
-  if (threadIdx.x == 0 && row < rows) y[int64_t(j) * rows + row] = s;
+  if (threadIdx.x == 0) y[int64_t(j) * rows + row] = s;
 }
 
 template <typename Format>
@@ -316,8 +313,6 @@ __global__ void __launch_bounds__(32 * kSwigluWarps)
   auto* scales = reinterpret_cast<float*>(qs + cols);
   auto* sums = reinterpret_cast<int*>(scales + cols / 32);
   const int j = blockIdx.y;
-  const uint8_t* we = w + size_t(experts[j]) * expert_stride;
-  const int64_t block_row = int64_t(blockIdx.x) * kSwigluRows;
   const float* g = gu + int64_t(j) * 2 * cols;
   for (int64_t i = threadIdx.y * 32 + threadIdx.x; i < cols; i += 32 * kSwigluWarps) h[i] = silu(g[i]) * g[cols + i];
   __syncthreads();
@@ -326,7 +321,8 @@ __global__ void __launch_bounds__(32 * kSwigluWarps)
   DeviceActivations x{k_quant ? GgmlType::Q8_K : GgmlType::Q8_0, cols, 1};
   x.qs = qs, x.scales = scales, x.sums = k_quant ? sums : nullptr;
 
-  const int64_t row0 = block_row + threadIdx.y * kRowsPerWarp;
+  const int64_t row0 = (int64_t(blockIdx.x) * kSwigluWarps + threadIdx.y) * kRowsPerWarp;
+  const uint8_t* we = w + size_t(experts[j]) * expert_stride;
   float acc[kRowsPerWarp][1] = {};
   const int tasks = int(cols / Format::kTask);
   for (int c = threadIdx.x; c < tasks; c += 32) {
