@@ -2,7 +2,7 @@
 """moeserve bench against llama-bench on the same model files, runs interleaved.
 
 Each pair runs `moeserve bench` and `llama-bench` once each (alternating which goes first),
-both with the same -p/-n/-r/-t, and keeps every run's mean tok/s. Prints a markdown table
+both with the same -p/-n/-r/-t (and -d), and keeps every run's mean tok/s. Prints a markdown table
 with all runs, the medians and the moeserve / llama.cpp ratio of the medians, and writes the
 raw numbers as JSON. llama.cpp is not part of this project: build it yourself and pass the
 path of its llama-bench.
@@ -31,6 +31,8 @@ def rows_by_test(results):
     rows = {}
     for r in results:
         name = f"pp{r['n_prompt']}" if r["n_prompt"] > 0 else f"tg{r['n_gen']}"
+        if r.get("n_depth", 0) > 0:
+            name += f" @ d{r['n_depth']}"
         rows[name] = r["avg_ts"]
     return rows
 
@@ -43,6 +45,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-d", type=int, default=0, help="tokens in the context before each test (both tools' -d)")
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-o", "--output", default="compare_llama.json")
@@ -51,6 +54,8 @@ def main():
     a = ap.parse_args()
 
     common = ["-p", str(a.p), "-n", str(a.n), "-r", str(a.r), "-t", str(a.t), "-o", "json"]
+    if a.d > 0:
+        common += ["-d", str(a.d)]
     report = []
     for model in a.models:
         engines = {

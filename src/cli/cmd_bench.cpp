@@ -26,7 +26,7 @@ namespace {
 
 struct BenchCliOptions {
   std::string model, kv_type = "f16", output = "md";
-  int n_prompt = 512, n_gen = 128, reps = 5, threads = 0, batch = 512;
+  int n_prompt = 512, n_gen = 128, depth = 0, reps = 5, threads = 0, batch = 512;
   double mem_bw_gb_s = 0;  // 0: the model's device's, if it reports one (a GPU), else no roofline
   bool no_warmup = false;
   // Populate by default, so the first repetition does not measure the disk.
@@ -99,7 +99,7 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
     j["kv_type"] = opt.kv_type;
     j["n_prompt"] = r.n_prompt;
     j["n_gen"] = r.n_gen;
-    j["n_depth"] = 0;
+    j["n_depth"] = r.n_depth;
     j["test_time"] = r.test_time;
     j["avg_ns"] = uint64_t(r.avg_ns());
     j["stddev_ns"] = uint64_t(r.stddev_ns());
@@ -144,6 +144,7 @@ void bench(const BenchCliOptions& opt) {
   BenchOptions b;
   b.n_prompt = opt.n_prompt;
   b.n_gen = opt.n_gen;
+  b.depth = opt.depth;
   b.reps = opt.reps;
   b.batch = opt.batch;
   b.kv_type = *kv;
@@ -184,6 +185,10 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-p,--n-prompt", opt->n_prompt, "Prompt tokens of the pp test (0: skip)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-n,--n-gen", opt->n_gen, "Generated tokens of the tg test (0: skip)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-d,--n-depth", opt->depth,
+                  "Tokens already in the context when each test starts (prefilled, not timed): the speed at that "
+                  "context length")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("-r,--repetitions", opt->reps, "Repetitions of each test")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", opt->threads, "CPU threads (default: all)");
   cmd->add_option("-b,--batch-size", opt->batch, "Prompt tokens per forward pass")->check(CLI::PositiveNumber);

@@ -36,36 +36,65 @@ class TokenSource {
   std::uniform_int_distribution<int32_t> pick_;
 };
 
-// One pp repetition: prefill n tokens in batches into a fresh sequence. Returns nanoseconds.
-uint64_t time_prompt(Model& model, KvCache& cache, int n_prompt, int batch, TokenId bos, TokenSource& source,
-                     ThreadPool& pool) {
-  std::vector<TokenId> tokens(static_cast<size_t>(n_prompt));
-  for (auto& t : tokens) t = source.next();
-  if (bos >= 0) tokens[0] = bos;
+// `n` random token ids, the first BOS (when the vocabulary adds one) if they start a sequence.
+std::vector<TokenId> random_tokens(int n, bool first, TokenId bos, TokenSource& source) {
+  std::vector<TokenId> tokens(static_cast<size_t>(n));
+  for (auto& t : tokens) t = source.next();  // drawn before timing: sampling is not measured
+  if (first && bos >= 0 && n > 0) tokens[0] = bos;
+  return tokens;
+}
+
+// Prefills `tokens` into seq in forward passes of up to `batch`.
+void prefill(Model& model, std::span<const TokenId> tokens, int batch, SequenceState& seq, std::span<float> logits,
+             ThreadPool& pool) {
+  for (size_t begin = 0; begin < tokens.size(); begin += size_t(batch)) {
+    const size_t n = std::min(size_t(batch), tokens.size() - begin);
+    model.forward(tokens.subspan(begin, n), seq, Logits::Last, logits, pool);
+  }
+}
+
+// A fresh sequence holding `depth` random tokens (not timed), BOS first. The last one goes in
+// alone: a backend that records its decode step (the GPU's graph) does so here, not in the
+// first timed token.
+void fill_context(Model& model, SequenceState& seq, int depth, int batch, TokenId bos, TokenSource& source,
+                  std::span<float> logits, ThreadPool& pool) {
+  const std::vector<TokenId> tokens = random_tokens(depth, true, bos, source);
+  if (tokens.empty()) return;
+  prefill(model, std::span(tokens).first(tokens.size() - 1), batch, seq, logits, pool);
+  prefill(model, std::span(tokens).last(1), 1, seq, logits, pool);
+}
+
+// One pp repetition: prefill n tokens in batches into a fresh sequence (after `depth` tokens).
+// Returns nanoseconds.
+uint64_t time_prompt(Model& model, KvCache& cache, int n_prompt, int depth, int batch, TokenId bos,
+                     TokenSource& source, ThreadPool& pool) {
   std::vector<float> logits(size_t(model.config().n_vocab));
   SequenceState seq(cache);
+  fill_context(model, seq, depth, batch, bos, source, logits, pool);
+  const std::vector<TokenId> tokens = random_tokens(n_prompt, depth == 0, bos, source);
   const auto start = Clock::now();
-  for (int begin = 0; begin < n_prompt; begin += batch) {
-    const int n = std::min(batch, n_prompt - begin);
-    model.forward(std::span(tokens).subspan(size_t(begin), size_t(n)), seq, Logits::Last, logits, pool);
-  }
+  prefill(model, tokens, batch, seq, logits, pool);
   return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
 }
 
 // One tg repetition, as llama-bench's test_gen: n single-token forward passes into a fresh
-// sequence, the first token BOS (when the vocabulary adds one), the rest random.
-uint64_t time_generation(Model& model, KvCache& cache, int n_gen, TokenId bos, TokenSource& source,
-                         ThreadPool& pool) {
-  std::vector<TokenId> tokens(static_cast<size_t>(n_gen));
-  for (auto& t : tokens) t = source.next();  // drawn before timing: sampling is not measured
-  if (bos >= 0) tokens[0] = bos;
+// sequence (after `depth` tokens), the first token of the sequence BOS, the rest random.
+uint64_t time_generation(Model& model, KvCache& cache, int n_gen, int depth, int batch, TokenId bos,
+                         TokenSource& source, ThreadPool& pool) {
   std::vector<float> logits(size_t(model.config().n_vocab));
   SequenceState seq(cache);
+  fill_context(model, seq, depth, batch, bos, source, logits, pool);
+  const std::vector<TokenId> tokens = random_tokens(n_gen, depth == 0, bos, source);
   const auto start = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
     model.forward(std::span(tokens).subspan(size_t(i), 1), seq, Logits::Last, logits, pool);
   }
   return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+}
+
+// llama-bench's test names: "pp512", "tg128 @ d4096".
+std::string test_name(const char* kind, int n, int depth) {
+  return kind + std::to_string(n) + (depth > 0 ? " @ d" + std::to_string(depth) : "");
 }
 
 std::vector<double> as_doubles(const std::vector<uint64_t>& v) { return {v.begin(), v.end()}; }
@@ -118,15 +147,17 @@ double roofline_tokens_per_second(uint64_t weight_bytes_per_token, double gb_per
 
 std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, ThreadPool& pool,
                                    FunctionRef<void(const std::string&)> progress) {
-  if (options.n_prompt < 0 || options.n_gen < 0) fail("bench: -p and -n must not be negative");
+  if (options.n_prompt < 0 || options.n_gen < 0 || options.depth < 0) fail("bench: -p, -n and -d must not be negative");
   if (options.reps < 1) fail("bench: -r must be at least 1, got {}", options.reps);
   if (options.batch < 1) fail("bench: -b must be positive, got {}", options.batch);
   if (options.n_prompt == 0 && options.n_gen == 0) fail("bench: nothing to run (-p 0 and -n 0)");
   const ModelConfig& c = model.config();
-  const int64_t max_tokens = std::max(options.n_prompt, options.n_gen);
+  const int64_t max_tokens = int64_t(options.depth) + std::max(options.n_prompt, options.n_gen);
   if (max_tokens > c.n_ctx_train) {
-    fail("bench: {} tokens exceed the model's training context of {}", max_tokens, c.n_ctx_train);
+    fail("bench: {} tokens (depth {} + the longest test) exceed the model's training context of {}", max_tokens,
+         options.depth, c.n_ctx_train);
   }
+  const int d = options.depth;
   // One cache for both tests; each repetition's sequence returns its blocks when it ends.
   KvCache cache = make_kv_cache(c, options.kv_type, max_tokens);
   TokenSource source(options.seed, c.n_vocab);
@@ -134,16 +165,17 @@ std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, Th
 
   if (options.n_prompt > 0) {
     BenchResult r;
-    r.name = "pp" + std::to_string(options.n_prompt);
+    r.name = test_name("pp", options.n_prompt, d);
     r.n_prompt = options.n_prompt;
+    r.n_depth = d;
     if (options.warmup) {
       progress("warm-up: " + r.name);
-      time_prompt(model, cache, options.n_prompt, options.batch, options.bos, source, pool);
+      time_prompt(model, cache, options.n_prompt, d, options.batch, options.bos, source, pool);
     }
     r.test_time = utc_now_rfc3339();
     for (int rep = 0; rep < options.reps; ++rep) {
       progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
-      const uint64_t ns = time_prompt(model, cache, options.n_prompt, options.batch, options.bos, source, pool);
+      const uint64_t ns = time_prompt(model, cache, options.n_prompt, d, options.batch, options.bos, source, pool);
       r.samples_ns.push_back(ns);
       r.samples_ts.push_back(1e9 * options.n_prompt / double(std::max<uint64_t>(ns, 1)));
     }
@@ -151,16 +183,17 @@ std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, Th
   }
   if (options.n_gen > 0) {
     BenchResult r;
-    r.name = "tg" + std::to_string(options.n_gen);
+    r.name = test_name("tg", options.n_gen, d);
     r.n_gen = options.n_gen;
+    r.n_depth = d;
     if (options.warmup) {
       progress("warm-up: " + r.name);  // one token, as llama-bench's generation warm-up
-      time_generation(model, cache, 1, options.bos, source, pool);
+      time_generation(model, cache, 1, d, options.batch, options.bos, source, pool);
     }
     r.test_time = utc_now_rfc3339();
     for (int rep = 0; rep < options.reps; ++rep) {
       progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
-      const uint64_t ns = time_generation(model, cache, options.n_gen, options.bos, source, pool);
+      const uint64_t ns = time_generation(model, cache, options.n_gen, d, options.batch, options.bos, source, pool);
       r.samples_ns.push_back(ns);
       r.samples_ts.push_back(1e9 * options.n_gen / double(std::max<uint64_t>(ns, 1)));
     }

@@ -1,7 +1,8 @@
 #pragma once
 // Throughput measurement as llama-bench does it: random token ids, one warm-up run, then
 // repetitions of a prompt-processing test (pp<P>) and a text-generation test (tg<N>), each
-// repetition in a fresh sequence. Kept apart from the CLI so servers and scripts reuse it.
+// repetition in a fresh sequence, optionally holding `depth` tokens before the timed ones
+// (the speed deep into a long context: attention reads the whole KV cache every token). Kept apart from the CLI so servers and scripts reuse it.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@ namespace moe {
 struct BenchOptions {
   int n_prompt = 512;  // pp test size; 0 skips it
   int n_gen = 128;     // tg test size; 0 skips it
+  int depth = 0;       // tokens already in the context when each test starts (prefilled, not timed)
   int reps = 5;
   int batch = 512;     // prompt tokens per forward call
   GgmlType kv_type = GgmlType::F16;
@@ -26,9 +28,10 @@ struct BenchOptions {
 };
 
 struct BenchResult {
-  std::string name;  // "pp512" or "tg128"
+  std::string name;  // "pp512" or "tg128", with " @ d4096" at a depth (llama-bench's names)
   int n_prompt = 0;  // tokens prefilled (pp) ...
   int n_gen = 0;     // ... or decoded one at a time (tg); the other is 0
+  int n_depth = 0;   // tokens in the context before the timed ones
   std::string test_time;  // RFC 3339, UTC, when the test started
   std::vector<uint64_t> samples_ns;
   std::vector<double> samples_ts;  // tokens per second of each repetition

@@ -200,6 +200,37 @@ TEST(Bench, MeasuresEachTestRepsTimes) {
   EXPECT_THROW(run_bench(*m.model, o, pool, [](const std::string&) {}), Error);
 }
 
+TEST(Bench, DepthFillsTheContextBeforeEachTest) {
+  TinyModel m("qwen3moe", "q8_0");
+  ThreadPool pool(2);
+  const int64_t d_model = m.model->config().n_embd;
+  int64_t embedded = 0;  // tokens through the model, counted at its embedding
+  m.model->set_tracer([&](const std::string& name, std::span<const float> values) {
+    if (name == "embd") embedded += int64_t(values.size()) / d_model;
+  });
+  BenchOptions o;
+  o.n_prompt = 5;
+  o.n_gen = 3;
+  o.depth = 10;
+  o.reps = 2;
+  o.batch = 4;
+  const auto results = run_bench(*m.model, o, pool, [](const std::string&) {});
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].name, "pp5 @ d10");
+  EXPECT_EQ(results[1].name, "tg3 @ d10");
+  for (const auto& r : results) {
+    EXPECT_EQ(r.n_depth, 10);
+    EXPECT_EQ(r.n_tokens(), r.name[0] == 'p' ? 5 : 3);  // the depth is not counted in the speed
+  }
+  // Warm-ups (pp: 10 + 5, tg: 10 + 1), then two repetitions of each, every one after 10 tokens.
+  EXPECT_EQ(embedded, (10 + 5) + (10 + 1) + 2 * (10 + 5) + 2 * (10 + 3));
+
+  o.depth = int(m.model->config().n_ctx_train);  // the depth counts against the context
+  EXPECT_THROW(run_bench(*m.model, o, pool, [](const std::string&) {}), Error);
+  o.depth = -1;
+  EXPECT_THROW(run_bench(*m.model, o, pool, [](const std::string&) {}), Error);
+}
+
 TEST(Bench, DecodeReadsTheActiveExpertShareOfTheWeights) {
   TinyModel m("qwen3moe", "q8_0");
   const auto& c = m.model->config();
