@@ -33,7 +33,7 @@ std::vector<TokenId> prompt_tokens(int n, int64_t n_vocab) {
 // Logits of every position: the prompt in one call, then one token per call.
 std::vector<float> run(Model& model, std::span<const TokenId> tokens, int prompt) {
   const auto& c = model.config();
-  KvCache cache = make_kv_cache(c, GgmlType::F16, 256);
+  KvCache cache = make_kv_cache(c, GgmlType::F16, std::max<int64_t>(256, int64_t(tokens.size())));
   SequenceState seq(cache);
   ThreadPool pool(2);
   std::vector<float> out(tokens.size() * size_t(c.n_vocab));
@@ -105,6 +105,24 @@ INSTANTIATE_TEST_SUITE_P(Tiny, GpuModelTest,
                          ::testing::Combine(::testing::Values("qwen3moe", "qwen3", "qwen3next"),
                                             ::testing::Values("f32", "q8_0", "q4_k", "f16")),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+// Decode after a long prompt: the cache's capacity (1024) splits decode attention over blocks
+// (4 chunks a head, merged by the last block), which must agree with the CPU as the one-block
+// kernel does.
+TEST(GpuModel, LongContextDecodeAgreesWithTheCpuEngine) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    const gguf::Reader reader(tiny_model(dir, arch, "f32", 5));
+    const auto cpu = load_model(reader, ModelOptions{.repack = false});
+    const auto gpu = cuda::load_gpu_model(reader, 0);
+    const int prompt = 700, decoded = 6;
+    const auto tokens = prompt_tokens(prompt + decoded, cpu->config().n_vocab);
+    const auto on_cpu = run(*cpu, tokens, prompt), on_gpu = run(*gpu, tokens, prompt);
+    const size_t first = size_t(prompt) * size_t(cpu->config().n_vocab);
+    EXPECT_LT(max_diff_over_std(std::span(on_gpu).subspan(first), std::span(on_cpu).subspan(first)), 1e-3);
+  }
+}
 
 TEST(GpuModel, RefusesWhatItCannotRun) {
   test::TempDir dir;

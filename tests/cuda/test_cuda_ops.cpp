@@ -166,14 +166,18 @@ TEST(CudaOps, ExpertProductsMatchTheCpu) {
 }
 
 // Causal GQA attention over an f16 cache against a double-precision softmax, for a prefill
-// of 5 tokens after 300 cached positions and for one decode token (split over warps).
+// of 5 tokens after 300 cached positions and for one decode token (split over warps, and for
+// long contexts over blocks: chunks of 5 positions, and more chunks than positions).
 TEST(CudaOps, AttentionMatchesADoubleReference) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
+  struct Case {
+    int cached, n, chunks;
+  };
   for (int head_dim : {64, 128, 256}) {
-    const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, cached = 300;
-    for (int n : {5, 1}) {
-      SCOPED_TRACE(fmt::format("head_dim {} tokens {}", head_dim, n));
+    const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim;
+    for (const auto [cached, n, chunks] : {Case{300, 5, 1}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
+      SCOPED_TRACE(fmt::format("head_dim {}, {} tokens after {}, {} chunks", head_dim, n, cached, chunks));
       const int positions = cached + n;
       const auto q = test::random_floats(rng, size_t(n * n_head * head_dim));
       const auto k = test::random_floats(rng, size_t(positions * kv_dim)), v = test::random_floats(rng, size_t(positions * kv_dim));
@@ -186,8 +190,19 @@ TEST(CudaOps, AttentionMatchesADoubleReference) {
       Device<__half> dk(kh), dv(vh);
       Device<int32_t> dpos(pos);
       const float scale = 1.0f / std::sqrt(float(head_dim));
-      MOE_CUDA_CHECK(cuda::attend(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim, scale,
-                                  dout.get(), nullptr));
+      Device<float> partials{size_t(n_head * chunks * (head_dim + 2))};
+      Device<unsigned> counters{std::vector<unsigned>(size_t(n_head), 0u)};
+      if (chunks == 1) {
+        MOE_CUDA_CHECK(cuda::attend(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim, scale,
+                                    dout.get(), nullptr));
+      } else {
+        MOE_CUDA_CHECK(cuda::attend_decode({.q = dq.get(), .k_cache = dk.get(), .v_cache = dv.get(), .pos = dpos.get(),
+                                            .n = n, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
+                                            .scale = scale, .out = dout.get(), .fresh = {}, .chunks = chunks,
+                                            .partials = partials.get(), .counters = counters.get()},
+                                           nullptr));
+        EXPECT_EQ(counters.host(), std::vector<unsigned>(size_t(n_head), 0u));  // left zero for the next launch
+      }
       const auto got = dout.host();
       for (int t = 0; t < n; ++t) {
         for (int h = 0; h < n_head; ++h) {

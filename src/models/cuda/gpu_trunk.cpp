@@ -140,6 +140,10 @@ void GpuTrunk::finish_loading(const AttentionShape& attention, int n_kv_layers, 
   config_.recurrent_floats = 0;  // and so is any recurrent state
   k_cache_.resize(size_t(n_kv_layers));
   v_cache_.resize(size_t(n_kv_layers));
+  // Decode attention split over blocks (one token): scratch for the most chunks it takes.
+  attention_partials_ = DeviceBuffer(size_t(attention.n_head) * kMaxAttentionChunks * size_t(attention.head_dim + 2) * sizeof(float));
+  attention_counters_ = DeviceBuffer(size_t(attention.n_head) * sizeof(unsigned));
+  MOE_CUDA_CHECK(cudaMemset(attention_counters_.get(), 0, attention_counters_.bytes()));
   spdlog::info("gpu: {} of weights on device {}", format_bytes(weight_bytes_), device);
 }
 
@@ -268,7 +272,9 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
          .scales = out.scales,
          .fresh = {.q = q, .q_stride = stride, .k = k, .v = v, .q_norm = w.q_norm.as<float>(),
                    .k_norm = w.k_norm.as<float>(), .eps = s.rms_eps, .n_rot = s.n_rot, .freq = rope_freq_.as<double>(),
-                   .k_cache = kc, .v_cache = vc}},
+                   .k_cache = kc, .v_cache = vc},
+         .chunks = attention_chunks(cache_positions_), .partials = attention_partials_.as<float>(),
+         .counters = attention_counters_.as<unsigned>()},
         stream_));
     product(w.o, s8.last = out.view, x, true);
     trace_device("attn_out", x, size_t(n) * c.n_embd);

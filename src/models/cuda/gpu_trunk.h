@@ -167,6 +167,7 @@ class GpuTrunk : public Model {
   };
   Prenormed prenormed_;
   DeviceBuffer route_counter_;  // for the router products that route in their last block (zero between them)
+  DeviceBuffer attention_partials_, attention_counters_;  // decode attention split over blocks (DecodeAttention)
 
   size_t weight_bytes_ = 0;
   double memory_gb_s_ = 0;  // the device's peak memory bandwidth (0: not reported)

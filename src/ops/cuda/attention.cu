@@ -3,8 +3,10 @@
 // attend: one block per (query token, head), its kSplit warps taking every kSplit-th position
 // (split-K: decode has one query token, so the positions are where the parallelism is). Lane l
 // holds dims l, l + 32, ... of the query, the running output and the keys/values it reads;
-// each warp runs an online softmax (running max and sum) over its positions, and the block
-// merges the warps' partial results at the end.
+// each warp runs an online softmax (running max and sum) over its positions, kBatch of them
+// loaded at a time, and the block merges the warps' partial results at the end. Long contexts
+// split further, over `chunks` blocks a head (flash-decoding): each block takes a stretch of
+// the positions, and the last one to finish merges the blocks' results.
 //
 // attend_prefill: many query tokens of one sequence. One block per (kv head, group of query
 // tokens): the block's 64 query rows (its tokens x the query heads sharing the kv head) walk the
@@ -20,6 +22,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/attention.h"
+#include "ops/cuda/last_block.cuh"
 #include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/rope.cuh"
 #include "ops/cuda/warp.cuh"
@@ -28,12 +31,16 @@ namespace moe::cuda {
 namespace {
 
 constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
-constexpr int kSplit = 8;
+constexpr int kSplit = 8, kBatch = 4;
 
+// kChunked: split over a.chunks blocks a head (else one block a head: no merge between blocks).
+template <bool kChunked>
 __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int64_t task = blockIdx.x;
+  const int chunks = kChunked ? a.chunks : 1;
+  const int64_t task = blockIdx.x / chunks;  // (token, head)
+  const int chunk = int(blockIdx.x % chunks);
   const int n_head = a.n_head, n_head_kv = a.n_head_kv, head_dim = a.head_dim;
   const int t = int(task / n_head), h = int(task % n_head), lane = threadIdx.x, warp = threadIdx.y;
   const int group = n_head / n_head_kv, kv_head = h / group, kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
@@ -57,7 +64,7 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
       }
     }
     __syncthreads();
-    if (h % group == 0 && warp == 3) {  // one block per kv head stores them
+    if (h % group == 0 && chunk == 0 && warp == 3) {  // one block per kv head stores them
       const int64_t at = int64_t(pos_t) * kv_dim + int64_t(kv_head) * head_dim;
       for (int i = lane; i < head_dim; i += 32) f.k_cache[at + i] = k_half[i], f.v_cache[at + i] = v_half[i];
     }
@@ -70,25 +77,43 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     acc[i] = 0.0f;
   }
   float max = -FLT_MAX, sum = 0.0f;
-  const int visible = pos_t + 1;
-  for (int p = warp; p < visible; p += kSplit) {
-    const bool fresh_p = f.q && p == pos_t;
-    const __half* kp = fresh_p ? k_half : a.k_cache + int64_t(p) * kv_dim + kv_head * head_dim;
-    float s = 0.0f;
+  // This block's share of the positions [0, pos_t]: all of them, or its chunk's.
+  const int64_t visible = pos_t + 1;
+  const int begin = int(visible * chunk / chunks), end = int(visible * (chunk + 1) / chunks);
+  // kBatch positions a warp at a time: their keys and values are loaded together (one memory
+  // latency, not two a position), then taken in order with the same arithmetic.
+  for (int p0 = begin + warp; p0 < end; p0 += kSplit * kBatch) {
+    __half kb[kBatch][kMaxDimsPerLane], vb[kBatch][kMaxDimsPerLane];
 #pragma unroll
-    for (int i = 0; i < kMaxDimsPerLane; ++i) {
-      if (i < per_lane) s += qv[i] * __half2float(kp[lane + 32 * i]);
-    }
-    s = warp_sum(s);
-    s *= a.scale;
-    const float new_max = fmaxf(max, s), correction = expf(max - new_max), weight = expf(s - new_max);
-    const __half* vp = fresh_p ? v_half : a.v_cache + int64_t(p) * kv_dim + kv_head * head_dim;
+    for (int b = 0; b < kBatch; ++b) {
+      const int p = p0 + b * kSplit;
+      if (p >= end) break;
+      const bool fresh_p = f.q && p == pos_t;
+      const __half* kp = fresh_p ? k_half : a.k_cache + int64_t(p) * kv_dim + kv_head * head_dim;
+      const __half* vp = fresh_p ? v_half : a.v_cache + int64_t(p) * kv_dim + kv_head * head_dim;
 #pragma unroll
-    for (int i = 0; i < kMaxDimsPerLane; ++i) {
-      if (i < per_lane) acc[i] = acc[i] * correction + weight * __half2float(vp[lane + 32 * i]);
+      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+        if (i < per_lane) kb[b][i] = kp[lane + 32 * i], vb[b][i] = vp[lane + 32 * i];
+      }
     }
-    sum = sum * correction + weight;
-    max = new_max;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (p0 + b * kSplit >= end) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+        if (i < per_lane) s += qv[i] * __half2float(kb[b][i]);
+      }
+      s = warp_sum(s);
+      s *= a.scale;
+      const float new_max = fmaxf(max, s), correction = expf(max - new_max), weight = expf(s - new_max);
+#pragma unroll
+      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+        if (i < per_lane) acc[i] = acc[i] * correction + weight * __half2float(vb[b][i]);
+      }
+      sum = sum * correction + weight;
+      max = new_max;
+    }
   }
   // Merge: every warp's output rescaled to the largest running max.
   __shared__ float warp_max[kSplit], warp_sum[kSplit], warp_acc[kSplit][32 * kMaxDimsPerLane];
@@ -98,29 +123,63 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     if (i < per_lane) warp_acc[warp][lane + 32 * i] = acc[i];
   }
   __syncthreads();
-  if (warp != 0) return;
-  float top = -FLT_MAX;
+  float top = -FLT_MAX, total = 0.0f, o[kMaxDimsPerLane];  // warp 0: the block's result, unnormalized
+  if (warp == 0) {
 #pragma unroll
-  for (int w = 0; w < kSplit; ++w) top = fmaxf(top, warp_max[w]);
-  float total = 0.0f, scale_of[kSplit];
+    for (int w = 0; w < kSplit; ++w) top = fmaxf(top, warp_max[w]);
+    float scale_of[kSplit];
 #pragma unroll
-  for (int w = 0; w < kSplit; ++w) {
-    scale_of[w] = expf(warp_max[w] - top);
-    total += warp_sum[w] * scale_of[w];
+    for (int w = 0; w < kSplit; ++w) {
+      scale_of[w] = expf(warp_max[w] - top);
+      total += warp_sum[w] * scale_of[w];
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      o[i] = 0.0f;
+      if (i >= per_lane) continue;
+#pragma unroll
+      for (int w = 0; w < kSplit; ++w) o[i] += warp_acc[w][lane + 32 * i] * scale_of[w];
+    }
   }
+  if constexpr (kChunked) {
+    // Split over blocks: each block leaves its result; the last of the head's blocks merges
+    // them, in chunk order, as the warps' were merged.
+    float* mine = a.partials + (task * a.chunks + chunk) * (head_dim + 2);
+    if (warp == 0) {
+      if (lane == 0) mine[0] = top, mine[1] = total;
+#pragma unroll
+      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+        if (i < per_lane) mine[2 + lane + 32 * i] = o[i];
+      }
+    }
+    if (!last_to_arrive(a.counters + task, unsigned(a.chunks))) return;
+    if (warp != 0) return;
+    const float* all = a.partials + task * a.chunks * (head_dim + 2);
+    top = -FLT_MAX, total = 0.0f;
+    for (int c = 0; c < a.chunks; ++c) top = fmaxf(top, __ldcg(all + c * (head_dim + 2)));
+#pragma unroll
+    for (int i = 0; i < kMaxDimsPerLane; ++i) o[i] = 0.0f;
+    for (int c = 0; c < a.chunks; ++c) {
+      const float* part = all + c * (head_dim + 2);
+      const float scale = expf(__ldcg(part) - top);
+      total += __ldcg(part + 1) * scale;
+#pragma unroll
+      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+        if (i < per_lane) o[i] += __ldcg(part + 2 + lane + 32 * i) * scale;
+      }
+    }
+  }
+  if (warp != 0) return;
   // The head's output, gated (sigmoid_mul's expression) and quantized to Q8_0 here where asked:
   // a block of 32 dims is dim i of the 32 lanes, the lanes of quantize_block_q8_0.
   const int64_t at = (int64_t(t) * n_head + h) * head_dim, gate_stride = a.gate_stride ? a.gate_stride : head_dim;
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
     if (i >= per_lane) continue;
-    float o = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kSplit; ++w) o += warp_acc[w][lane + 32 * i] * scale_of[w];
-    o = o / total;
-    if (a.gate) o *= sigmoid(a.gate[(int64_t(t) * n_head + h) * gate_stride + lane + 32 * i]);
-    if (a.out) a.out[at + lane + 32 * i] = o;
-    if (a.qs) quantize_lanes_q8_0(o, a.qs + at + 32 * i, a.scales + (at + 32 * i) / 32);
+    float v = o[i] / total;
+    if (a.gate) v *= sigmoid(a.gate[(int64_t(t) * n_head + h) * gate_stride + lane + 32 * i]);
+    if (a.out) a.out[at + lane + 32 * i] = v;
+    if (a.qs) quantize_lanes_q8_0(v, a.qs + at + 32 * i, a.scales + (at + 32 * i) / 32);
   }
 }
 
@@ -289,8 +348,13 @@ cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream) {
   if (f.q && (a.n != 1 || !f.k || !f.v || !f.k_cache || !f.v_cache || f.n_rot > a.head_dim || f.n_rot % 2 != 0)) {
     return cudaErrorInvalidValue;
   }
+  if (a.chunks < 1 || (a.chunks > 1 && (a.partials == nullptr || a.counters == nullptr))) return cudaErrorInvalidValue;
   if (a.n == 0) return cudaSuccess;
-  launch(attend_kernel, unsigned(int64_t(a.n) * a.n_head), dim3(32, kSplit), 0, stream, a);
+  if (a.chunks > 1) {
+    launch(attend_kernel<true>, unsigned(int64_t(a.n) * a.n_head * a.chunks), dim3(32, kSplit), 0, stream, a);
+  } else {
+    launch(attend_kernel<false>, unsigned(int64_t(a.n) * a.n_head), dim3(32, kSplit), 0, stream, a);
+  }
   return cudaGetLastError();
 }
 

@@ -57,7 +57,20 @@ struct DecodeAttention {
   int8_t* qs = nullptr;
   float* scales = nullptr;
   FreshKv fresh;
+  // Split-K for long contexts: `chunks` blocks per (token, head), each over an equal share of
+  // its positions; the last block to finish merges them. partials: n * n_head * chunks *
+  // (head_dim + 2) floats of scratch; counters: n * n_head unsigned, zero (and left zero).
+  int chunks = 1;
+  float* partials = nullptr;
+  unsigned* counters = nullptr;
 };
+
+// The chunks for decode over a cache of `capacity` positions (a decode graph is recorded for a
+// capacity, so the split may not depend on the current length): about 256 positions a block.
+constexpr int kMaxAttentionChunks = 64;
+inline int attention_chunks(int64_t capacity) {
+  return int(capacity / 256 < 1 ? 1 : capacity / 256 > kMaxAttentionChunks ? kMaxAttentionChunks : capacity / 256);
+}
 cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream);
 
 }  // namespace moe::cuda

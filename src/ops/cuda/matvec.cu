@@ -16,6 +16,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
+#include "ops/cuda/last_block.cuh"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/routing.cuh"
@@ -205,14 +206,8 @@ struct BF16 {
 // The last thread block of a router's product to finish routes the token(s) over the logits
 // the whole grid wrote (kRoute; one launch instead of two). Every thread of the block calls it.
 __device__ void route_if_last(const float* logits, int n_tok, int64_t stride, const RouteTarget& r) {
-  __shared__ bool last;
-  __threadfence();  // this block's logits are visible before it counts itself finished
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0) last = atomicAdd(r.counter, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
+  if (!last_to_arrive(r.counter, gridDim.x)) return;
   for (int t = threadIdx.y; t < n_tok; t += blockDim.y) route_token<16>(logits + t * stride, r, t);
-  if (threadIdx.x == 0 && threadIdx.y == 0) *r.counter = 0;  // for the next launch (stream order)
 }
 
 // kSplit warps per row (1, 2 or 4), each over every kSplit-th stretch of 32 tasks: a matrix of
