@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All GPU checks and benchmarks, run on the GPU machine in about four minutes. Writes
+# All GPU checks and benchmarks, run on the GPU machine in about five minutes. Writes
 # OUT_DIR/results.json (one entry per check: exit code, seconds, gtest counts; the benchmarks'
 # JSON) and OUT_DIR/logs.tar.gz.
 #   scripts/gpu_checks.sh BUILD_DIR OUT_DIR
@@ -56,6 +56,8 @@ if [ "${MOE_GPU_BENCH_MODELS:-1}" = 1 ]; then
     # growth per op, the threshold only catches a broken engine.
     run "compare_$name" bash -c "'$build/moeserve' compare -m '$shm/moe-$name.gguf' --device cuda -p 12 -n 4 --threshold 0.5 -o json > '$out/logs/compare_$name.out'"
     run "bench_$name" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -r 3 -o json > '$out/logs/bench_$name.out'"
+    # The same 4096 tokens deep into a context: attention reads the whole cache every token.
+    run "bench_${name}_d4096" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -d 4096 -r 2 -o json > '$out/logs/bench_${name}_d4096.out'"
     rm -f "$shm/moe-$name.gguf"
   }
   # shellcheck disable=SC2086
@@ -79,7 +81,7 @@ for c in checks:
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
-names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b"]
+names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096"]
 names += [f[:-4] for f in sorted(os.listdir(os.path.join(out, "logs"))) if f.startswith("compare_") and f.endswith(".out")]
 for name in names:
     path = os.path.join(out, "logs", name + ".out")
