@@ -23,8 +23,9 @@ void add_devices_command(CLI::App& app) {
     const auto list = cuda::list_gpus();
     std::printf("cuda  runtime %d, driver %d\n", list.runtime_version, list.driver_version);
     for (const auto& g : list.gpus) {
-      std::printf("gpu %d  %s, sm_%d%d, %d SMs, %s total, %s free\n", g.index, g.name.c_str(), g.cc_major, g.cc_minor,
-                  g.multiprocessors, format_bytes(g.total_bytes).c_str(), format_bytes(g.free_bytes).c_str());
+      std::printf("gpu %d  %s, sm_%d%d, %d SMs, %s total, %s free, %.0f GB/s peak\n", g.index, g.name.c_str(),
+                  g.cc_major, g.cc_minor, g.multiprocessors, format_bytes(g.total_bytes).c_str(),
+                  format_bytes(g.free_bytes).c_str(), g.memory_gb_s);
     }
     if (list.gpus.empty()) std::printf("gpu   none (%s); running on the CPU\n", list.reason.c_str());
 #else

@@ -1,13 +1,25 @@
-// moeserve inspect: what a GGUF model is, before anything is loaded onto a device.
+// moeserve inspect: what a GGUF model is, before anything is loaded onto a device; with
+// --vram-budget, where its weights would go (engine/placement.h).
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include <algorithm>
+#include <thread>
+
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "core/memory_bandwidth.h"
+#include "core/thread_pool.h"
 #include "core/units.h"
+#include "engine/placement.h"
 #include "gguf/reader.h"
+#include "models/model.h"
+#ifdef MOE_HAVE_CUDA
+#include "ops/cuda/device.h"
+#endif
 
 namespace moe::cli {
 namespace {
@@ -16,6 +28,13 @@ struct InspectOptions {
   std::string model;
   bool json = false;
   bool no_tensors = false;
+  // The placement plan (--vram-budget) and what it depends on.
+  std::string vram_budget, vram_reserve, kv_type = "f16";
+  int n_cpu_moe = -1;
+  bool cpu_moe = false;
+  int64_t context = 4096;
+  int ubatch = 512;
+  double ram_gb_s = 0, gpu_gb_s = 0, hit_rate = -1;
 };
 
 bool is_tokenizer_key(std::string_view key) { return key.starts_with("tokenizer."); }
@@ -139,6 +158,66 @@ void print_text(const gguf::Reader& r, const InspectOptions& opt) {
   }
 }
 
+// The bandwidths the ceilings use: as given, else RAM measured here and the first GPU's peak.
+MachineBandwidth machine_bandwidth(const InspectOptions& opt) {
+  MachineBandwidth bw{.ram_gb_s = opt.ram_gb_s, .gpu_gb_s = opt.gpu_gb_s};
+  if (bw.ram_gb_s <= 0) {
+    ThreadPool pool(int(std::max(1u, std::thread::hardware_concurrency())));
+    bw.ram_gb_s = measure_ram_read_gb_s(pool);
+    spdlog::info("inspect: RAM read at {:.1f} GB/s on {} threads (measured; --ram-bw sets it)", bw.ram_gb_s,
+                 pool.size());
+  }
+#ifdef MOE_HAVE_CUDA
+  if (bw.gpu_gb_s <= 0) {
+    const auto list = cuda::list_gpus();
+    if (!list.gpus.empty()) bw.gpu_gb_s = list.gpus.front().memory_gb_s;
+  }
+#endif
+  return bw;
+}
+
+void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
+  const auto kv = parse_type(opt.kv_type);
+  if (!kv) fail("unknown KV cache type '{}' (use f32, f16, q8_0 or q4_0)", opt.kv_type);
+  const auto model = load_model(reader, ModelOptions{.repack = false});  // the hyperparameters, nothing copied
+  const ModelConfig& c = model->config();
+  PlacementRequest request{.vram_budget = parse_bytes(opt.vram_budget),
+                           .n_cpu_moe = opt.cpu_moe ? c.n_layer : opt.n_cpu_moe,
+                           .context = opt.context,
+                           .kv_type = *kv,
+                           .ubatch = opt.ubatch,
+                           .bandwidth = machine_bandwidth(opt),
+                           .hit_rate = opt.hit_rate};
+  if (!opt.vram_reserve.empty()) request.runtime_reserve = parse_bytes(opt.vram_reserve);
+  const PlacementPlan plan = plan_placement(reader, c, request);
+  if (!opt.json) {
+    std::printf("%s", describe(plan, request).c_str());
+    return;
+  }
+  const nlohmann::json j = {{"vram_budget", plan.budget},
+                            {"vram_used", plan.used()},
+                            {"runtime_reserve", plan.runtime},
+                            {"dense_bytes", plan.dense},
+                            {"cache_bytes", plan.cache},
+                            {"activation_bytes", plan.activations},
+                            {"expert_bytes_vram", plan.experts_vram},
+                            {"expert_bytes_ram", plan.experts_ram},
+                            {"expert_bytes", plan.expert_bytes},
+                            {"vram_experts_per_layer", plan.vram_experts},
+                            {"n_expert", plan.n_expert},
+                            {"context", request.context},
+                            {"kv_type", opt.kv_type},
+                            {"hit_rate", plan.hit_rate},
+                            {"token_gpu_bytes", plan.token_gpu_bytes},
+                            {"token_ram_bytes", plan.token_ram_bytes},
+                            {"ram_gb_s", request.bandwidth.ram_gb_s},
+                            {"gpu_gb_s", request.bandwidth.gpu_gb_s},
+                            {"ceiling_overlapped_ts", plan.overlapped_tok_s},
+                            {"ceiling_serial_ts", plan.serial_tok_s},
+                            {"ceiling_ram_ts", plan.ram_bound_tok_s}};
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
 }  // namespace
 
 void add_inspect_command(CLI::App& app) {
@@ -147,9 +226,32 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("-m,--model", opt->model, "GGUF file (for a split model, the first shard)")->required();
   cmd->add_flag("--json", opt->json, "Print JSON instead of text");
   cmd->add_flag("--no-tensors", opt->no_tensors, "Leave out the per-tensor table");
+  cmd->add_option("--vram-budget", opt->vram_budget,
+                  "Print where the weights would go in this much VRAM (e.g. 16GiB) and the decode ceilings, "
+                  "instead of the model");
+  auto* n_cpu_moe = cmd->add_option("--n-cpu-moe", opt->n_cpu_moe, "With --vram-budget: the experts of the first N layers in RAM, the "
+                                                 "rest in VRAM (llama.cpp's option; default: as many as fit, spread "
+                                                 "evenly)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--cpu-moe", opt->cpu_moe, "With --vram-budget: every routed expert in RAM")->excludes(n_cpu_moe);
+  cmd->add_option("-c,--ctx-size", opt->context, "With --vram-budget: KV cache positions to hold")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-type", opt->kv_type, "With --vram-budget: KV cache type (f32, f16, q8_0, q4_0)");
+  cmd->add_option("-b,--batch-size", opt->ubatch, "With --vram-budget: tokens of the largest forward pass")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--vram-reserve", opt->vram_reserve, "With --vram-budget: VRAM the CUDA runtime keeps (default 640MiB)");
+  cmd->add_option("--ram-bw", opt->ram_gb_s, "With --vram-budget: RAM read bandwidth in GB/s (default: measured)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--gpu-bw", opt->gpu_gb_s, "With --vram-budget: GPU memory bandwidth in GB/s (default: the GPU's peak)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--hit-rate", opt->hit_rate,
+                  "With --vram-budget: the share of routed expert bytes found in VRAM (default: routing spread "
+                  "evenly over the experts)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->callback([opt] {
     const gguf::Reader reader(opt->model);
-    if (opt->json) print_json(reader, *opt);
+    if (!opt->vram_budget.empty()) print_plan(reader, *opt);
+    else if (opt->json) print_json(reader, *opt);
     else print_text(reader, *opt);
   });
 }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "../gguf/gguf_test_util.h"
@@ -45,6 +47,31 @@ TEST(CliInspect, BadFileIsOneLineAndExitCodeOne) {
   EXPECT_EQ(r.out, "");
   EXPECT_EQ(r.err.rfind("error: " + dir.file("cut.gguf") + ": ", 0), 0u) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(CliInspect, VramBudgetPrintsThePlanAndItsCeilings) {
+  test::TempDir dir;
+  const std::string model = test::shell_quote(test::make_tiny_model(dir));
+  const std::string plan = "inspect -m " + model + " --vram-reserve 1MiB -c 256 --ram-bw 100 --gpu-bw 1000 ";
+  const auto r = test::run_cli(plan + "--vram-budget 1GiB", dir.file("err"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("routed experts in VRAM"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ceilings at RAM 100 GB/s, GPU 1000 GB/s"), std::string::npos) << r.out;
+
+  const auto j = test::run_cli(plan + "--vram-budget 1GiB --cpu-moe --json", dir.file("err"));
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const auto plan_json = nlohmann::json::parse(j.out);
+  EXPECT_EQ(plan_json["expert_bytes_vram"], 0);  // --cpu-moe: every expert in RAM
+  EXPECT_EQ(plan_json["hit_rate"], 0.0);
+  EXPECT_GT(plan_json["ceiling_overlapped_ts"].get<double>(), 0.0);
+
+  const auto small = test::run_cli(plan + "--vram-budget 1KiB", dir.file("err"));  // not even the weights fit
+  EXPECT_EQ(small.exit_code, 1);
+  EXPECT_NE(small.err.find("--vram-budget 1.00 KiB is too small"), std::string::npos) << small.err;
+  EXPECT_EQ(std::count(small.err.begin(), small.err.end(), '\n'), 1) << small.err;
+
+  const auto both = test::run_cli(plan + "--vram-budget 1GiB --cpu-moe --n-cpu-moe 1", dir.file("err"));
+  EXPECT_NE(both.exit_code, 0);  // one or the other
 }
 
 TEST(CliInspect, MissingArgumentIsAUsageError) {

@@ -10,27 +10,14 @@
 #include "engine/perplexity.h"
 #include "models/model.h"
 #include "models/synth/synth.h"
+#include "tiny_model.h"
 
 namespace moe {
 namespace {
 
-struct TinyModel {
-  test::TempDir dir;
-  std::unique_ptr<gguf::Reader> reader;
-  std::unique_ptr<Model> model;
-
-  TinyModel(const std::string& arch, const std::string& type) {
-    synth::SynthOptions o;
-    o.arch = arch;
-    o.preset = "tiny";
-    o.type = type;
-    o.seed = 11;
-    o.threads = 2;
-    o.output = dir.file("m.gguf");
-    synth::write_synth_model(o);
-    reader = std::make_unique<gguf::Reader>(o.output);
-    model = load_model(*reader);
-  }
+// Seed 11: the model these tests' expected values were first written against.
+struct TinyModel : test::TinyModel {
+  TinyModel(const std::string& arch, const std::string& type) : test::TinyModel(arch, type, 11) {}
 };
 
 std::vector<TokenId> pseudo_random_tokens(size_t n, int64_t n_vocab) {

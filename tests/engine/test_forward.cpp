@@ -12,30 +12,12 @@
 #include "models/model.h"
 #include "models/synth/synth.h"
 #include "reference_qwen3next.h"
+#include "tiny_model.h"
 
 namespace moe {
 namespace {
 
-struct TinyModel {
-  test::TempDir dir;
-  std::string path;
-  std::unique_ptr<gguf::Reader> reader;
-  std::unique_ptr<Model> model;
-
-  TinyModel(const std::string& arch, const std::string& type, uint64_t seed = 7) {
-    path = dir.file(arch + "-" + type + ".gguf");
-    synth::SynthOptions o;
-    o.arch = arch;
-    o.preset = "tiny";
-    o.type = type;
-    o.seed = seed;
-    o.threads = 2;
-    o.output = path;
-    synth::write_synth_model(o);
-    reader = std::make_unique<gguf::Reader>(path);
-    model = load_model(*reader);
-  }
-};
+using test::TinyModel;
 
 std::vector<TokenId> prompt_tokens(int n, int64_t n_vocab, uint32_t seed = 1) {
   std::vector<TokenId> t(static_cast<size_t>(n));

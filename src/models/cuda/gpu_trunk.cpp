@@ -12,6 +12,7 @@
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/delta_net.h"
+#include "ops/cuda/device.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
@@ -24,12 +25,7 @@ GpuTrunk::GpuTrunk(int device) : Model(ModelOptions{.repack = false}) {
   gemm_ = device_has_gemm();
   route_counter_ = DeviceBuffer(sizeof(unsigned));
   MOE_CUDA_CHECK(cudaMemset(route_counter_.get(), 0, sizeof(unsigned)));
-  // Peak bandwidth: two transfers a clock (DDR) over the bus width.
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess) {
-    memory_gb_s_ = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
-  }
+  memory_gb_s_ = peak_memory_gb_s(device);
 }
 
 GpuTrunk::~GpuTrunk() {

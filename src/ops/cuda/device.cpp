@@ -4,6 +4,16 @@
 
 namespace moe::cuda {
 
+double peak_memory_gb_s(int device) {
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+}
+
 GpuList list_gpus() {
   GpuList out;
   cudaRuntimeGetVersion(&out.runtime_version);
@@ -28,6 +38,7 @@ GpuList list_gpus() {
     g.cc_minor = prop.minor;
     g.total_bytes = prop.totalGlobalMem;
     g.multiprocessors = prop.multiProcessorCount;
+    g.memory_gb_s = peak_memory_gb_s(i);
     size_t free_b = 0, total_b = 0;
     if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) g.free_bytes = free_b;
     out.gpus.push_back(g);

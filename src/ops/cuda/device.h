@@ -13,6 +13,7 @@ struct GpuInfo {
   int cc_major = 0, cc_minor = 0;  // compute capability
   uint64_t total_bytes = 0, free_bytes = 0;
   int multiprocessors = 0;
+  double memory_gb_s = 0;  // peak memory bandwidth (peak_memory_gb_s)
 };
 
 struct GpuList {
@@ -22,5 +23,9 @@ struct GpuList {
 };
 
 GpuList list_gpus();
+
+// A device's peak memory bandwidth in GB/s from what the driver reports (two transfers a
+// memory clock over the bus width); 0 where it reports nothing.
+double peak_memory_gb_s(int device);
 
 }  // namespace moe::cuda

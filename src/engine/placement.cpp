@@ -1,0 +1,189 @@
+#include "engine/placement.h"
+
+#include <algorithm>
+#include <charconv>
+#include <string_view>
+
+#include "core/error.h"
+#include "core/units.h"
+
+namespace moe {
+namespace {
+
+// Routed experts' tensors: blk.N.ffn_{gate,up,down}_exps.weight (the shared expert is _shexp).
+bool is_routed_expert(std::string_view name) { return name.find("_exps.") != std::string_view::npos; }
+
+// N of "blk.N....", else -1.
+int layer_of(std::string_view name) {
+  if (!name.starts_with("blk.")) return -1;
+  int layer = -1;
+  const char* begin = name.data() + 4;
+  const auto [end, ec] = std::from_chars(begin, name.data() + name.size(), layer);
+  return ec == std::errc() && end != begin ? layer : -1;
+}
+
+// What each layer holds, and what the token-wide tensors weigh.
+struct Footprint {
+  std::vector<uint64_t> dense;    // per layer: the weights every token reads
+  std::vector<uint64_t> experts;  // per layer: all its routed experts
+  uint64_t global = 0;            // embedding, output norm and matrix (in VRAM)
+  uint64_t global_per_token = 0;  // what a token reads of them (one embedding row where the output is its own matrix)
+};
+
+Footprint footprint(const gguf::Reader& reader, int n_layer) {
+  Footprint f;
+  f.dense.assign(size_t(n_layer), 0);
+  f.experts.assign(size_t(n_layer), 0);
+  const bool own_output = reader.find_tensor("output.weight") != nullptr;
+  for (const auto& t : reader.tensors()) {
+    const int layer = layer_of(t.name);
+    if (layer >= n_layer) continue;  // Qwen3-Next's MTP block: not run
+    if (layer < 0) {
+      f.global += t.nbytes;
+      f.global_per_token += t.name == "token_embd.weight" && own_output ? t.row_bytes() : t.nbytes;
+    } else if (is_routed_expert(t.name)) {
+      f.experts[size_t(layer)] += t.nbytes;
+    } else {
+      f.dense[size_t(layer)] += t.nbytes;
+    }
+  }
+  return f;
+}
+
+// The activation buffers of a forward pass of `ub` tokens on the GPU engine, generously: the
+// residual stream and normed rows, the attention/delta-net projections (up to 4 n_embd wide a
+// token, Qwen3-Next's q+gate+k+v), the router's logits, each (token, expert) row's gate/up and
+// output, their quantized copies, and one row of logits; a quarter more for what this misses.
+uint64_t activation_bytes(const ModelConfig& c, int ub) {
+  const uint64_t n = uint64_t(std::max(ub, 1)), d = uint64_t(c.n_embd);
+  const uint64_t k = uint64_t(c.n_expert_used) + 1;  // + a shared expert run as one more
+  const uint64_t ff = uint64_t(std::max(c.n_ff_expert, c.n_ff));
+  const uint64_t qkv = uint64_t(2 * c.n_head + 2 * c.n_head_kv) * uint64_t(c.head_dim);
+  const uint64_t floats = n * (2 * d + std::max(qkv, 4 * d) + uint64_t(c.n_expert) + 1) + n * k * (2 * ff + d);
+  const uint64_t quantized = n * k * std::max(d, ff) * 2;  // int8 values, scales, sums
+  return (floats * 4 + quantized + uint64_t(c.n_vocab) * 4) * 5 / 4;
+}
+
+double seconds(uint64_t bytes, double gb_s) { return double(bytes) / (gb_s * 1e9); }
+
+}  // namespace
+
+PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, const PlacementRequest& r) {
+  if (c.n_expert <= 0) fail("--vram-budget: {} has no routed experts to leave in RAM", c.arch);
+  if (r.context < 1 || r.ubatch < 1) fail("placement: a context of {} and passes of {} tokens", r.context, r.ubatch);
+  const Footprint f = footprint(reader, c.n_layer);
+  PlacementPlan p;
+  p.budget = r.vram_budget;
+  p.runtime = r.runtime_reserve;
+  p.n_layer = c.n_layer;
+  p.n_expert = c.n_expert;
+  p.n_expert_used = c.n_expert_used;
+  p.dense = f.global;
+  for (uint64_t b : f.dense) p.dense += b;
+  const uint64_t kv_row = row_bytes(r.kv_type, uint64_t(c.n_head_kv) * uint64_t(c.head_dim));
+  p.cache = uint64_t(c.n_cache_layers) * uint64_t(r.context) * 2 * kv_row + c.recurrent_floats * sizeof(float);
+  p.activations = activation_bytes(c, r.ubatch);
+  for (uint64_t b : f.experts) p.expert_bytes = std::max(p.expert_bytes, b / uint64_t(c.n_expert));
+
+  const uint64_t fixed = p.runtime + p.dense + p.cache + p.activations;
+  if (r.vram_budget < fixed) {
+    fail("--vram-budget {} is too small: without any expert this model needs {} of VRAM (runtime reserve {}, "
+         "weights every token reads {}, KV cache and state for {} tokens {}, buffers for passes of {} tokens {})",
+         format_bytes(r.vram_budget), format_bytes(fixed), format_bytes(p.runtime), format_bytes(p.dense), r.context,
+         format_bytes(p.cache), r.ubatch, format_bytes(p.activations));
+  }
+  const uint64_t room = r.vram_budget - fixed;
+  p.vram_experts.assign(size_t(c.n_layer), 0);
+  if (r.n_cpu_moe >= 0) {  // llama.cpp's layout: whole layers of experts, the first ones in RAM
+    uint64_t need = 0;
+    for (int il = std::min(r.n_cpu_moe, c.n_layer); il < c.n_layer; ++il) need += f.experts[size_t(il)];
+    if (need > room) {
+      int fits = c.n_layer;  // the fewest layers in RAM that leave the rest within the budget
+      for (uint64_t rest = 0; fits > 0 && rest + f.experts[size_t(fits - 1)] <= room; --fits) {
+        rest += f.experts[size_t(fits - 1)];
+      }
+      fail("--n-cpu-moe {}: the experts of layers {} to {} need {} of VRAM, {} is left in a budget of {}; "
+           "--n-cpu-moe {} fits",
+           r.n_cpu_moe, r.n_cpu_moe, c.n_layer - 1, format_bytes(need), format_bytes(room),
+           format_bytes(r.vram_budget), fits);
+    }
+    for (int il = std::min(r.n_cpu_moe, c.n_layer); il < c.n_layer; ++il) p.vram_experts[size_t(il)] = c.n_expert;
+  } else {
+    // The same count in every layer, then one more in the first layers while it fits.
+    uint64_t per_round = 0;  // one expert of every layer
+    for (uint64_t b : f.experts) per_round += b / uint64_t(c.n_expert);
+    const int even = per_round ? int(std::min<uint64_t>(uint64_t(c.n_expert), room / per_round)) : c.n_expert;
+    uint64_t left = room - uint64_t(even) * per_round;
+    for (int il = 0; il < c.n_layer; ++il) {
+      const uint64_t one = f.experts[size_t(il)] / uint64_t(c.n_expert);
+      p.vram_experts[size_t(il)] = even;
+      if (even < c.n_expert && one <= left) p.vram_experts[size_t(il)] += 1, left -= one;
+    }
+  }
+
+  // Per token: the GPU reads every layer's dense weights and its experts' hits; the CPU the rest.
+  double serial = seconds(f.global_per_token, r.bandwidth.gpu_gb_s), overlapped = serial;
+  uint64_t routed = 0, hit_bytes = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    const uint64_t all = f.experts[size_t(il)], one = all / uint64_t(c.n_expert);
+    const uint64_t held = one * uint64_t(p.vram_experts[size_t(il)]);
+    p.experts_vram += held;
+    p.experts_ram += all - held;
+    const uint64_t layer_routed = one * uint64_t(c.n_expert_used);
+    const double h = r.hit_rate >= 0 ? (p.vram_experts[size_t(il)] > 0 ? r.hit_rate : 0.0)
+                                     : double(p.vram_experts[size_t(il)]) / double(c.n_expert);
+    const uint64_t gpu = f.dense[size_t(il)] + uint64_t(double(layer_routed) * h);
+    const uint64_t ram = layer_routed - uint64_t(double(layer_routed) * h);
+    routed += layer_routed;
+    hit_bytes += layer_routed - ram;
+    p.token_gpu_bytes += gpu;
+    p.token_ram_bytes += ram;
+    const double t_gpu = seconds(gpu, r.bandwidth.gpu_gb_s), t_ram = seconds(ram, r.bandwidth.ram_gb_s);
+    serial += t_gpu + t_ram;
+    overlapped += std::max(t_gpu, t_ram);
+  }
+  p.token_gpu_bytes += f.global_per_token;
+  p.hit_rate = routed ? double(hit_bytes) / double(routed) : 1.0;
+  const bool known = r.bandwidth.gpu_gb_s > 0 && (r.bandwidth.ram_gb_s > 0 || p.token_ram_bytes == 0);
+  p.serial_tok_s = known && serial > 0 ? 1.0 / serial : 0;
+  p.overlapped_tok_s = known && overlapped > 0 ? 1.0 / overlapped : 0;
+  if (r.bandwidth.ram_gb_s > 0 && p.token_ram_bytes > 0) {
+    p.ram_bound_tok_s = r.bandwidth.ram_gb_s * 1e9 / double(p.token_ram_bytes);
+  }
+  return p;
+}
+
+std::string describe(const PlacementPlan& p, const PlacementRequest& r) {
+  std::string s = fmt::format("placement in a VRAM budget of {} ({} used, {} spare)\n", format_bytes(p.budget),
+                              format_bytes(p.used()), format_bytes(p.budget - p.used()));
+  auto line = [&](const char* what, uint64_t bytes, const std::string& note) {
+    s += fmt::format("  {:<34} {:>11}  {}\n", what, format_bytes(bytes), note);
+  };
+  line("CUDA runtime (reserve)", p.runtime, "context, kernels, workspaces");
+  line("weights every token reads", p.dense, "attention / delta-nets, routers, shared experts, embeddings, output");
+  line("KV cache and recurrent state", p.cache, fmt::format("{} tokens, {} cache", r.context, type_name(r.kv_type)));
+  line("activation buffers", p.activations, fmt::format("passes of up to {} tokens", r.ubatch));
+  const auto [fewest, most] = std::minmax_element(p.vram_experts.begin(), p.vram_experts.end());
+  const std::string counts = *fewest == *most ? fmt::format("{} of {} a layer", *fewest, p.n_expert)
+                                              : fmt::format("{} to {} of {} a layer", *fewest, *most, p.n_expert);
+  line("routed experts in VRAM", p.experts_vram, fmt::format("{} ({} each)", counts, format_bytes(p.expert_bytes)));
+  line("routed experts left in RAM", p.experts_ram, "read in place from the mapped file");
+  s += fmt::format("decode, one sequence: {} a token from VRAM, {} from RAM ({} of the routed expert bytes in VRAM, {})\n",
+                   format_bytes(p.token_gpu_bytes), format_bytes(p.token_ram_bytes),
+                   fmt::format("{:.1f}%", 100.0 * p.hit_rate),
+                   r.hit_rate >= 0 ? "the given hit rate" : "routing spread evenly over the experts");
+  if (p.overlapped_tok_s > 0) {
+    s += fmt::format("ceilings at RAM {:.0f} GB/s, GPU {:.0f} GB/s: {:.1f} tok/s with the CPU's experts and the GPU's "
+                     "part at once, {:.1f} tok/s one after the other\n",
+                     r.bandwidth.ram_gb_s, r.bandwidth.gpu_gb_s, p.overlapped_tok_s, p.serial_tok_s);
+  } else if (p.ram_bound_tok_s > 0) {
+    s += fmt::format("ceiling: at most {:.1f} tok/s, what RAM at {:.0f} GB/s allows however fast the GPU (its "
+                     "bandwidth is unknown here: --gpu-bw)\n",
+                     p.ram_bound_tok_s, r.bandwidth.ram_gb_s);
+  } else {
+    s += "ceilings: unknown (give --ram-bw and --gpu-bw in GB/s)\n";
+  }
+  return s;
+}
+
+}  // namespace moe

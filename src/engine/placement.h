@@ -1,0 +1,80 @@
+#pragma once
+// Where a model's weights go when it does not fit in VRAM: the plan of --vram-budget.
+//
+// Everything the process holds on the GPU counts against the budget: the CUDA runtime's own
+// memory (context, library workspaces, graph pools: a reserve), the weights every token reads
+// (attention, delta-nets, routers, shared experts, norms, the embedding and output matrices),
+// the KV cache and recurrent state for the requested context, the activation buffers of the
+// largest forward pass; what is left holds routed experts, as many a layer in every layer (an
+// even split keeps each layer's CPU share equal, which is what bounds a layer when the CPU and
+// the GPU work at once). The rest of the experts stay in RAM, where the file maps them.
+//
+// The plan also states the decode ceilings the machine's bandwidths allow (one sequence): per
+// token the GPU reads its weights and the experts it holds that the token routes to, the CPU
+// reads the routed experts left in RAM. With routing spread evenly over the experts (random
+// weights: synth's worst case) a layer holding s of E experts serves s / E of the routed
+// expert bytes from VRAM; a measured hit rate (realistic routing, an adaptive cache) replaces
+// that fraction.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/ggml_type.h"
+#include "gguf/reader.h"
+#include "models/model.h"
+
+namespace moe {
+
+// Bandwidths in GB/s (1e9 bytes a second); 0 where unknown.
+struct MachineBandwidth {
+  double ram_gb_s = 0;  // the CPU reading RAM, all cores
+  double gpu_gb_s = 0;  // the GPU reading its memory
+};
+
+struct PlacementRequest {
+  uint64_t vram_budget = 0;  // bytes, everything the process holds on the GPU
+  // llama.cpp's --n-cpu-moe: the routed experts of the first n_cpu_moe layers stay in RAM and
+  // every other layer's are all in VRAM (-1: as many as the budget holds, spread evenly).
+  int n_cpu_moe = -1;
+  int64_t context = 4096;  // KV cache positions to hold
+  GgmlType kv_type = GgmlType::F16;
+  int ubatch = 512;  // tokens of the largest forward pass (prefill), for the activation buffers
+  // The CUDA runtime's own memory: context, kernels, library workspaces, graph pools. A reserve
+  // until the runtime measures it on the device (NVML).
+  uint64_t runtime_reserve = 640 * 1024 * 1024ull;
+  MachineBandwidth bandwidth;
+  double hit_rate = -1;  // the share of routed expert bytes found in VRAM; < 0: even routing
+};
+
+struct PlacementPlan {
+  uint64_t budget = 0;
+  uint64_t runtime = 0;       // the reserve
+  uint64_t dense = 0;         // weights every token reads
+  uint64_t cache = 0;         // KV cache and recurrent state
+  uint64_t activations = 0;   // the largest pass's buffers
+  uint64_t experts_vram = 0;  // routed experts placed in VRAM
+  uint64_t experts_ram = 0;   // routed experts left in RAM
+  int n_layer = 0, n_expert = 0, n_expert_used = 0;
+  uint64_t expert_bytes = 0;  // one expert of one layer (gate, up and down): the largest layer's
+  std::vector<int> vram_experts;  // per layer, how many of its experts are in VRAM
+
+  // Decode, one sequence: the bytes one token reads on each side and the ceilings.
+  double hit_rate = 0;            // routed expert bytes served from VRAM, as a share
+  uint64_t token_gpu_bytes = 0;   // dense weights + the routed experts found in VRAM
+  uint64_t token_ram_bytes = 0;   // routed experts read from RAM
+  double serial_tok_s = 0;        // the CPU's experts, then the GPU's part, one after the other
+  double overlapped_tok_s = 0;    // both at once (the slower side sets the pace)
+  double ram_bound_tok_s = 0;     // what RAM alone allows (however fast the GPU): 0 with nothing in RAM
+
+  uint64_t used() const { return runtime + dense + cache + activations + experts_vram; }
+};
+
+// The plan for `reader`'s model (config: its hyperparameters as the CPU engine read them).
+// Throws moe::Error for a budget too small for everything but the experts, saying how much is
+// needed, or for an n_cpu_moe whose VRAM layers do not fit.
+PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& config, const PlacementRequest& request);
+
+// The plan as lines for a person (inspect --vram-budget).
+std::string describe(const PlacementPlan& plan, const PlacementRequest& request);
+
+}  // namespace moe

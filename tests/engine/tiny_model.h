@@ -1,0 +1,35 @@
+#pragma once
+// A tiny synth model of one architecture and weight type, written to a temporary directory and
+// loaded by the CPU engine: what the engine tests run.
+#include <memory>
+#include <string>
+
+#include "../gguf/gguf_test_util.h"
+#include "gguf/reader.h"
+#include "models/model.h"
+#include "models/synth/synth.h"
+
+namespace moe::test {
+
+struct TinyModel {
+  TempDir dir;
+  std::string path;
+  std::unique_ptr<gguf::Reader> reader;
+  std::unique_ptr<Model> model;
+
+  TinyModel(const std::string& arch, const std::string& type, uint64_t seed = 7) {
+    path = dir.file(arch + "-" + type + ".gguf");
+    synth::SynthOptions o;
+    o.arch = arch;
+    o.preset = "tiny";
+    o.type = type;
+    o.seed = seed;
+    o.threads = 2;
+    o.output = path;
+    synth::write_synth_model(o);
+    reader = std::make_unique<gguf::Reader>(path);
+    model = load_model(*reader);
+  }
+};
+
+}  // namespace moe::test
