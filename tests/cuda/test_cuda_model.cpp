@@ -12,6 +12,7 @@
 
 #include "../engine/changed_model.h"
 #include "../engine/reference_qwen3next.h"
+#include "../engine/tiny_model.h"
 #include "../gguf/gguf_test_util.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -62,25 +63,14 @@ double against_reference(std::span<const float> ours, const std::vector<std::vec
   return max_diff_over_std(ours, flat);
 }
 
-// A tiny synth model of `arch` with `type` weights written into dir; its path.
-std::string tiny_model(const test::TempDir& dir, const std::string& arch, const std::string& type, uint64_t seed) {
-  synth::SynthOptions o;
-  o.arch = arch;
-  o.preset = "tiny";
-  o.type = type;
-  o.seed = seed;
-  o.threads = 2;
-  o.output = dir.file("m.gguf");
-  synth::write_synth_model(o);
-  return o.output;
-}
+using test::write_tiny_model;
 
 class GpuModelTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(GpuModelTest, LogitsAgreeWithTheCpuEngine) {
   const auto [arch, type] = GetParam();
   test::TempDir dir;
-  const gguf::Reader reader(tiny_model(dir, arch, type, 11));
+  const gguf::Reader reader(write_tiny_model(dir, arch, type, 11));
   ASSERT_TRUE(cuda::gpu_supports(reader));
   const auto cpu = load_model(reader, ModelOptions{.repack = false});
   const auto gpu = cuda::load_gpu_model(reader, 0);
@@ -113,7 +103,7 @@ TEST(GpuModel, LongContextDecodeAgreesWithTheCpuEngine) {
   test::TempDir dir;
   for (const std::string arch : {"qwen3moe", "qwen3next"}) {
     SCOPED_TRACE(arch);
-    const gguf::Reader reader(tiny_model(dir, arch, "f32", 5));
+    const gguf::Reader reader(write_tiny_model(dir, arch, "f32", 5));
     const auto cpu = load_model(reader, ModelOptions{.repack = false});
     const auto gpu = cuda::load_gpu_model(reader, 0);
     const int prompt = 700, decoded = 6;
@@ -144,7 +134,7 @@ TEST(GpuModel, RefusesWhatItCannotRun) {
 // with a clear error (never silently run in f16).
 TEST(GpuModel, RefusesAQuantizedKvCache) {
   test::TempDir dir;
-  const gguf::Reader reader(tiny_model(dir, "qwen3moe", "q8_0", 0));
+  const gguf::Reader reader(write_tiny_model(dir, "qwen3moe", "q8_0", 0));
   const auto gpu = cuda::load_gpu_model(reader, 0);
   const auto& c = gpu->config();
   KvCache cache = make_kv_cache(c, GgmlType::Q8_0, 64);
@@ -164,7 +154,7 @@ TEST(GpuModel, RefusesAQuantizedKvCache) {
 // and starting again at position 0 gives the first run's logits (the state was reset).
 TEST(GpuModel, Qwen3NextStateResetsAndRefusesTruncation) {
   test::TempDir dir;
-  const gguf::Reader reader(tiny_model(dir, "qwen3next", "f32", 0));
+  const gguf::Reader reader(write_tiny_model(dir, "qwen3next", "f32", 0));
   const auto gpu = cuda::load_gpu_model(reader, 0);
   const auto& c = gpu->config();
   const auto tokens = prompt_tokens(6, c.n_vocab);
@@ -190,7 +180,7 @@ TEST(GpuModel, OpByOpAgainstTheCpuEngineFindsAPlantedChange) {
     for (int prompt : {12, 5}) {
       SCOPED_TRACE(arch + ", prompt " + std::to_string(prompt));
       test::TempDir dir;
-      const std::string path = tiny_model(dir, arch, "f32", 4);
+      const std::string path = write_tiny_model(dir, arch, "f32", 4);
       const std::string norm = arch == "qwen3next" ? "blk.1.post_attention_norm.weight" : "blk.1.ffn_norm.weight";
       test::write_changed_copy(path, norm, dir.file("changed.gguf"));
       const gguf::Reader reader(path), changed(dir.file("changed.gguf"));

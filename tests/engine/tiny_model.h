@@ -1,6 +1,6 @@
 #pragma once
-// A tiny synth model of one architecture and weight type, written to a temporary directory and
-// loaded by the CPU engine: what the engine tests run.
+// Tiny synth models of one architecture and weight type, written to a temporary directory (and
+// loaded by the CPU engine): what the engine and GPU model tests run.
 #include <memory>
 #include <string>
 
@@ -11,25 +11,30 @@
 
 namespace moe::test {
 
+// A tiny synth model of `arch` with `type` weights written into dir; its path.
+inline std::string write_tiny_model(const TempDir& dir, const std::string& arch, const std::string& type,
+                                    uint64_t seed) {
+  synth::SynthOptions o;
+  o.arch = arch;
+  o.preset = "tiny";
+  o.type = type;
+  o.seed = seed;
+  o.threads = 2;
+  o.output = dir.file(arch + "-" + type + ".gguf");
+  synth::write_synth_model(o);
+  return o.output;
+}
+
 struct TinyModel {
   TempDir dir;
   std::string path;
   std::unique_ptr<gguf::Reader> reader;
   std::unique_ptr<Model> model;
 
-  TinyModel(const std::string& arch, const std::string& type, uint64_t seed = 7) {
-    path = dir.file(arch + "-" + type + ".gguf");
-    synth::SynthOptions o;
-    o.arch = arch;
-    o.preset = "tiny";
-    o.type = type;
-    o.seed = seed;
-    o.threads = 2;
-    o.output = path;
-    synth::write_synth_model(o);
-    reader = std::make_unique<gguf::Reader>(path);
-    model = load_model(*reader);
-  }
+  TinyModel(const std::string& arch, const std::string& type, uint64_t seed = 7)
+      : path(write_tiny_model(dir, arch, type, seed)),
+        reader(std::make_unique<gguf::Reader>(path)),
+        model(load_model(*reader)) {}
 };
 
 }  // namespace moe::test
