@@ -6,6 +6,7 @@
 #include <string>
 
 #include <algorithm>
+#include <optional>
 #include <thread>
 
 #include "cli/commands.h"
@@ -15,6 +16,7 @@
 #include "core/thread_pool.h"
 #include "core/units.h"
 #include "engine/placement.h"
+#include "engine/routing_locality.h"
 #include "gguf/reader.h"
 #include "models/model.h"
 #ifdef MOE_HAVE_CUDA
@@ -29,7 +31,7 @@ struct InspectOptions {
   bool json = false;
   bool no_tensors = false;
   // The placement plan (--vram-budget) and what it depends on.
-  std::string vram_budget, vram_reserve, kv_type = "f16";
+  std::string vram_budget, vram_reserve, kv_type = "f16", routing = "even";
   int n_cpu_moe = -1;
   bool cpu_moe = false;
   int64_t context = 4096;
@@ -189,6 +191,11 @@ void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
                            .bandwidth = machine_bandwidth(opt),
                            .hit_rate = opt.hit_rate};
   if (!opt.vram_reserve.empty()) request.runtime_reserve = parse_bytes(opt.vram_reserve);
+  std::optional<RoutingLocality> locality;
+  if (opt.routing == "local" && c.n_expert > 0) {  // Qwen3-Next's published locality
+    locality.emplace(c.n_expert, c.n_expert_used);
+    request.locality = &*locality;
+  }
   const PlacementPlan plan = plan_placement(reader, c, request);
   if (!opt.json) {
     std::printf("%s", describe(plan, request).c_str());
@@ -207,6 +214,7 @@ void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
                             {"n_expert", plan.n_expert},
                             {"context", request.context},
                             {"kv_type", opt.kv_type},
+                            {"routing", opt.routing},
                             {"hit_rate", plan.hit_rate},
                             {"token_gpu_bytes", plan.token_gpu_bytes},
                             {"token_ram_bytes", plan.token_ram_bytes},
@@ -244,6 +252,11 @@ void add_inspect_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--gpu-bw", opt->gpu_gb_s, "With --vram-budget: GPU memory bandwidth in GB/s (default: the GPU's peak)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--routing", opt->routing,
+                  "With --vram-budget: even (every expert equally likely: synth's random weights, the worst case) "
+                  "or local (the temporal locality published for Qwen3-Next: an LRU cache of 12.5% of the experts "
+                  "hits 67%, of 25% 81%; the VRAM experts an LRU cache)")
+      ->check(CLI::IsMember({"even", "local"}));
   cmd->add_option("--hit-rate", opt->hit_rate,
                   "With --vram-budget: the share of routed expert bytes found in VRAM (default: routing spread "
                   "evenly over the experts)")

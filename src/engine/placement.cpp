@@ -70,6 +70,9 @@ double seconds(uint64_t bytes, double gb_s) { return double(bytes) / (gb_s * 1e9
 
 PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, const PlacementRequest& r) {
   if (c.n_expert <= 0) fail("--vram-budget: {} has no routed experts to leave in RAM", c.arch);
+  if (r.locality && r.locality->n_expert() != c.n_expert) {
+    fail("placement: routing locality for {} experts, the model has {}", r.locality->n_expert(), c.n_expert);
+  }
   if (r.context < 1 || r.ubatch < 1) fail("placement: a context of {} and passes of {} tokens", r.context, r.ubatch);
   const Footprint f = footprint(reader, c.n_layer);
   PlacementPlan p;
@@ -130,8 +133,10 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
     p.experts_vram += held;
     p.experts_ram += all - held;
     const uint64_t layer_routed = one * uint64_t(c.n_expert_used);
-    const double h = r.hit_rate >= 0 ? (p.vram_experts[size_t(il)] > 0 ? r.hit_rate : 0.0)
-                                     : double(p.vram_experts[size_t(il)]) / double(c.n_expert);
+    const int slots = p.vram_experts[size_t(il)];
+    const double h = r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0)
+                     : r.locality    ? r.locality->lru_hit_rate(slots)
+                                     : double(slots) / double(c.n_expert);
     const uint64_t gpu = f.dense[size_t(il)] + uint64_t(double(layer_routed) * h);
     const uint64_t ram = layer_routed - uint64_t(double(layer_routed) * h);
     routed += layer_routed;
@@ -171,7 +176,9 @@ std::string describe(const PlacementPlan& p, const PlacementRequest& r) {
   s += fmt::format("decode, one sequence: {} a token from VRAM, {} from RAM ({} of the routed expert bytes in VRAM, {})\n",
                    format_bytes(p.token_gpu_bytes), format_bytes(p.token_ram_bytes),
                    fmt::format("{:.1f}%", 100.0 * p.hit_rate),
-                   r.hit_rate >= 0 ? "the given hit rate" : "routing spread evenly over the experts");
+                   r.hit_rate >= 0 ? "the given hit rate"
+                   : r.locality    ? "routing with the stated locality, the VRAM experts an LRU cache"
+                                   : "routing spread evenly over the experts");
   if (p.overlapped_tok_s > 0) {
     s += fmt::format("ceilings at RAM {:.0f} GB/s, GPU {:.0f} GB/s: {:.1f} tok/s with the CPU's experts and the GPU's "
                      "part at once, {:.1f} tok/s one after the other\n",

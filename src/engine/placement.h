@@ -13,13 +13,14 @@
 // token the GPU reads its weights and the experts it holds that the token routes to, the CPU
 // reads the routed experts left in RAM. With routing spread evenly over the experts (random
 // weights: synth's worst case) a layer holding s of E experts serves s / E of the routed
-// expert bytes from VRAM; a measured hit rate (realistic routing, an adaptive cache) replaces
-// that fraction.
+// expert bytes from VRAM; with routing of a stated locality (routing_locality.h) its s experts
+// act as an LRU cache; a measured hit rate replaces either.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "core/ggml_type.h"
+#include "engine/routing_locality.h"
 #include "gguf/reader.h"
 #include "models/model.h"
 
@@ -43,7 +44,10 @@ struct PlacementRequest {
   // until the runtime measures it on the device (NVML).
   uint64_t runtime_reserve = 640 * 1024 * 1024ull;
   MachineBandwidth bandwidth;
-  double hit_rate = -1;  // the share of routed expert bytes found in VRAM; < 0: even routing
+  double hit_rate = -1;  // the share of routed expert bytes found in VRAM; < 0: from the routing
+  // Routing with temporal locality (its expert count the model's): each layer's VRAM experts
+  // act as an LRU cache of that many slots. Null: routing spread evenly over the experts.
+  const RoutingLocality* locality = nullptr;
 };
 
 struct PlacementPlan {

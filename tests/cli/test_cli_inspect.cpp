@@ -65,6 +65,12 @@ TEST(CliInspect, VramBudgetPrintsThePlanAndItsCeilings) {
   EXPECT_EQ(plan_json["hit_rate"], 0.0);
   EXPECT_GT(plan_json["ceiling_overlapped_ts"].get<double>(), 0.0);
 
+  // Qwen3-Next's locality cannot be had with 8 experts, 2 a token (an LRU cache of one expert
+  // would have to hit 67% of the picks; at most half can be the previous pick): a clear error.
+  const auto local = test::run_cli(plan + "--vram-budget 1GiB --routing local", dir.file("err"));
+  EXPECT_EQ(local.exit_code, 1);
+  EXPECT_NE(local.err.find("routing locality: no depth weights"), std::string::npos) << local.err;
+
   const auto small = test::run_cli(plan + "--vram-budget 1KiB", dir.file("err"));  // not even the weights fit
   EXPECT_EQ(small.exit_code, 1);
   EXPECT_NE(small.err.find("--vram-budget 1.00 KiB is too small"), std::string::npos) << small.err;
