@@ -1,12 +1,11 @@
 // moeserve inspect: what a GGUF model is, before anything is loaded onto a device; with
 // --vram-budget, where its weights would go (engine/placement.h).
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <string>
-
-#include <algorithm>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "cli/commands.h"

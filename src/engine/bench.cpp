@@ -121,20 +121,24 @@ double BenchResult::stddev_ns() const { return sample_stddev(as_doubles(samples_
 double BenchResult::avg_ts() const { return mean(samples_ts); }
 double BenchResult::stddev_ts() const { return sample_stddev(samples_ts); }
 
+bool is_routed_expert(std::string_view tensor_name) { return tensor_name.find("_exps.") != std::string_view::npos; }
+
+uint64_t bytes_read_per_token(const gguf::TensorInfo& t, bool own_output) {
+  // The tied embedding is read whole: it is the output matrix then.
+  return t.name == "token_embd.weight" && own_output ? t.row_bytes() : t.nbytes;
+}
+
 ModelFootprint model_footprint(const gguf::Reader& reader, const ModelConfig& config) {
   ModelFootprint f;
-  const bool has_output = reader.find_tensor("output.weight") != nullptr;
+  const bool own_output = reader.find_tensor("output.weight") != nullptr;
   for (const auto& t : reader.tensors()) {
     f.bytes += t.nbytes;
     f.n_params += uint64_t(t.n_elements());
-    if (t.name.find("_exps") != std::string_view::npos && config.n_expert > 0) {
+    if (is_routed_expert(t.name) && config.n_expert > 0) {
       // Each token routes to n_expert_used of n_expert experts; on average that share is read.
       f.weight_bytes_per_token += t.nbytes * uint64_t(config.n_expert_used) / uint64_t(config.n_expert);
-    } else if (t.name == "token_embd.weight" && has_output) {
-      f.weight_bytes_per_token += t.row_bytes();  // a lookup reads one row
     } else {
-      // Everything else is read whole, the tied embedding too (it is the output matrix then).
-      f.weight_bytes_per_token += t.nbytes;
+      f.weight_bytes_per_token += bytes_read_per_token(t, own_output);
     }
   }
   return f;

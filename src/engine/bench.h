@@ -5,6 +5,7 @@
 // (the speed deep into a long context: attention reads the whole KV cache every token). Kept apart from the CLI so servers and scripts reuse it.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/function_ref.h"
@@ -53,6 +54,13 @@ struct ModelFootprint {
   uint64_t weight_bytes_per_token = 0;
 };
 ModelFootprint model_footprint(const gguf::Reader& reader, const ModelConfig& config);
+
+// The rules behind the footprints (here and in the placement plan, placement.h): whether a
+// tensor holds routed experts (blk.N.ffn_{gate,up,down}_exps; a shared expert is _shexp) ...
+bool is_routed_expert(std::string_view tensor_name);
+// ... and what one token reads of any other tensor: all of it, except the embedding matrix
+// where the output has its own (own_output: a lookup reads one row).
+uint64_t bytes_read_per_token(const gguf::TensorInfo& t, bool own_output);
 
 // Decode ceiling in tokens/s when every token must stream its weights at `gb_per_s` (1e9 B/s).
 double roofline_tokens_per_second(uint64_t weight_bytes_per_token, double gb_per_s);

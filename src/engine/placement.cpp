@@ -2,16 +2,15 @@
 
 #include <algorithm>
 #include <charconv>
+#include <numeric>
 #include <string_view>
 
 #include "core/error.h"
 #include "core/units.h"
+#include "engine/bench.h"
 
 namespace moe {
 namespace {
-
-// Routed experts' tensors: blk.N.ffn_{gate,up,down}_exps.weight (the shared expert is _shexp).
-bool is_routed_expert(std::string_view name) { return name.find("_exps.") != std::string_view::npos; }
 
 // N of "blk.N....", else -1.
 int layer_of(std::string_view name) {
@@ -25,24 +24,24 @@ int layer_of(std::string_view name) {
 // What each layer holds, and what the token-wide tensors weigh.
 struct Footprint {
   std::vector<uint64_t> dense;    // per layer: the weights every token reads
-  std::vector<uint64_t> experts;  // per layer: all its routed experts
+  std::vector<uint64_t> expert;   // per layer: one routed expert (its slices of gate, up and down)
   uint64_t global = 0;            // embedding, output norm and matrix (in VRAM)
   uint64_t global_per_token = 0;  // what a token reads of them (one embedding row where the output is its own matrix)
 };
 
-Footprint footprint(const gguf::Reader& reader, int n_layer) {
+Footprint footprint(const gguf::Reader& reader, int n_layer, int n_expert) {
   Footprint f;
   f.dense.assign(size_t(n_layer), 0);
-  f.experts.assign(size_t(n_layer), 0);
+  f.expert.assign(size_t(n_layer), 0);
   const bool own_output = reader.find_tensor("output.weight") != nullptr;
   for (const auto& t : reader.tensors()) {
     const int layer = layer_of(t.name);
     if (layer >= n_layer) continue;  // Qwen3-Next's MTP block: not run
     if (layer < 0) {
       f.global += t.nbytes;
-      f.global_per_token += t.name == "token_embd.weight" && own_output ? t.row_bytes() : t.nbytes;
+      f.global_per_token += bytes_read_per_token(t, own_output);
     } else if (is_routed_expert(t.name)) {
-      f.experts[size_t(layer)] += t.nbytes;
+      f.expert[size_t(layer)] += t.nbytes / uint64_t(n_expert);  // n_expert equal slices
     } else {
       f.dense[size_t(layer)] += t.nbytes;
     }
@@ -74,7 +73,7 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
     fail("placement: routing locality for {} experts, the model has {}", r.locality->n_expert(), c.n_expert);
   }
   if (r.context < 1 || r.ubatch < 1) fail("placement: a context of {} and passes of {} tokens", r.context, r.ubatch);
-  const Footprint f = footprint(reader, c.n_layer);
+  const Footprint f = footprint(reader, c.n_layer, c.n_expert);
   PlacementPlan p;
   p.budget = r.vram_budget;
   p.runtime = r.runtime_reserve;
@@ -86,7 +85,7 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
   const uint64_t kv_row = row_bytes(r.kv_type, uint64_t(c.n_head_kv) * uint64_t(c.head_dim));
   p.cache = uint64_t(c.n_cache_layers) * uint64_t(r.context) * 2 * kv_row + c.recurrent_floats * sizeof(float);
   p.activations = activation_bytes(c, r.ubatch);
-  for (uint64_t b : f.experts) p.expert_bytes = std::max(p.expert_bytes, b / uint64_t(c.n_expert));
+  p.expert_bytes = *std::max_element(f.expert.begin(), f.expert.end());
 
   const uint64_t fixed = p.runtime + p.dense + p.cache + p.activations;
   if (r.vram_budget < fixed) {
@@ -95,15 +94,15 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
          format_bytes(r.vram_budget), format_bytes(fixed), format_bytes(p.runtime), format_bytes(p.dense), r.context,
          format_bytes(p.cache), r.ubatch, format_bytes(p.activations));
   }
-  const uint64_t room = r.vram_budget - fixed;
+  const uint64_t room = r.vram_budget - fixed, n_expert = uint64_t(c.n_expert);
   p.vram_experts.assign(size_t(c.n_layer), 0);
   if (r.n_cpu_moe >= 0) {  // llama.cpp's layout: whole layers of experts, the first ones in RAM
     uint64_t need = 0;
-    for (int il = std::min(r.n_cpu_moe, c.n_layer); il < c.n_layer; ++il) need += f.experts[size_t(il)];
+    for (int il = std::min(r.n_cpu_moe, c.n_layer); il < c.n_layer; ++il) need += f.expert[size_t(il)] * n_expert;
     if (need > room) {
       int fits = c.n_layer;  // the fewest layers in RAM that leave the rest within the budget
-      for (uint64_t rest = 0; fits > 0 && rest + f.experts[size_t(fits - 1)] <= room; --fits) {
-        rest += f.experts[size_t(fits - 1)];
+      for (uint64_t rest = 0; fits > 0 && rest + f.expert[size_t(fits - 1)] * n_expert <= room; --fits) {
+        rest += f.expert[size_t(fits - 1)] * n_expert;
       }
       fail("--n-cpu-moe {}: the experts of layers {} to {} need {} of VRAM, {} is left in a budget of {}; "
            "--n-cpu-moe {} fits",
@@ -113,12 +112,11 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
     for (int il = std::min(r.n_cpu_moe, c.n_layer); il < c.n_layer; ++il) p.vram_experts[size_t(il)] = c.n_expert;
   } else {
     // The same count in every layer, then one more in the first layers while it fits.
-    uint64_t per_round = 0;  // one expert of every layer
-    for (uint64_t b : f.experts) per_round += b / uint64_t(c.n_expert);
-    const int even = per_round ? int(std::min<uint64_t>(uint64_t(c.n_expert), room / per_round)) : c.n_expert;
+    const uint64_t per_round = std::accumulate(f.expert.begin(), f.expert.end(), uint64_t(0));  // one a layer
+    const int even = per_round ? int(std::min(n_expert, room / per_round)) : c.n_expert;
     uint64_t left = room - uint64_t(even) * per_round;
     for (int il = 0; il < c.n_layer; ++il) {
-      const uint64_t one = f.experts[size_t(il)] / uint64_t(c.n_expert);
+      const uint64_t one = f.expert[size_t(il)];
       p.vram_experts[size_t(il)] = even;
       if (even < c.n_expert && one <= left) p.vram_experts[size_t(il)] += 1, left -= one;
     }
@@ -128,12 +126,11 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
   double serial = seconds(f.global_per_token, r.bandwidth.gpu_gb_s), overlapped = serial;
   uint64_t routed = 0, hit_bytes = 0;
   for (int il = 0; il < c.n_layer; ++il) {
-    const uint64_t all = f.experts[size_t(il)], one = all / uint64_t(c.n_expert);
-    const uint64_t held = one * uint64_t(p.vram_experts[size_t(il)]);
-    p.experts_vram += held;
-    p.experts_ram += all - held;
-    const uint64_t layer_routed = one * uint64_t(c.n_expert_used);
+    const uint64_t one = f.expert[size_t(il)];
     const int slots = p.vram_experts[size_t(il)];
+    p.experts_vram += one * uint64_t(slots);
+    p.experts_ram += one * (n_expert - uint64_t(slots));
+    const uint64_t layer_routed = one * uint64_t(c.n_expert_used);
     const double h = r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0)
                      : r.locality    ? r.locality->lru_hit_rate(slots)
                                      : double(slots) / double(c.n_expert);
