@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -15,6 +16,8 @@
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/nvml.h"
+#include "core/units.h"
 #include "engine/bench.h"
 #include "engine/model_loading.h"
 #include "gguf/reader.h"
@@ -109,6 +112,12 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
     j["samples_ts"] = r.samples_ts;
     j["ms_per_token"] = r.ms_per_token();
     j["weight_bytes_per_token"] = fp.weight_bytes_per_token;
+    if (r.vram_hit_rate() >= 0) {  // hybrid placement
+      const double tokens = double(r.n_tokens()) * double(r.samples_ns.size());
+      j["vram_expert_hit_rate"] = r.vram_hit_rate();
+      j["cpu_expert_ms_per_token"] = r.split.cpu_compute_s * 1e3 / tokens;
+      j["cpu_wait_ms_per_token"] = r.split.cpu_wait_s * 1e3 / tokens;
+    }
     // How the weights reached RAM, so a run that started on a cold page cache can be told apart.
     j["load_prefault"] = std::string(prefault_name(load.prefault));
     j["load_mlock"] = load.locked;
@@ -130,6 +139,15 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
   return rows;
 }
 
+// The memory in use on the first GPU, from NVML; nullopt without a driver.
+std::optional<uint64_t> device_memory_used() {
+  const Nvml* nvml = Nvml::get();
+  if (!nvml) return std::nullopt;
+  const auto devices = nvml->devices();
+  if (devices.empty()) return std::nullopt;
+  return devices.front().used_bytes;
+}
+
 void bench(const BenchCliOptions& opt) {
   if (opt.output != "md" && opt.output != "json") fail("bench: -o must be md or json, got '{}'", opt.output);
   const auto kv = parse_type(opt.kv_type);
@@ -137,7 +155,10 @@ void bench(const BenchCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   const LoadReport load = prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = open_model(reader, opt.load);
+  const std::optional<uint64_t> vram_before = device_memory_used();  // before this process touches the GPU
+  LoadOptions load_options = opt.load;
+  load_options.context = int64_t(opt.depth) + opt.n_prompt + opt.n_gen + 1;  // what a placement keeps room for
+  auto model = open_model(reader, load_options);
   const ModelConfig& c = model->config();
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 
@@ -156,10 +177,19 @@ void bench(const BenchCliOptions& opt) {
   spdlog::info("{}: {} tensor bytes, {} weight bytes per decoded token, {} threads, KV {}", type, fp.bytes,
                fp.weight_bytes_per_token, pool.size(), opt.kv_type);
   const auto results = run_bench(*model, b, pool, [](const std::string& line) { spdlog::info("bench: {}", line); });
+  // What the GPU holds for this process at the end (its buffers only grow): NVML's device
+  // figure less what was used before the model was loaded.
+  const std::optional<uint64_t> vram_after = device_memory_used();
+  std::optional<uint64_t> vram_used;
+  if (vram_before && vram_after && model->backend() != "CPU") vram_used = *vram_after - std::min(*vram_after, *vram_before);
   // The decode roofline: --mem-bw, else the bandwidth the model's device reports (a GPU's HBM).
   const double mem_bw = opt.mem_bw_gb_s > 0 ? opt.mem_bw_gb_s : model->memory_bandwidth_gb_s();
   if (opt.output == "json") {
-    std::printf("%s\n", to_json(results, opt, type, fp, load, model->backend(), int(pool.size()), mem_bw).dump(2).c_str());
+    nlohmann::json rows = to_json(results, opt, type, fp, load, model->backend(), int(pool.size()), mem_bw);
+    if (vram_used) {
+      for (auto& row : rows) row["vram_used_bytes"] = *vram_used;
+    }
+    std::printf("%s\n", rows.dump(2).c_str());
   } else {
     print_markdown(results, type, fp, model->backend(), int(pool.size()));
     if (mem_bw > 0) {
@@ -167,7 +197,15 @@ void bench(const BenchCliOptions& opt) {
                   roofline_tokens_per_second(fp.weight_bytes_per_token, mem_bw),
                   static_cast<unsigned long long>(fp.weight_bytes_per_token));
     }
+    if (vram_used) std::printf("VRAM used by this process (NVML, after the run): %s\n", format_bytes(*vram_used).c_str());
     for (const auto& r : results) {
+      if (r.vram_hit_rate() >= 0) {
+        const double tokens = double(r.n_tokens()) * double(r.samples_ns.size());
+        std::printf("%s: %.1f%% of the routed experts found in VRAM; the CPU's experts %.3f ms a token, its waits "
+                    "for the GPU %.3f ms\n",
+                    r.name.c_str(), 100.0 * r.vram_hit_rate(), r.split.cpu_compute_s * 1e3 / tokens,
+                    r.split.cpu_wait_s * 1e3 / tokens);
+      }
       if (r.n_gen == 0) continue;
       std::printf("%s streams the weights at %.1f GB/s", r.name.c_str(), weight_gb_s(fp, r));
       if (mem_bw > 0) std::printf(" (%.0f%% of the roofline)", 100.0 * weight_gb_s(fp, r) / mem_bw);

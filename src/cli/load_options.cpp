@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <numeric>
 #include <optional>
 #include <string>
 
 #include "core/error.h"
 #include "core/units.h"
 #include "core/log.h"
+#include "engine/placement.h"
 #ifdef MOE_HAVE_CUDA
 #include "models/cuda/gpu_model.h"
 #include "ops/cuda/device.h"
@@ -48,6 +50,15 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
       },
       "-ngl: layers on the GPU, as llama.cpp counts them: 0 runs on the CPU, at least the model's layer count on the GPU "
       "(a split between the two comes with --vram-budget)");
+  cmd.add_option("--vram-budget", options.vram_budget,
+                 "Everything this process may hold on the GPU (e.g. 16GiB): the weights every token reads, the KV "
+                 "cache and buffers go to VRAM with as many routed experts a layer as fit; the CPU computes the rest "
+                 "from RAM at the same time (`inspect --vram-budget` prints the plan)");
+  cmd.add_option("--n-cpu-moe", options.n_cpu_moe,
+                 "As llama.cpp: the routed experts of the first N layers stay in RAM (computed by the CPU), the other "
+                 "layers' in VRAM")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_flag("--cpu-moe", options.cpu_moe, "As llama.cpp: every routed expert stays in RAM, computed by the CPU");
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -81,6 +92,26 @@ std::string gpu_unusable(const gguf::Reader& reader, int gpu, bool required) {
   }
   return "";
 }
+
+// The placement the options ask for, planned for this device and loaded.
+std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions& options, int gpu) {
+  const std::string why = gpu_unusable(reader, gpu, true);
+  if (!why.empty()) fail("--vram-budget / --n-cpu-moe: {}", why);
+  const uint64_t free_bytes = cuda::list_gpus().gpus[size_t(gpu)].free_bytes;
+  const auto cpu_view = load_model(reader, ModelOptions{.repack = false});  // the hyperparameters, nothing copied
+  const ModelConfig& c = cpu_view->config();
+  PlacementRequest request{.vram_budget = options.vram_budget.empty() ? free_bytes : parse_bytes(options.vram_budget),
+                           .n_cpu_moe = options.cpu_moe ? c.n_layer : options.n_cpu_moe,
+                           .context = options.context};
+  if (request.vram_budget > free_bytes) {
+    fail("--vram-budget {}: device {} has {} free", format_bytes(request.vram_budget), gpu, format_bytes(free_bytes));
+  }
+  const PlacementPlan plan = plan_placement(reader, c, request);
+  const int in_vram = std::accumulate(plan.vram_experts.begin(), plan.vram_experts.end(), 0);
+  spdlog::info("device: cuda{} + cpu: {} of {} routed experts in VRAM ({} of {} planned)", gpu, in_vram,
+               int64_t(c.n_expert) * c.n_layer, format_bytes(plan.used()), format_bytes(plan.budget));
+  return cuda::load_hybrid_model(reader, gpu, plan.vram_experts);
+}
 #endif
 
 }  // namespace
@@ -95,6 +126,7 @@ std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions&
            options.gpu_layers, options.gpu_layers, n_layer, n_layer);
     }
 #ifdef MOE_HAVE_CUDA
+    if (options.hybrid()) return open_hybrid(reader, options, *gpu);
     const std::string why = gpu_unusable(reader, *gpu, required);
     if (why.empty()) {
       spdlog::info("device: cuda{}", *gpu);
@@ -103,7 +135,7 @@ std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions&
     if (required) fail("--device {}: {}", options.device, why);
     spdlog::info("device: cpu ({})", why);
 #else
-    if (required) fail("--device {}: this moeserve was built without CUDA", options.device);
+    if (required || options.hybrid()) fail("--device {}: this moeserve was built without CUDA", options.device);
 #endif
   }
   return build_model(reader, options);

@@ -149,6 +149,13 @@ double roofline_tokens_per_second(uint64_t weight_bytes_per_token, double gb_per
   return gb_per_s * 1e9 / double(weight_bytes_per_token);
 }
 
+namespace {
+Model::ExpertSplit split_since(const Model::ExpertSplit& a, const Model::ExpertSplit& b) {
+  return {.routed_slots = b.routed_slots - a.routed_slots, .cpu_slots = b.cpu_slots - a.cpu_slots,
+          .cpu_wait_s = b.cpu_wait_s - a.cpu_wait_s, .cpu_compute_s = b.cpu_compute_s - a.cpu_compute_s};
+}
+}  // namespace
+
 std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, ThreadPool& pool,
                                    FunctionRef<void(const std::string&)> progress) {
   if (options.n_prompt < 0 || options.n_gen < 0 || options.depth < 0) fail("bench: -p, -n and -d must not be negative");
@@ -177,12 +184,14 @@ std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, Th
       time_prompt(model, cache, options.n_prompt, d, options.batch, options.bos, source, pool);
     }
     r.test_time = utc_now_rfc3339();
+    const Model::ExpertSplit before = model.expert_split();
     for (int rep = 0; rep < options.reps; ++rep) {
       progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
       const uint64_t ns = time_prompt(model, cache, options.n_prompt, d, options.batch, options.bos, source, pool);
       r.samples_ns.push_back(ns);
       r.samples_ts.push_back(1e9 * options.n_prompt / double(std::max<uint64_t>(ns, 1)));
     }
+    r.split = split_since(before, model.expert_split());
     results.push_back(std::move(r));
   }
   if (options.n_gen > 0) {
@@ -195,12 +204,14 @@ std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, Th
       time_generation(model, cache, 1, d, options.batch, options.bos, source, pool);
     }
     r.test_time = utc_now_rfc3339();
+    const Model::ExpertSplit before = model.expert_split();
     for (int rep = 0; rep < options.reps; ++rep) {
       progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
       const uint64_t ns = time_generation(model, cache, options.n_gen, d, options.batch, options.bos, source, pool);
       r.samples_ns.push_back(ns);
       r.samples_ts.push_back(1e9 * options.n_gen / double(std::max<uint64_t>(ns, 1)));
     }
+    r.split = split_since(before, model.expert_split());
     results.push_back(std::move(r));
   }
   return results;

@@ -36,6 +36,12 @@ struct BenchResult {
   std::string test_time;  // RFC 3339, UTC, when the test started
   std::vector<uint64_t> samples_ns;
   std::vector<double> samples_ts;  // tokens per second of each repetition
+  // A hybrid model's expert split over the repetitions (their depth prefills included).
+  Model::ExpertSplit split;
+  // The routed expert slots the GPU held, as a share; < 0 where no expert is in RAM.
+  double vram_hit_rate() const {
+    return split.routed_slots ? 1.0 - double(split.cpu_slots) / double(split.routed_slots) : -1.0;
+  }
 
   int n_tokens() const { return n_prompt + n_gen; }
   double avg_ns() const;

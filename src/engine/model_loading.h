@@ -23,6 +23,13 @@ struct LoadOptions {
   // fit, else the CPU), "cpu", "cuda" or "cudaN". -ngl N picks "cpu" (0) or the GPU (all layers).
   std::string device = "auto";
   int gpu_layers = -1;  // -ngl as given; -1: not given
+  // Hybrid placement (engine/placement.h): a VRAM budget ("16GiB"; empty: none), llama.cpp's
+  // --n-cpu-moe N (-1: not given) and --cpu-moe. Any of them puts part of the experts in RAM.
+  std::string vram_budget{};
+  int n_cpu_moe = -1;
+  bool cpu_moe = false;
+  int64_t context = 4096;  // KV positions the placement keeps room for
+  bool hybrid() const { return !vram_budget.empty() || n_cpu_moe >= 0 || cpu_moe; }
 };
 
 // A model counts as warm when this much of it was already in the page cache.

@@ -43,7 +43,7 @@ struct PlacementRequest {
   // The CUDA runtime's own memory: context, kernels, library workspaces, graph pools. A reserve
   // until the runtime measures it on the device (NVML).
   uint64_t runtime_reserve = 640 * 1024 * 1024ull;
-  MachineBandwidth bandwidth;
+  MachineBandwidth bandwidth{};
   double hit_rate = -1;  // the share of routed expert bytes found in VRAM; < 0: from the routing
   // Routing with temporal locality (its expert count the model's): each layer's VRAM experts
   // act as an LRU cache of that many slots. Null: routing spread evenly over the experts.

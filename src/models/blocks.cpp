@@ -181,19 +181,22 @@ Route route_token(std::span<const float> logits, int k, bool renormalize) {
   return r;
 }
 
-void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
-             Scratch& scratch) {
-  const int n_expert = int(w.router.rows), k = w.n_expert_used;
-  const int64_t n_embd = w.router.cols, ff = w.gate.first.rows;
-  const auto router_logits = sized(scratch.router_logits, size_t(n) * n_expert);
-  matmul(w.router, u, n, router_logits, pool);
+void expert_sum(const MoeLayer& w, std::span<const float> u, int n, std::span<const int32_t> experts,
+                std::span<const float> weights, std::span<float> out, ThreadPool& pool, Scratch& scratch) {
+  const int n_expert = w.gate.n_expert, k = n > 0 ? int(experts.size() / size_t(n)) : 0;
+  const int64_t n_embd = w.gate.first.cols, ff = w.gate.first.rows;
+  MOE_ASSERT(experts.size() == size_t(n) * size_t(k) && weights.size() == experts.size());
+  MOE_ASSERT(u.size() == size_t(n) * size_t(n_embd) && out.size() == u.size());
 
   // Which (token, rank) slots each expert serves.
-  std::vector<Route> routes(static_cast<size_t>(n));
   std::vector<std::vector<std::pair<int, int>>> served(static_cast<size_t>(n_expert));
   for (int t = 0; t < n; ++t) {
-    routes[t] = route_token(router_logits.subspan(size_t(t) * n_expert, size_t(n_expert)), k, w.renormalize);
-    for (int r = 0; r < k; ++r) served[size_t(routes[t].experts[r])].emplace_back(t, r);
+    for (int r = 0; r < k; ++r) {
+      const int32_t e = experts[size_t(t) * k + size_t(r)];
+      if (e < 0) continue;
+      MOE_ASSERT(e < n_expert);
+      served[size_t(e)].emplace_back(t, r);
+    }
   }
 
   // The work laid out expert by expert: expert e's tokens are rows [first[e], first[e + 1]).
@@ -203,13 +206,14 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
     first[size_t(e) + 1] = first[size_t(e)] + served[size_t(e)].size();
     if (!served[size_t(e)].empty()) active.push_back(e);
   }
-  const size_t n_rows = size_t(n) * k;
+  const size_t n_rows = first.back();
 
   // The input is converted once; each expert's tokens are gathered into its rows.
   scratch.input.quantize(vec_dot_type(w.gate.first.type), u, n, n_embd, &pool);
   const ActivationView& in = scratch.input.view();
   const auto gathered = sized(scratch.gathered, n_rows * in.row_stride);
-  std::vector<size_t> slot_row(n_rows);  // (token, rank) -> row
+  constexpr size_t kSkipped = ~size_t(0);
+  std::vector<size_t> slot_row(size_t(n) * size_t(k), kSkipped);  // (token, rank) -> row
   for (int e : active) {
     for (size_t i = 0; i < served[size_t(e)].size(); ++i) {
       const auto [t, r] = served[size_t(e)][i];
@@ -236,19 +240,23 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
     gate_up.emplace_back(w.gate.expert(e), rows_of(in, gathered.data(), e), part(g, e, ff));
     gate_up.emplace_back(w.up.expert(e), rows_of(in, gathered.data(), e), part(up, e, ff));
   }
-  run_row_tasks(gate_up, pool);
+  if (!gate_up.empty()) run_row_tasks(gate_up, pool);
   parallel_chunks(pool, n_rows, 16, [&](size_t begin, size_t end, int) {
     const size_t b = begin * size_t(ff), len = (end - begin) * size_t(ff);
     swiglu(g.subspan(b, len), up.subspan(b, len), g.subspan(b, len));
   });
 
   // The down products likewise, from the hidden rows converted once.
-  scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(n_rows), ff, &pool);
-  const ActivationView& hidden = scratch.hidden.view();
   const auto expert_out = sized(scratch.expert_out, n_rows * n_embd);
-  std::vector<RowProduct> down;
-  for (int e : active) down.emplace_back(w.down.expert(e), rows_of(hidden, hidden.data, e), part(expert_out, e, n_embd));
-  run_row_tasks(down, pool);
+  if (n_rows > 0) {
+    scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(n_rows), ff, &pool);
+    const ActivationView& hidden = scratch.hidden.view();
+    std::vector<RowProduct> down;
+    for (int e : active) {
+      down.emplace_back(w.down.expert(e), rows_of(hidden, hidden.data, e), part(expert_out, e, n_embd));
+    }
+    run_row_tasks(down, pool);
+  }
 
   // Weighted sum in rank order, so the result does not depend on which tokens shared an expert.
   parallel_chunks(pool, size_t(n), 8, [&](size_t begin, size_t end, int) {
@@ -256,12 +264,30 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
       float* o = out.data() + t * n_embd;
       std::fill(o, o + n_embd, 0.0f);
       for (int r = 0; r < k; ++r) {
-        const float wt = routes[t].weights[r];
-        const float* s = expert_out.data() + slot_row[t * k + size_t(r)] * n_embd;
+        const size_t row = slot_row[t * k + size_t(r)];
+        if (row == kSkipped) continue;
+        const float wt = weights[t * k + size_t(r)];
+        const float* s = expert_out.data() + row * n_embd;
         for (int64_t i = 0; i < n_embd; ++i) o[i] += wt * s[i];
       }
     }
   });
+}
+
+void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
+             Scratch& scratch) {
+  const int n_expert = int(w.router.rows), k = w.n_expert_used;
+  const int64_t n_embd = w.router.cols;
+  const auto router_logits = sized(scratch.router_logits, size_t(n) * n_expert);
+  matmul(w.router, u, n, router_logits, pool);
+  std::vector<int32_t> experts(size_t(n) * size_t(k));
+  std::vector<float> weights(experts.size());
+  for (int t = 0; t < n; ++t) {
+    const Route r = route_token(router_logits.subspan(size_t(t) * n_expert, size_t(n_expert)), k, w.renormalize);
+    std::copy(r.experts.begin(), r.experts.end(), experts.begin() + ptrdiff_t(t) * k);
+    std::copy(r.weights.begin(), r.weights.end(), weights.begin() + ptrdiff_t(t) * k);
+  }
+  expert_sum(w, u, n, experts, weights, out, pool, scratch);
 
   if (w.has_shared) {  // out += sigmoid(shared_gate . u) * shared(u), per token
     const auto shared = sized(scratch.shared_out, size_t(n) * n_embd);

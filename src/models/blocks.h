@@ -94,6 +94,13 @@ struct MoeLayer {
 void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
              Scratch& scratch);
 
+// The weighted sum of routed experts' SwiGLU outputs for n tokens, given the routing: token t
+// goes to experts[t * k + r] with weights[t * k + r] (k = experts.size() / n); an expert id < 0
+// is a slot computed elsewhere (the hybrid engine's GPU) and adds nothing here. out [n][n_embd]
+// is overwritten. moe_ffn() without the router and the shared expert.
+void expert_sum(const MoeLayer& w, std::span<const float> u, int n, std::span<const int32_t> experts,
+                std::span<const float> weights, std::span<float> out, ThreadPool& pool, Scratch& scratch);
+
 // The routing decision for one token: expert ids and weights, in rank order.
 struct Route {
   std::vector<int> experts;

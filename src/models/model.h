@@ -69,6 +69,15 @@ class Model {
   // The peak bandwidth of the memory the weights stream from, GB/s, where the backend knows it
   // (a GPU's HBM); 0 where it does not (the CPU engine: measure it, bench --mem-bw).
   virtual double memory_bandwidth_gb_s() const { return 0.0; }
+  // A hybrid model's split of the routed experts between VRAM and the CPU, over the steps so
+  // far (all zero for other models).
+  struct ExpertSplit {
+    uint64_t routed_slots = 0;  // (token, routed expert) pairs in MoE layers with experts in RAM
+    uint64_t cpu_slots = 0;     // of them, computed by the CPU
+    double cpu_wait_s = 0;      // the CPU waiting for the GPU to route
+    double cpu_compute_s = 0;   // the CPU computing its experts
+  };
+  virtual ExpertSplit expert_split() const { return {}; }
   // What loading repacked (empty with ModelOptions::repack off or nothing to repack).
   const RepackedWeights& repacked() const { return repacked_; }
 

@@ -7,6 +7,7 @@
 // that the GPU is as close to the f64 reference as the CPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -95,6 +96,56 @@ INSTANTIATE_TEST_SUITE_P(Tiny, GpuModelTest,
                          ::testing::Combine(::testing::Values("qwen3moe", "qwen3", "qwen3next"),
                                             ::testing::Values("f32", "q8_0", "q4_k", "f16")),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+// The hybrid placement: per layer the first n experts in VRAM, the CPU computing the others at
+// the same time (cpu_experts.h). Every placement gives the all-GPU model's logits to the
+// backends' rounding, prefill (grouped GEMM) and decode (graph) alike: none in VRAM (llama.cpp's
+// --cpu-moe), a few, all but one, and whole layers either way (--n-cpu-moe).
+TEST(HybridModel, EveryPlacementAgreesWithTheCpuAndGpuEngines) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    for (const std::string type : {"f32", "q8_0"}) {
+      SCOPED_TRACE(arch + " " + type);
+      const gguf::Reader reader(write_tiny_model(dir, arch, type, 13));
+      const auto cpu = load_model(reader, ModelOptions{.repack = false});
+      const auto gpu = cuda::load_gpu_model(reader, 0);
+      const int n_layer = cpu->config().n_layer, n_expert = cpu->config().n_expert;
+      const auto tokens = prompt_tokens(41, cpu->config().n_vocab);
+      const auto on_cpu = run(*cpu, tokens, 37), on_gpu = run(*gpu, tokens, 37);
+      std::vector<std::vector<int>> placements = {std::vector<int>(size_t(n_layer), 0),
+                                                  std::vector<int>(size_t(n_layer), 3),
+                                                  std::vector<int>(size_t(n_layer), n_expert - 1)};
+      std::vector<int> split(size_t(n_layer), n_expert);
+      split[0] = 0;  // --n-cpu-moe 1
+      placements.push_back(split);
+      for (const auto& vram : placements) {
+        SCOPED_TRACE("VRAM experts a layer: " + std::to_string(vram.front()) + ", " + std::to_string(vram.back()));
+        const auto hybrid = cuda::load_hybrid_model(reader, 0, vram);
+        const auto on_hybrid = run(*hybrid, tokens, 37);
+        const double to_gpu = max_diff_over_std(on_hybrid, on_gpu), to_cpu = max_diff_over_std(on_hybrid, on_cpu);
+        std::printf("%s %s, %d..%d experts in VRAM: hybrid against GPU %.2e, against CPU %.2e\n", arch.c_str(),
+                    type.c_str(), vram.front(), vram.back(), to_gpu, to_cpu);
+        if (type == "f32") {
+          EXPECT_LT(to_gpu, 1e-3);
+          EXPECT_LT(to_cpu, 1e-3);
+        } else {  // quantized: as close as the GPU engine is to the CPU's, give or take one boundary step
+          EXPECT_LT(to_gpu, max_diff_over_std(on_gpu, on_cpu) + 0.05);
+        }
+        // The same greedy tokens as the all-GPU model at every position.
+        const size_t n_vocab = size_t(cpu->config().n_vocab);
+        int same = 0;
+        for (size_t t = 0; t < tokens.size(); ++t) {
+          const auto row = [&](const std::vector<float>& v) {
+            const auto b = v.begin() + ptrdiff_t(t * n_vocab);
+            return std::max_element(b, b + ptrdiff_t(n_vocab)) - b;
+          };
+          same += row(on_hybrid) == row(on_gpu);
+        }
+        EXPECT_GE(same, int(tokens.size()) - (type == "f32" ? 0 : 1));
+      }
+    }
+  }
+}
 
 // Decode after a long prompt: the cache's capacity (1024) splits decode attention over blocks
 // (4 chunks a head, merged by the last block), which must agree with the CPU as the one-block

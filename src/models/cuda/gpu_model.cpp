@@ -31,8 +31,14 @@ std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device) {
          "placement lands, give a --vram-budget",
          reader.path(), format_bytes(need), device, format_bytes(free_bytes));
   }
-  if (reader.architecture() == "qwen3next") return make_qwen3next_gpu(reader, device);
-  return make_qwen3_gpu(reader, device);
+  return load_hybrid_model(reader, device, {});
+}
+
+std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, std::vector<int> vram_experts) {
+  std::string why;
+  if (!gpu_supports(reader, &why)) fail("{}: {}", reader.path(), why);
+  if (reader.architecture() == "qwen3next") return make_qwen3next_gpu(reader, device, std::move(vram_experts));
+  return make_qwen3_gpu(reader, device, std::move(vram_experts));
 }
 
 }  // namespace moe::cuda

@@ -2,6 +2,7 @@
 // Models whose weights all live in VRAM and whose forward pass runs on one GPU.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gguf/reader.h"
 #include "models/model.h"
@@ -16,5 +17,10 @@ bool gpu_supports(const gguf::Reader& reader, std::string* why = nullptr);
 // architecture is not supported or the weights do not fit the free VRAM (the message says how
 // much is needed and points to the CPU / partial placement options).
 std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device);
+
+// The hybrid placement: per layer, the first vram_experts[layer] routed experts in VRAM with
+// everything else the model reads; the CPU computes the other experts from the mapped file,
+// concurrently (cpu_experts.h). The caller has checked the plan against the budget.
+std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
 
 }  // namespace moe::cuda

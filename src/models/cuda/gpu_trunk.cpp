@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
+#include <exception>
+#include <thread>
 #include <utility>
 
 #include "core/error.h"
@@ -14,23 +17,34 @@
 #include "ops/cuda/delta_net.h"
 #include "ops/cuda/device.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/handoff.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
 
-GpuTrunk::GpuTrunk(int device) : Model(ModelOptions{.repack = false}) {
+GpuTrunk::GpuTrunk(int device, std::vector<int> vram_experts)
+    : Model(ModelOptions{.repack = false}), device_(device), vram_experts_(std::move(vram_experts)) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = device_has_gemm();
   route_counter_ = DeviceBuffer(sizeof(unsigned));
   MOE_CUDA_CHECK(cudaMemset(route_counter_.get(), 0, sizeof(unsigned)));
+  publish_counter_ = DeviceBuffer(sizeof(unsigned));
+  MOE_CUDA_CHECK(cudaMemset(publish_counter_.get(), 0, sizeof(unsigned)));
   memory_gb_s_ = peak_memory_gb_s(device);
 }
 
 GpuTrunk::~GpuTrunk() {
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+Model::ExpertSplit GpuTrunk::expert_split() const {
+  if (!cpu_experts_) return {};
+  const CpuExperts::Stats& s = cpu_experts_->stats();
+  return {.routed_slots = s.routed_slots, .cpu_slots = s.cpu_slots, .cpu_wait_s = s.wait_seconds,
+          .cpu_compute_s = s.compute_seconds};
 }
 
 // ---- loading ----
@@ -88,14 +102,22 @@ GpuFfn GpuTrunk::upload_ffn(const std::array<WeightView, 3>& w) {
   return f;
 }
 
-GpuMoe GpuTrunk::load_moe(const WeightLoader& load, const std::string& b, int64_t n_ff_shared) {
+GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shared) {
   const ModelConfig& c = config_;
   const int64_t d = c.n_embd, ff = c.n_ff_expert;
+  const std::string b = "blk." + std::to_string(layer) + ".";
   GpuMoe m;
   const WeightView router = load.matrix(b + "ffn_gate_inp.weight", c.n_expert, d);
-  const ExpertWeights gate = load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert);
-  const ExpertWeights up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
-  const ExpertWeights down = load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert);
+  const ExpertWeights all_gate = load.experts(b + "ffn_gate_exps.weight", ff, d, c.n_expert);
+  const ExpertWeights all_up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
+  const ExpertWeights all_down = load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert);
+  // Hybrid: the first n_vram experts go to VRAM, the CPU reads the rest from the mapped file.
+  const int n_vram = vram_experts_.empty() ? c.n_expert : std::clamp(vram_experts_.at(size_t(layer)), 0, c.n_expert);
+  auto first = [n_vram](ExpertWeights w) {
+    w.n_expert = n_vram;
+    return w;
+  };
+  const ExpertWeights gate = first(all_gate), up = first(all_up), down = first(all_down);
   std::optional<std::array<WeightView, 3>> shared;  // gate, up, down
   if (n_ff_shared > 0) {
     shared = ffn_views(load, b, "_shexp", n_ff_shared);
@@ -115,15 +137,27 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, const std::string& b, int64_
                          fits_as_expert(up, (*shared)[1]) && fits_as_expert(down, (*shared)[2]);
   const WeightView* extra_gate = as_expert ? &(*shared)[0] : nullptr;
   const WeightView* extra_up = as_expert ? &(*shared)[1] : nullptr;
-  m.gate_up = upload_paired(gate, up, weight_bytes_, extra_gate, extra_up);
-  if (!m.gate_up) m.gate = upload(gate, weight_bytes_, extra_gate), m.up = upload(up, weight_bytes_, extra_up);
-  m.down = upload(down, weight_bytes_, as_expert ? &(*shared)[2] : nullptr);
+  m.n_slots = n_vram + (as_expert ? 1 : 0);
+  if (m.n_slots > 0) {
+    m.gate_up = upload_paired(gate, up, weight_bytes_, extra_gate, extra_up);
+    if (!m.gate_up) m.gate = upload(gate, weight_bytes_, extra_gate), m.up = upload(up, weight_bytes_, extra_up);
+    m.down = upload(down, weight_bytes_, as_expert ? &(*shared)[2] : nullptr);
+  }
   if (as_expert) {
     m.shared_expert = c.n_expert;
   } else if (shared) {
     m.shared = upload_ffn(*shared);
   }
   m.n_expert_used = c.n_expert_used;
+  if (n_vram < c.n_expert) {
+    if (!cpu_experts_) cpu_experts_.emplace(d, c.n_expert_used + (as_expert ? 1 : 0), c.n_expert_used);
+    m.hybrid = cpu_experts_->add_layer(all_gate, all_up, all_down);
+    std::vector<int32_t> slot_of(size_t(c.n_expert) + 1, -1);
+    for (int e = 0; e < n_vram; ++e) slot_of[size_t(e)] = e;
+    if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
+    m.slot_of = DeviceBuffer(slot_of.size() * sizeof(int32_t));
+    MOE_CUDA_CHECK(cudaMemcpy(m.slot_of.get(), slot_of.data(), m.slot_of.bytes(), cudaMemcpyHostToDevice));
+  }
   return m;
 }
 
@@ -350,9 +384,10 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // A copy of the view: the slot's `last` changes with the next quantization. Its memory stays
   // valid until a product's output is quantized to the same type, so every product that reads
   // the normed rows runs before that.
-  const DeviceActivations uq = normed(w.gate_up ? *w.gate_up : w.gate, x, norm, n, u);
-  trace_device("ffn_in", u, size_t(n) * d);
   const GpuMatrix& router = w.router_gate ? *w.router_gate : w.router;
+  // Quantized for the experts' first product (for the router's where no expert is in VRAM).
+  const DeviceActivations uq = normed(w.n_slots > 0 ? (w.gate_up ? *w.gate_up : w.gate) : router, x, norm, n, u);
+  trace_device("ffn_in", u, size_t(n) * d);
   float* logits = router_.get(size_t(n) * size_t(router.rows));
   int32_t* experts = experts_.get(size_t(rows));
   float* weights = weights_.get(size_t(rows));
@@ -368,10 +403,22 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                                w.shared_expert));
   }
 
+  // Hybrid: the CPU takes the slots of the experts not in VRAM (their ids become -1 here).
+  if (w.hybrid >= 0) {
+    MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
+                                   w.hybrid, publish_counter_.as<unsigned>(), stream_));
+  }
+  float* expert_out = expert_out_.get(size_t(rows) * d);
+  const bool gpu_experts = w.n_slots > 0;
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
-  const bool grouped = use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
+  const bool grouped = gpu_experts && use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
                        (w.gate_up || use_gemm(w.up, n));
-  if (grouped) groups_.build(experts, rows, c.n_expert + (w.shared_expert >= 0 ? 1 : 0), stream_);
+  if (grouped) groups_.build(experts, rows, w.hybrid >= 0 ? w.n_slots : c.n_expert + (w.shared_expert >= 0 ? 1 : 0),
+                             stream_);
+  // Rows the GPU does not compute add zero (the GEMM leaves them alone).
+  if (w.hybrid >= 0 && (grouped || !gpu_experts)) {
+    MOE_CUDA_CHECK(cudaMemsetAsync(expert_out, 0, size_t(rows) * d * sizeof(float), stream_));
+  }
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
     if (grouped) {
       gemm_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, row_div, groups_, y, stream_, m.layout);
@@ -379,8 +426,9 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
       matvec_experts(m.type, m.get(), m.expert_stride, m.row_stride, m.rows, a, experts, y, stream_, row_div, m.layout);
     }
   };
-  float* expert_out = expert_out_.get(size_t(rows) * d);
-  if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
+  if (!gpu_experts) {
+    // every routed expert on the CPU, no shared expert among them
+  } else if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
     float* gu = up_.get(size_t(rows) * 2 * ff);
     experts_product(*w.gate_up, uq, gu, k);
     if (!grouped && vec_dot_type(w.down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {
@@ -414,6 +462,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     }
     ffn_rows(shared, quantized(shared.gate_up ? *shared.gate_up : shared.gate, u, n), u, n, shared_out, false);
   }
+  if (w.hybrid >= 0) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
   const CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
                             .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
   const GgmlType next_type = next.first ? vec_dot_type(next.first->type) : GgmlType::F32;
@@ -489,7 +538,46 @@ void GpuTrunk::run_step(int n, int first_logit) {
   }
 }
 
-void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool&) {
+void GpuTrunk::run_hybrid_step(int n, int first_logit, ThreadPool& pool) {
+  CpuExperts& cpu = *cpu_experts_;
+  if (cpu.reserve(n)) decode_graph_valid_ = false;  // the hand-off buffers moved
+  cpu.arm();
+  // A warm decode step is one graph launch (recorded first where needed: recording launches
+  // nothing) and returns at once; any other step enqueues some thirty launches a layer, and a
+  // launch may block while the queue is full, so it enqueues from a second thread while this
+  // one serves the CPU's experts.
+  const bool one_launch = n == 1 && !tracing() && warm_;
+  std::exception_ptr enqueue_error;
+  std::atomic<bool> enqueued{false};
+  std::thread enqueuer;
+  try {
+    if (one_launch) {
+      run_step(n, first_logit);
+      enqueued = true;
+    } else {
+      enqueuer = std::thread([&] {
+        try {
+          MOE_CUDA_CHECK(cudaSetDevice(device_));
+          run_step(n, first_logit);
+        } catch (...) {
+          enqueue_error = std::current_exception();
+        }
+        enqueued = true;
+      });
+    }
+    cpu.serve(n, pool, stream_, enqueued);
+  } catch (...) {
+    cpu.release();  // a stream still waiting for the CPU finishes
+    if (enqueuer.joinable()) enqueuer.join();
+    cudaStreamSynchronize(stream_);
+    if (enqueue_error) std::rethrow_exception(enqueue_error);
+    throw;
+  }
+  if (enqueuer.joinable()) enqueuer.join();
+  if (enqueue_error) std::rethrow_exception(enqueue_error);
+}
+
+void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   const ModelConfig& c = config_;
   const int n = check_batch(batch, c.n_vocab);
   if (batch.size() != 1) fail("gpu: one sequence per forward pass for now (got {})", batch.size());
@@ -524,7 +612,11 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool&) {
     ids_host_.as<int32_t>()[t] = entry.tokens[size_t(t)];
     pos_host_.as<int32_t>()[t] = int32_t(pos0 + t);
   }
-  run_step(n, first_logit);
+  if (cpu_experts_) {
+    run_hybrid_step(n, first_logit, pool);
+  } else {
+    run_step(n, first_logit);
+  }
   state_length_ = pos0 + n;
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());

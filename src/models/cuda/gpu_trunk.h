@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "models/blocks.h"
+#include "models/cuda/cpu_experts.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
@@ -61,6 +62,12 @@ struct GpuMoe {
   // (then `shared` is empty), else -1.
   int shared_expert = -1;
   int n_expert_used = 0;
+  // Hybrid placement: the experts stacked in VRAM (gate_up/gate/up/down) are n_slots of them,
+  // expert e in slot slot_of[e] (-1: computed by the CPU, CpuExperts layer `hybrid`). With
+  // hybrid < 0 every expert is in VRAM, expert e in slot e.
+  int hybrid = -1;
+  int n_slots = 0;
+  DeviceBuffer slot_of;  // [n_expert + 1] int32, the last entry the shared expert's
 };
 
 // The input norm of the block after this one and the first matrix it reads: the block before
@@ -80,11 +87,14 @@ class GpuTrunk : public Model {
   using Model::forward;
   std::string backend() const override { return "CUDA"; }
   double memory_bandwidth_gb_s() const override { return memory_gb_s_; }
+  ExpertSplit expert_split() const override;
 
  protected:
   // Selects the device and makes the stream; the model's constructor then fills config_ and
-  // calls load_head() and the load_* helpers below.
-  explicit GpuTrunk(int device);
+  // calls load_head() and the load_* helpers below. vram_experts: per layer, how many of its
+  // routed experts go to VRAM (the first ones; the CPU computes the rest from the mapped file);
+  // empty: all of them.
+  GpuTrunk(int device, std::vector<int> vram_experts);
 
   // What a model adds: the layers of a step for n tokens on the residual stream x.
   virtual void layers(int n, float* x) = 0;
@@ -100,7 +110,7 @@ class GpuTrunk : public Model {
   std::array<WeightView, 3> ffn_views(const WeightLoader& load, const std::string& block, const std::string& suffix,
                                       int64_t n_ff) const;  // gate, up, down
   GpuFfn upload_ffn(const std::array<WeightView, 3>& gate_up_down);
-  GpuMoe load_moe(const WeightLoader& load, const std::string& block, int64_t n_ff_shared);
+  GpuMoe load_moe(const WeightLoader& load, int layer, int64_t n_ff_shared);
   DeviceBuffer load_vector(const WeightLoader& load, const std::string& name, int64_t n);
   void add_weight_bytes(size_t bytes) { weight_bytes_ += bytes; }
   // After the layers are loaded: the RoPE table and n_kv_layers layers of KV cache.
@@ -151,6 +161,8 @@ class GpuTrunk : public Model {
 
  private:
   void ensure_cache(int64_t positions);
+  // The step on the stream while this thread computes the CPU's experts (hybrid placement).
+  void run_hybrid_step(int n, int first_logit, ThreadPool& pool);
   // Everything a step does on the GPU, from the token ids in pinned memory to the logits in
   // pinned memory: run directly, or recorded into the decode graph.
   void enqueue(int n, int first_logit);
@@ -169,6 +181,10 @@ class GpuTrunk : public Model {
   DeviceBuffer route_counter_;  // for the router products that route in their last block (zero between them)
   DeviceBuffer attention_partials_, attention_counters_;  // decode attention split over blocks (DecodeAttention)
 
+  int device_ = 0;
+  std::vector<int> vram_experts_;
+  std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
+  DeviceBuffer publish_counter_;           // publish_experts()'s
   size_t weight_bytes_ = 0;
   double memory_gb_s_ = 0;  // the device's peak memory bandwidth (0: not reported)
   bool gemm_ = false;  // the device has the GEMM's tensor-core instructions

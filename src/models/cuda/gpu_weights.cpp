@@ -109,10 +109,12 @@ std::optional<GpuMatrix> upload_paired(const ExpertWeights& a, const ExpertWeigh
   const size_t stride = a.expert_stride;
   auto data = std::make_shared<DeviceBuffer>(2 * stride * size_t(a.n_expert + (extra ? 1 : 0)));
   // Expert e's block of a, then of b: two strided copies, one row of `stride` bytes per expert.
-  MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>(), 2 * stride, fa.data, stride, stride, size_t(a.n_expert),
-                              cudaMemcpyHostToDevice));
-  MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>() + stride, 2 * stride, fb.data, stride, stride,
-                              size_t(a.n_expert), cudaMemcpyHostToDevice));
+  if (a.n_expert > 0) {
+    MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>(), 2 * stride, fa.data, stride, stride, size_t(a.n_expert),
+                                cudaMemcpyHostToDevice));
+    MOE_CUDA_CHECK(cudaMemcpy2D(data->as<std::byte>() + stride, 2 * stride, fb.data, stride, stride,
+                                size_t(a.n_expert), cudaMemcpyHostToDevice));
+  }
   if (extra) {
     std::byte* last = data->as<std::byte>() + 2 * stride * size_t(a.n_expert);
     MOE_CUDA_CHECK(cudaMemcpy(last, extra_a->data, stride, cudaMemcpyHostToDevice));

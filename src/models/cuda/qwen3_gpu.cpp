@@ -13,7 +13,7 @@ namespace {
 
 class Qwen3Gpu final : public GpuTrunk {
  public:
-  Qwen3Gpu(const gguf::Reader& reader, int device);
+  Qwen3Gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
 
  private:
   void layers(int n, float* x) override;
@@ -25,7 +25,8 @@ class Qwen3Gpu final : public GpuTrunk {
   std::vector<GpuMoe> moe_ffn_;  // qwen3moe
 };
 
-Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : GpuTrunk(device) {
+Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts)
+    : GpuTrunk(device, std::move(vram_experts)) {
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
   moe_ = reader.architecture() == "qwen3moe";
@@ -41,7 +42,7 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device) : GpuTrunk(device) {
     attn_.push_back(load_attention(load, b, false, il));
     ffn_norm_.push_back(load_vector(load, b + "ffn_norm.weight", c.n_embd));
     if (moe_) {
-      moe_ffn_.push_back(load_moe(load, b, 0));
+      moe_ffn_.push_back(load_moe(load, il, 0));
     } else {
       dense_.push_back(load_ffn(load, b, "", c.n_ff));
     }
@@ -66,8 +67,8 @@ void Qwen3Gpu::layers(int n, float* x) {
 
 }  // namespace
 
-std::unique_ptr<Model> make_qwen3_gpu(const gguf::Reader& reader, int device) {
-  return std::make_unique<Qwen3Gpu>(reader, device);
+std::unique_ptr<Model> make_qwen3_gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts) {
+  return std::make_unique<Qwen3Gpu>(reader, device, std::move(vram_experts));
 }
 
 }  // namespace moe::cuda

@@ -39,7 +39,7 @@ struct Layer {
 
 class Qwen3NextGpu final : public GpuTrunk {
  public:
-  Qwen3NextGpu(const gguf::Reader& reader, int device);
+  Qwen3NextGpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
 
  private:
   void layers(int n, float* x) override;
@@ -55,7 +55,8 @@ class Qwen3NextGpu final : public GpuTrunk {
   Scratch<float> in_, dn_out_;
 };
 
-Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device) : GpuTrunk(device) {
+Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts)
+    : GpuTrunk(device, std::move(vram_experts)) {
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
   const Qwen3NextShape shape = read_qwen3next_config(reader, c);
@@ -73,7 +74,7 @@ Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device) : GpuTrunk(de
       L.attn = load_attention(load, b, true, n_attention++);
     }
     L.post_attention_norm = load_vector(load, b + "post_attention_norm.weight", c.n_embd);
-    L.moe = load_moe(load, b, shape.n_ff_shared);
+    L.moe = load_moe(load, il, shape.n_ff_shared);
     layers_.push_back(std::move(L));
   }
   conv_state_ = DeviceBuffer(std::max<size_t>(1, size_t(n_recurrent) * ds_.conv_state_floats()) * sizeof(float));
@@ -155,8 +156,8 @@ void Qwen3NextGpu::layers(int n, float* x) {
 
 }  // namespace
 
-std::unique_ptr<Model> make_qwen3next_gpu(const gguf::Reader& reader, int device) {
-  return std::make_unique<Qwen3NextGpu>(reader, device);
+std::unique_ptr<Model> make_qwen3next_gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts) {
+  return std::make_unique<Qwen3NextGpu>(reader, device, std::move(vram_experts));
 }
 
 }  // namespace moe::cuda

@@ -337,7 +337,10 @@ __global__ void group_by_expert_kernel(const int32_t* __restrict__ experts, int 
   __shared__ int count[kMaxExperts], start[kMaxExperts];
   for (int e = threadIdx.x; e < n_expert; e += blockDim.x) count[e] = 0;
   __syncthreads();
-  for (int j = threadIdx.x; j < n_rows; j += blockDim.x) atomicAdd(&count[experts[j]], 1);
+  // Ids < 0 are slots another engine computes (the hybrid's CPU): in no tile.
+  for (int j = threadIdx.x; j < n_rows; j += blockDim.x) {
+    if (experts[j] >= 0) atomicAdd(&count[experts[j]], 1);
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     int s = 0, nt = 0;
@@ -352,7 +355,7 @@ __global__ void group_by_expert_kernel(const int32_t* __restrict__ experts, int 
   __syncthreads();
   for (int j = threadIdx.x; j < n_rows; j += blockDim.x) {
     const int e = experts[j];
-    perm[start[e] + atomicAdd(&count[e], 1)] = j;
+    if (e >= 0) perm[start[e] + atomicAdd(&count[e], 1)] = j;
   }
 }
 

@@ -46,7 +46,8 @@ struct ExpertTile {
 // and n_expert experts by reserve().
 class ExpertGroups {
  public:
-  // Sorts experts[j] (j < n_rows, device int32) into perm and tiles, asynchronously.
+  // Sorts experts[j] (j < n_rows, device int32) into perm and tiles, asynchronously. Rows
+  // with an id < 0 (computed elsewhere) are in no tile: gemm_experts() leaves them alone.
   void build(const int32_t* experts, int n_rows, int n_expert, cudaStream_t stream);
   const int32_t* perm() const { return perm_.as<int32_t>(); }
   const ExpertTile* tiles() const { return tiles_.as<ExpertTile>(); }

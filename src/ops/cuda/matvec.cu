@@ -267,8 +267,13 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const int j = blockIdx.y;
+  const int32_t e = experts[j];
+  if (e < 0) {  // a slot another engine computes (the hybrid's CPU): zero here
+    if (threadIdx.x == 0) y[int64_t(j) * rows + row] = 0.0f;
+    return;
+  }
   const DeviceActivations xj = x.rows(j / x_row_div, 1);
-  const uint8_t* wr = w + size_t(experts[j]) * expert_stride + row * row_stride;
+  const uint8_t* wr = w + size_t(e) * expert_stride + row * row_stride;
   float acc[1] = {0.0f};
   const int tasks = int(x.cols / Format::kTask);
 #pragma unroll 4
@@ -308,6 +313,14 @@ __global__ void __launch_bounds__(32 * kSwigluWarps)
   auto* scales = reinterpret_cast<float*>(qs + cols);
   auto* sums = reinterpret_cast<int*>(scales + cols / 32);
   const int j = blockIdx.y;
+  const int32_t e = experts[j];
+  const int64_t row0 = (int64_t(blockIdx.x) * kSwigluWarps + threadIdx.y) * kRowsPerWarp;
+  if (e < 0) {  // a slot another engine computes (the hybrid's CPU): zero here
+    for (int r = threadIdx.x; r < kRowsPerWarp; r += 32) {
+      if (row0 + r < rows) y[int64_t(j) * rows + row0 + r] = 0.0f;
+    }
+    return;
+  }
   const float* g = gu + int64_t(j) * 2 * cols;
   for (int64_t i = threadIdx.y * 32 + threadIdx.x; i < cols; i += 32 * kSwigluWarps) h[i] = silu(g[i]) * g[cols + i];
   __syncthreads();
@@ -316,8 +329,7 @@ __global__ void __launch_bounds__(32 * kSwigluWarps)
   DeviceActivations x{k_quant ? GgmlType::Q8_K : GgmlType::Q8_0, cols, 1};
   x.qs = qs, x.scales = scales, x.sums = k_quant ? sums : nullptr;
 
-  const int64_t row0 = (int64_t(blockIdx.x) * kSwigluWarps + threadIdx.y) * kRowsPerWarp;
-  const uint8_t* we = w + size_t(experts[j]) * expert_stride;
+  const uint8_t* we = w + size_t(e) * expert_stride;
   float acc[kRowsPerWarp][1] = {};
   const int tasks = int(cols / Format::kTask);
   for (int c = threadIdx.x; c < tasks; c += 32) {

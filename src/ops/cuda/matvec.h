@@ -36,6 +36,7 @@ void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const
 // token's row once per expert it goes to) through expert experts[j] (device int32), whose
 // rows x cols matrix starts at w + experts[j] * expert_stride:
 //   y[j][r] = sum_i W_e[r][i] * x[j / x_row_div][i].
+// An id < 0 is a slot computed elsewhere (the hybrid engine's CPU): its row of y is zero.
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
                     const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream,
                     int x_row_div = 1, GpuLayout layout = GpuLayout::Gguf);

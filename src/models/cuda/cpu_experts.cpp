@@ -1,0 +1,95 @@
+#include "models/cuda/cpu_experts.h"
+
+#include <atomic>
+#include <chrono>
+#include <immintrin.h>
+
+#include "core/error.h"
+#include "ops/cuda/cuda_check.h"
+
+namespace moe::cuda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// The flags live in host memory the GPU writes over PCIe: read and written as atomics so that
+// neither the compiler nor the CPU reorders the data accesses around them.
+unsigned load_flag(unsigned* flag) { return std::atomic_ref<unsigned>(*flag).load(std::memory_order_acquire); }
+void store_flag(unsigned* flag, unsigned v) { std::atomic_ref<unsigned>(*flag).store(v, std::memory_order_release); }
+
+}  // namespace
+
+int CpuExperts::add_layer(const ExpertWeights& gate, const ExpertWeights& up, const ExpertWeights& down) {
+  MOE_ASSERT(flags_.bytes() == 0);  // the flags are sized for the layers on first use
+  Layer layer;
+  layer.experts.gate = gate;
+  layer.experts.up = up;
+  layer.experts.down = down;
+  layers_.push_back(std::move(layer));
+  return int(layers_.size()) - 1;
+}
+
+bool CpuExperts::reserve(int n) {
+  if (flags_.bytes() == 0) {
+    flags_ = PinnedBuffer(2 * layers_.size() * sizeof(unsigned));
+    handoff_.ready = flags_.as<unsigned>();
+    handoff_.done = handoff_.ready + layers_.size();
+    release();
+  }
+  if (n <= capacity_) return false;
+  const size_t floats = 2 * size_t(n) * size_t(n_embd_), slots = size_t(n) * size_t(k_);
+  // Pinned memory is mapped into the GPU's address space at the same address (unified
+  // addressing, every 64-bit CUDA platform): the kernels use these pointers as they are.
+  rows_ = PinnedBuffer(floats * sizeof(float) + slots * (sizeof(int32_t) + sizeof(float)));
+  handoff_.u = rows_.as<float>();
+  handoff_.sum = handoff_.u + size_t(n) * size_t(n_embd_);
+  handoff_.experts = reinterpret_cast<int32_t*>(handoff_.sum + size_t(n) * size_t(n_embd_));
+  handoff_.weights = reinterpret_cast<float*>(handoff_.experts + slots);
+  capacity_ = n;
+  return true;
+}
+
+void CpuExperts::arm() {
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    store_flag(handoff_.ready + l, 0);
+    store_flag(handoff_.done + l, 0);
+  }
+}
+
+void CpuExperts::release() {
+  for (size_t l = 0; l < layers_.size(); ++l) store_flag(handoff_.done + l, 1);
+}
+
+void CpuExperts::serve(int n, ThreadPool& pool, cudaStream_t stream, const std::atomic<bool>& enqueued) {
+  MOE_ASSERT(n <= capacity_);
+  const size_t slots = size_t(n) * size_t(k_), floats = size_t(n) * size_t(n_embd_);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto t0 = Clock::now();
+    // The GPU reaches this layer within a step's time; now and then make sure it still runs.
+    for (uint32_t spins = 0; load_flag(handoff_.ready + l) == 0; ++spins) {
+      _mm_pause();
+      if (spins % 4096 == 4095) {
+        const bool all_enqueued = enqueued.load(std::memory_order_acquire);
+        const cudaError_t e = cudaStreamQuery(stream);
+        if (e == cudaSuccess && all_enqueued && load_flag(handoff_.ready + l) == 0) {
+          fail("hybrid step: the GPU finished without publishing MoE layer {}", l);
+        }
+        if (e != cudaSuccess && e != cudaErrorNotReady) MOE_CUDA_CHECK(e);
+      }
+    }
+    const auto t1 = Clock::now();
+    stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+    const std::span<const int32_t> experts(handoff_.experts, slots);
+    for (int32_t e : experts) stats_.cpu_slots += e >= 0;
+    expert_sum(layers_[l].experts, {handoff_.u, floats}, n, experts, {handoff_.weights, slots},
+               {handoff_.sum, floats}, pool, scratch_);
+    store_flag(handoff_.done + l, 1);
+    stats_.compute_seconds += since(t1);
+    stats_.layers += 1;
+    stats_.routed_slots += uint64_t(n) * uint64_t(k_routed_);
+  }
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,40 @@
+#pragma once
+// The MoE hand-off between a GPU stream and a CPU thread, in host memory both can address
+// (pinned, mapped: the GPU reads and writes it over PCIe, no copy engine involved), so that a
+// whole decode step, hand-offs included, stays one CUDA graph.
+//
+// Per hybrid layer, in stream order:
+//   publish_experts(): after routing, each (token, rank) slot goes to the GPU (its expert's
+//     VRAM slot, in place) or to the CPU (the expert id, with its weight and the token's
+//     normed row); then the layer's `ready` flag is raised.
+//   ... the GPU computes its experts while the CPU thread, which watched `ready`, computes the
+//     others and writes their weighted sum, then raises `done` ...
+//   add_cpu_sum(): waits for `done`, then x += the CPU's sum.
+// The flags are zeroed by the host before each step, so the same graph serves every step.
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace moe::cuda {
+
+// Device-usable pointers into host-mapped memory (the host reads and writes the same bytes).
+struct ExpertHandoff {
+  float* u = nullptr;          // [tokens][d] the normed rows the CPU's experts read
+  int32_t* experts = nullptr;  // [tokens][k] the CPU's expert ids; -1 where the GPU has the slot
+  float* weights = nullptr;    // [tokens][k]
+  float* sum = nullptr;        // [tokens][d] the CPU's weighted sum of its experts
+  unsigned* ready = nullptr;   // [hybrid layers] set by the GPU: u, experts and weights are there
+  unsigned* done = nullptr;    // [hybrid layers] set by the CPU: sum is there
+};
+
+// experts: [n][k] routed ids (device), rewritten in place to VRAM slots (-1: the CPU's);
+// slot_of: [n_expert + 1] an expert's VRAM slot or -1 (device). weights [n][k], u [n][d].
+// counter: a device unsigned, zero, left zero (the last block raises the flag).
+cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, const float* weights, int k,
+                            const int32_t* slot_of, const ExpertHandoff& handoff, int layer, unsigned* counter,
+                            cudaStream_t stream);
+
+// Waits for the CPU's `done` of `layer`, then x[n][d] += handoff.sum.
+cudaError_t add_cpu_sum(const ExpertHandoff& handoff, int layer, int n, int64_t d, float* x, cudaStream_t stream);
+
+}  // namespace moe::cuda
