@@ -47,9 +47,9 @@ run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out
 # skips them; MOE_BENCH_NEXT / MOE_BENCH_MOE replace the synth options (e.g. "--preset tiny").
 if [ "${MOE_GPU_BENCH_MODELS:-1}" = 1 ]; then
   shm=${MOE_BENCH_DIR:-/dev/shm}
-  bench_model() {  # bench_model NAME SYNTH_OPTIONS...
-    local name=$1
-    shift
+  bench_model() {  # bench_model NAME VRAM_BUDGET SYNTH_OPTIONS...
+    local name=$1 budget=$2
+    shift 2
     run "synth_$name" "$build/moeserve" synth "$@" --type q8_0 -o "$shm/moe-$name.gguf"
     # Random full-size weights: near-tied routers and quantized activations let float-order
     # differences grow with depth (to a few percent; docs/correctness.md): the JSON records the
@@ -58,12 +58,14 @@ if [ "${MOE_GPU_BENCH_MODELS:-1}" = 1 ]; then
     run "bench_$name" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -r 3 -o json > '$out/logs/bench_$name.out'"
     # The same 4096 tokens deep into a context: attention reads the whole cache every token.
     run "bench_${name}_d4096" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -d 4096 -r 2 -o json > '$out/logs/bench_${name}_d4096.out'"
+    # Hybrid: part of the routed experts in RAM, computed by the CPU at the same time (issue 6).
+    run "bench_${name}_hybrid" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 64 -r 2 --vram-budget $budget -o json > '$out/logs/bench_${name}_hybrid.out'"
     rm -f "$shm/moe-$name.gguf"
   }
   # shellcheck disable=SC2086
-  bench_model next12 --arch qwen3next ${MOE_BENCH_NEXT:---preset 80b-a3b --layers 12}
+  bench_model next12 8GiB --arch qwen3next ${MOE_BENCH_NEXT:---preset 80b-a3b --layers 12}
   # shellcheck disable=SC2086
-  bench_model moe30b --arch qwen3moe ${MOE_BENCH_MOE:---preset 30b-a3b}
+  bench_model moe30b 16GiB --arch qwen3moe ${MOE_BENCH_MOE:---preset 30b-a3b}
 fi
 # The CPU kernels on this machine's CPU too (another vendor's AVX-512).
 for t in core/test_core ops/test_ops gguf/test_gguf; do
@@ -81,7 +83,8 @@ for c in checks:
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
-names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096"]
+names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
+         "bench_next12_hybrid", "bench_moe30b_hybrid"]
 names += [f[:-4] for f in sorted(os.listdir(os.path.join(out, "logs"))) if f.startswith("compare_") and f.endswith(".out")]
 for name in names:
     path = os.path.join(out, "logs", name + ".out")

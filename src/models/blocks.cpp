@@ -249,7 +249,8 @@ void expert_sum(const MoeLayer& w, std::span<const float> u, int n, std::span<co
   // The down products likewise, from the hidden rows converted once.
   const auto expert_out = sized(scratch.expert_out, n_rows * n_embd);
   if (n_rows > 0) {
-    scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(n_rows), ff, &pool);
+    // A decode step's few rows are converted faster than a parallel job starts.
+    scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(n_rows), ff, n_rows > 64 ? &pool : nullptr);
     const ActivationView& hidden = scratch.hidden.view();
     std::vector<RowProduct> down;
     for (int e : active) {
