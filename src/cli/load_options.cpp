@@ -54,11 +54,12 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                  "Everything this process may hold on the GPU (e.g. 16GiB): the weights every token reads, the KV "
                  "cache and buffers go to VRAM with as many routed experts a layer as fit; the CPU computes the rest "
                  "from RAM at the same time (`inspect --vram-budget` prints the plan)");
-  cmd.add_option("--n-cpu-moe", options.n_cpu_moe,
-                 "As llama.cpp: the routed experts of the first N layers stay in RAM (computed by the CPU), the other "
-                 "layers' in VRAM")
-      ->check(CLI::NonNegativeNumber);
-  cmd.add_flag("--cpu-moe", options.cpu_moe, "As llama.cpp: every routed expert stays in RAM, computed by the CPU");
+  auto* n_cpu_moe = cmd.add_option("--n-cpu-moe", options.n_cpu_moe,
+                                   "As llama.cpp: the routed experts of the first N layers stay in RAM (computed by "
+                                   "the CPU), the other layers' in VRAM")
+                        ->check(CLI::NonNegativeNumber);
+  cmd.add_flag("--cpu-moe", options.cpu_moe, "As llama.cpp: every routed expert stays in RAM, computed by the CPU")
+      ->excludes(n_cpu_moe);
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -119,6 +120,9 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
 std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options) {
   const std::optional<int> gpu = gpu_index(options.device);
   const bool required = options.device != "auto";
+  if (!gpu && options.hybrid()) {
+    fail("--vram-budget / --n-cpu-moe / --cpu-moe split the experts with a GPU: not with --device cpu");
+  }
   if (gpu) {
     const auto n_layer = int64_t(reader.metadata().get_uint(std::string(reader.architecture()) + ".block_count"));
     if (options.gpu_layers > 0 && options.gpu_layers < n_layer) {
@@ -135,7 +139,8 @@ std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions&
     if (required) fail("--device {}: {}", options.device, why);
     spdlog::info("device: cpu ({})", why);
 #else
-    if (required || options.hybrid()) fail("--device {}: this moeserve was built without CUDA", options.device);
+    if (options.hybrid()) fail("--vram-budget / --n-cpu-moe: this moeserve was built without CUDA");
+    if (required) fail("--device {}: this moeserve was built without CUDA", options.device);
 #endif
   }
   return build_model(reader, options);

@@ -40,9 +40,10 @@ struct PlacementRequest {
   int64_t context = 4096;  // KV cache positions to hold
   GgmlType kv_type = GgmlType::F16;
   int ubatch = 512;  // tokens of the largest forward pass (prefill), for the activation buffers
-  // The CUDA runtime's own memory: context, kernels, library workspaces, graph pools. A reserve
-  // until the runtime measures it on the device (NVML).
-  uint64_t runtime_reserve = 640 * 1024 * 1024ull;
+  // The CUDA runtime's own memory: context, kernels, library workspaces, graph pools. NVML saw
+  // the hybrid engine hold 0.23-0.24 GiB more than a plan with 640 MiB here, at every budget
+  // (H200, CUDA 13; docs/performance.md): 1 GiB keeps a margin over that.
+  uint64_t runtime_reserve = 1024 * 1024 * 1024ull;
   MachineBandwidth bandwidth{};
   double hit_rate = -1;  // the share of routed expert bytes found in VRAM; < 0: from the routing
   // Routing with temporal locality (its expert count the model's): each layer's VRAM experts

@@ -65,6 +65,32 @@ TEST(CliLoad, BenchJsonCarriesTheLoadReport) {
   EXPECT_GE(j[0]["load_seconds"].get<double>(), 0.0);
 }
 
+// The hybrid placement's options: the CPU computes the experts left in RAM while the GPU runs
+// the rest; without a GPU, one clear line. llama.cpp's two forms exclude each other.
+TEST(CliLoad, HybridPlacementRunsWhereThereIsAGpuAndSaysWhyNotElsewhere) {
+  test::TempDir dir;
+  const std::string model = test::make_tiny_model(dir);
+  const auto devices = test::run_cli("devices", dir.file("err"));
+  ASSERT_EQ(devices.exit_code, 0) << devices.err;
+  const bool gpu = devices.out.find("gpu   none") == std::string::npos;
+  const std::string bench = "bench -o json -p 8 -n 2 -r 1 -t 2 -m " + test::shell_quote(model);
+  const auto r = test::run_cli(bench + " --cpu-moe", dir.file("err"));
+  if (gpu) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j[0]["vram_expert_hit_rate"].get<double>(), 0.0);  // every expert on the CPU
+  } else {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("error: --vram-budget / --n-cpu-moe"), std::string::npos) << r.err;
+  }
+  const auto cpu = test::run_cli(bench + " --vram-budget 1GiB --device cpu", dir.file("err"));
+  EXPECT_EQ(cpu.exit_code, 1);
+  EXPECT_NE(cpu.err.find("not with --device cpu"), std::string::npos) << cpu.err;
+  const auto both = test::run_cli(bench + " --cpu-moe --n-cpu-moe 1", dir.file("err"));
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+}
+
 TEST(CliLoad, PerplexityTakesTheSameOptions) {
   test::TempDir dir;
   const std::string model = test::make_tiny_model(dir);
