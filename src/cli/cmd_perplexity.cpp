@@ -32,7 +32,9 @@ void perplexity(const PerplexityCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = open_model(reader, opt.load);
+  LoadOptions load = opt.load;
+  load.context = opt.n_ctx;  // what a --vram-budget placement keeps room for
+  auto model = open_model(reader, load);
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 
   // As llama-perplexity: the whole file in one go, BOS if the vocab adds it, and special-token

@@ -69,7 +69,9 @@ void run(const RunOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  auto model = open_model(reader, opt.load);
+  LoadOptions load = opt.load;
+  if (opt.ctx > 0) load.context = opt.ctx;  // what a --vram-budget placement keeps room for
+  auto model = open_model(reader, load);
   const ModelConfig& c = model->config();
 
   std::string text = opt.prompt_file.empty() ? opt.prompt : read_text_file(opt.prompt_file);
