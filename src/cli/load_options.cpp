@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -60,6 +61,10 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                         ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--cpu-moe", options.cpu_moe, "As llama.cpp: every routed expert stays in RAM, computed by the CPU")
       ->excludes(n_cpu_moe);
+  cmd.add_flag_callback(
+      "--no-stream-prefill", [&options] { options.stream_prefill = false; },
+      "With part of the experts in RAM: prefills of 256+ tokens leave them to the CPU instead of copying each "
+      "layer's experts to the GPU (which needs one layer's experts of VRAM)");
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -103,7 +108,8 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   const ModelConfig& c = cpu_view->config();
   PlacementRequest request{.vram_budget = options.vram_budget.empty() ? free_bytes : parse_bytes(options.vram_budget),
                            .n_cpu_moe = options.cpu_moe ? c.n_layer : options.n_cpu_moe,
-                           .context = options.context};
+                           .context = options.context,
+                           .stream_prefill = options.stream_prefill};
   if (request.vram_budget > free_bytes) {
     fail("--vram-budget {}: device {} has {} free", format_bytes(request.vram_budget), gpu, format_bytes(free_bytes));
   }
@@ -111,7 +117,11 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   const int in_vram = std::accumulate(plan.vram_experts.begin(), plan.vram_experts.end(), 0);
   spdlog::info("device: cuda{} + cpu: {} of {} routed experts in VRAM ({} of {} planned)", gpu, in_vram,
                int64_t(c.n_expert) * c.n_layer, format_bytes(plan.used()), format_bytes(plan.budget));
-  return cuda::load_hybrid_model(reader, gpu, plan.vram_experts);
+  // Nothing left in RAM: nothing to stream either.
+  const bool all_in_vram = std::all_of(plan.vram_experts.begin(), plan.vram_experts.end(),
+                                       [&](int n) { return n == c.n_expert; });
+  return cuda::load_hybrid_model(reader, gpu,
+                                 {.vram_experts = plan.vram_experts, .stream_prefill = options.stream_prefill && !all_in_vram});
 }
 #endif
 

@@ -29,6 +29,7 @@ struct LoadOptions {
   int n_cpu_moe = -1;
   bool cpu_moe = false;
   int64_t context = 4096;  // KV positions the placement keeps room for
+  bool stream_prefill = true;  // --no-stream-prefill: long prefills leave the CPU its experts
   bool hybrid() const { return !vram_budget.empty() || n_cpu_moe >= 0 || cpu_moe; }
 };
 

@@ -86,13 +86,18 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
   p.cache = uint64_t(c.n_cache_layers) * uint64_t(r.context) * 2 * kv_row + c.recurrent_floats * sizeof(float);
   p.activations = activation_bytes(c, r.ubatch);
   p.expert_bytes = *std::max_element(f.expert.begin(), f.expert.end());
+  if (r.stream_prefill) {  // every expert of a layer, a shared expert of their shape as one more, alignment
+    const bool shared = reader.find_tensor("blk.0.ffn_gate_shexp.weight") != nullptr;
+    p.staging = p.expert_bytes * (uint64_t(c.n_expert) + (shared ? 1 : 0)) + (1u << 20);
+  }
 
-  const uint64_t fixed = p.runtime + p.dense + p.cache + p.activations;
+  const uint64_t fixed = p.runtime + p.dense + p.cache + p.activations + p.staging;
   if (r.vram_budget < fixed) {
     fail("--vram-budget {} is too small: without any expert this model needs {} of VRAM (runtime reserve {}, "
-         "weights every token reads {}, KV cache and state for {} tokens {}, buffers for passes of {} tokens {})",
+         "weights every token reads {}, KV cache and state for {} tokens {}, buffers for passes of {} tokens {}{})",
          format_bytes(r.vram_budget), format_bytes(fixed), format_bytes(p.runtime), format_bytes(p.dense), r.context,
-         format_bytes(p.cache), r.ubatch, format_bytes(p.activations));
+         format_bytes(p.cache), r.ubatch, format_bytes(p.activations),
+         p.staging ? fmt::format(", a layer's experts for streamed prefills {}", format_bytes(p.staging)) : "");
   }
   const uint64_t room = r.vram_budget - fixed, n_expert = uint64_t(c.n_expert);
   p.vram_experts.assign(size_t(c.n_layer), 0);
@@ -165,6 +170,7 @@ std::string describe(const PlacementPlan& p, const PlacementRequest& r) {
   line("weights every token reads", p.dense, "attention / delta-nets, routers, shared experts, embeddings, output");
   line("KV cache and recurrent state", p.cache, fmt::format("{} tokens, {} cache", r.context, type_name(r.kv_type)));
   line("activation buffers", p.activations, fmt::format("passes of up to {} tokens", r.ubatch));
+  if (p.staging) line("prefill staging", p.staging, "one layer's experts, copied in for long prefills");
   const auto [fewest, most] = std::minmax_element(p.vram_experts.begin(), p.vram_experts.end());
   const std::string counts = *fewest == *most ? fmt::format("{} of {} a layer", *fewest, p.n_expert)
                                               : fmt::format("{} to {} of {} a layer", *fewest, *most, p.n_expert);

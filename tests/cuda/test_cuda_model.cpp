@@ -120,7 +120,7 @@ TEST(HybridModel, EveryPlacementAgreesWithTheCpuAndGpuEngines) {
       placements.push_back(split);
       for (const auto& vram : placements) {
         SCOPED_TRACE("VRAM experts a layer: " + std::to_string(vram.front()) + ", " + std::to_string(vram.back()));
-        const auto hybrid = cuda::load_hybrid_model(reader, 0, vram);
+        const auto hybrid = cuda::load_hybrid_model(reader, 0, {.vram_experts = vram});
         const auto on_hybrid = run(*hybrid, tokens, 37);
         const double to_gpu = max_diff_over_std(on_hybrid, on_gpu), to_cpu = max_diff_over_std(on_hybrid, on_cpu);
         std::printf("%s %s, %d..%d experts in VRAM: hybrid against GPU %.2e, against CPU %.2e\n", arch.c_str(),
@@ -142,6 +142,38 @@ TEST(HybridModel, EveryPlacementAgreesWithTheCpuAndGpuEngines) {
           same += row(on_hybrid) == row(on_gpu);
         }
         EXPECT_GE(same, int(tokens.size()) - (type == "f32" ? 0 : 1));
+      }
+    }
+  }
+}
+
+// A prompt of kStreamMinTokens or more with the experts left in RAM streamed to the GPU
+// (expert_stream.h): each hybrid layer runs every expert from the staging buffer, in the
+// file's layout; the decode steps after it go back to the CPU for those experts. The logits
+// agree with the all-GPU engine's as the CPU-computed ones do.
+TEST(HybridModel, StreamedPrefillAgreesWithTheGpuEngine) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    for (const std::string type : {"f32", "q8_0"}) {
+      SCOPED_TRACE(arch + " " + type);
+      const gguf::Reader reader(write_tiny_model(dir, arch, type, 17));
+      const auto gpu = cuda::load_gpu_model(reader, 0);
+      const int n_layer = gpu->config().n_layer, prompt = cuda::kStreamMinTokens + 20;
+      const auto tokens = prompt_tokens(prompt + 4, gpu->config().n_vocab);
+      const auto on_gpu = run(*gpu, tokens, prompt);
+      for (const int in_vram : {0, 3}) {
+        const auto hybrid = cuda::load_hybrid_model(
+            reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), in_vram), .stream_prefill = true});
+        const auto on_hybrid = run(*hybrid, tokens, prompt);
+        const double diff = max_diff_over_std(on_hybrid, on_gpu);
+        std::printf("%s %s, %d experts in VRAM, streamed prefill: against the GPU engine %.2e\n", arch.c_str(),
+                    type.c_str(), in_vram, diff);
+        // Every expert on the GPU in both, from other layouts: float order only (quantized
+        // weights: the same blocks, one boundary step at most).
+        EXPECT_LT(diff, type == "f32" ? 1e-3 : 0.1);
+        // The hybrid's counters saw only the decode steps: the prefill left the CPU nothing.
+        const auto split = hybrid->expert_split();
+        EXPECT_EQ(split.routed_slots, uint64_t(4) * uint64_t(n_layer) * uint64_t(hybrid->config().n_expert_used));
       }
     }
   }

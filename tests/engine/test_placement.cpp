@@ -120,6 +120,25 @@ TEST_P(PlacementTest, ABudgetTooSmallSaysWhatIsNeeded) {
   EXPECT_EQ(none.used(), need);
 }
 
+// A streamed prefill copies one layer's experts at a time into VRAM: the plan keeps room for the
+// largest layer's (with a shared expert of their shape as one more, and 1 MiB of alignment
+// slack), taken from the experts' share.
+TEST_P(PlacementTest, StreamedPrefillReservesOneLayersExperts) {
+  TinyModel m(GetParam(), "q8_0");
+  const ModelConfig& c = m.model->config();
+  const uint64_t budget = fixed_bytes(plan_placement(*m.reader, c, request(64 * GiB))) + 3 * MiB;
+  PlacementRequest r = request(budget);
+  const PlacementPlan plain = plan_placement(*m.reader, c, r);
+  r.stream_prefill = true;
+  const PlacementPlan streamed = plan_placement(*m.reader, c, r);
+  const bool shared = m.reader->find_tensor("blk.0.ffn_gate_shexp.weight") != nullptr;
+  EXPECT_EQ(plain.staging, 0u);
+  EXPECT_EQ(streamed.staging, streamed.expert_bytes * uint64_t(c.n_expert + (shared ? 1 : 0)) + MiB);
+  EXPECT_LE(streamed.used(), budget);
+  EXPECT_LT(streamed.experts_vram, plain.experts_vram);
+  EXPECT_EQ(streamed.experts_vram + streamed.experts_ram, plain.experts_vram + plain.experts_ram);
+}
+
 TEST_P(PlacementTest, TheKvCacheGrowsWithTheContext) {
   TinyModel m(GetParam(), "q8_0");
   const ModelConfig& c = m.model->config();

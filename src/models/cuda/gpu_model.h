@@ -20,7 +20,16 @@ std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device);
 
 // The hybrid placement: per layer, the first vram_experts[layer] routed experts in VRAM with
 // everything else the model reads; the CPU computes the other experts from the mapped file,
-// concurrently (cpu_experts.h). The caller has checked the plan against the budget.
-std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
+// concurrently (cpu_experts.h). With stream_prefill, a prefill of at least kStreamMinTokens
+// tokens copies each such layer's experts to a VRAM staging buffer and runs them all on the GPU
+// instead (expert_stream.h); the staging buffer takes the largest layer's experts.
+struct HybridPlacement {
+  std::vector<int> vram_experts;  // empty: every expert in VRAM
+  bool stream_prefill = false;
+};
+constexpr int kStreamMinTokens = 256;
+
+// The caller has checked the plan (with its staging buffer) against the budget.
+std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, HybridPlacement placement);
 
 }  // namespace moe::cuda

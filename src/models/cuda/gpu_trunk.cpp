@@ -23,8 +23,8 @@
 
 namespace moe::cuda {
 
-GpuTrunk::GpuTrunk(int device, std::vector<int> vram_experts)
-    : Model(ModelOptions{.repack = false}), device_(device), vram_experts_(std::move(vram_experts)) {
+GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
+    : Model(ModelOptions{.repack = false}), device_(device), placement_(std::move(placement)) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = device_has_gemm();
@@ -112,7 +112,8 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
   const ExpertWeights all_up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
   const ExpertWeights all_down = load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert);
   // Hybrid: the first n_vram experts go to VRAM, the CPU reads the rest from the mapped file.
-  const int n_vram = vram_experts_.empty() ? c.n_expert : std::clamp(vram_experts_.at(size_t(layer)), 0, c.n_expert);
+  const std::vector<int>& vram = placement_.vram_experts;
+  const int n_vram = vram.empty() ? c.n_expert : std::clamp(vram.at(size_t(layer)), 0, c.n_expert);
   auto first = [n_vram](ExpertWeights w) {
     w.n_expert = n_vram;
     return w;
@@ -152,6 +153,11 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
   if (n_vram < c.n_expert) {
     if (!cpu_experts_) cpu_experts_.emplace(d, c.n_expert_used + (as_expert ? 1 : 0), c.n_expert_used);
     m.hybrid = cpu_experts_->add_layer(all_gate, all_up, all_down);
+    if (placement_.stream_prefill) {
+      m.streamed = StreamedLayer{.gate = all_gate, .up = all_up, .down = all_down,
+                                 .shared = as_expert ? shared : std::nullopt};
+      staging_bytes_ = std::max(staging_bytes_, ExpertStream::bytes(*m.streamed));
+    }
     std::vector<int32_t> slot_of(size_t(c.n_expert) + 1, -1);
     for (int e = 0; e < n_vram; ++e) slot_of[size_t(e)] = e;
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
@@ -161,7 +167,18 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
   return m;
 }
 
-void GpuTrunk::finish_loading(const AttentionShape& attention, int n_kv_layers, int device) {
+void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers,
+                              int device) {
+  if (staging_bytes_ > 0) {
+    std::string why;
+    expert_stream_ = ExpertStream::create(reader, staging_bytes_, &why);
+    if (expert_stream_) {
+      spdlog::info("gpu: prefills of {}+ tokens stream the experts left in RAM through a {} staging buffer",
+                   kStreamMinTokens, format_bytes(staging_bytes_));
+    } else {
+      spdlog::warn("gpu: prefill keeps the CPU computing the experts in RAM: {}", why);
+    }
+  }
   attention_ = attention;
   const std::vector<double> freq = rope_frequencies(attention.n_rot, attention.rope_base);
   rope_freq_ = DeviceBuffer(freq.size() * sizeof(double));
@@ -385,8 +402,18 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // valid until a product's output is quantized to the same type, so every product that reads
   // the normed rows runs before that.
   const GpuMatrix& router = w.router_gate ? *w.router_gate : w.router;
+  // The experts the GPU computes: those in VRAM or, in a streamed prefill (expert_stream.h),
+  // all of the layer's, copied into the staging buffer (the shared expert as expert n_expert).
+  std::optional<StagedExperts> staged;
+  if (w.hybrid >= 0 && streaming_step_) staged = expert_stream_->stage(*w.streamed, stream_);
+  const bool hybrid = w.hybrid >= 0 && !staged;  // the CPU takes the slots of experts not in VRAM
+  const GpuMatrix* gate_up = !staged && w.gate_up ? &*w.gate_up : nullptr;
+  const GpuMatrix& gate = staged ? staged->gate : w.gate;
+  const GpuMatrix& up = staged ? staged->up : w.up;
+  const GpuMatrix& down = staged ? staged->down : w.down;
+  const int n_slots = staged ? c.n_expert + (w.shared_expert >= 0 ? 1 : 0) : w.n_slots;
   // Quantized for the experts' first product (for the router's where no expert is in VRAM).
-  const DeviceActivations uq = normed(w.n_slots > 0 ? (w.gate_up ? *w.gate_up : w.gate) : router, x, norm, n, u);
+  const DeviceActivations uq = normed(n_slots > 0 ? (gate_up ? *gate_up : gate) : router, x, norm, n, u);
   trace_device("ffn_in", u, size_t(n) * d);
   float* logits = router_.get(size_t(n) * size_t(router.rows));
   int32_t* experts = experts_.get(size_t(rows));
@@ -404,19 +431,18 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   }
 
   // Hybrid: the CPU takes the slots of the experts not in VRAM (their ids become -1 here).
-  if (w.hybrid >= 0) {
+  if (hybrid) {
     MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
                                    w.hybrid, publish_counter_.as<unsigned>(), stream_));
   }
   float* expert_out = expert_out_.get(size_t(rows) * d);
-  const bool gpu_experts = w.n_slots > 0;
+  const bool gpu_experts = n_slots > 0;
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
-  const bool grouped = gpu_experts && use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
-                       (w.gate_up || use_gemm(w.up, n));
-  if (grouped) groups_.build(experts, rows, w.hybrid >= 0 ? w.n_slots : c.n_expert + (w.shared_expert >= 0 ? 1 : 0),
-                             stream_);
+  const bool grouped = gpu_experts && use_gemm(gate_up ? *gate_up : gate, n) && use_gemm(down, n) &&
+                       (gate_up || use_gemm(up, n));
+  if (grouped) groups_.build(experts, rows, n_slots, stream_);
   // Rows the GPU does not compute add zero (the GEMM leaves them alone).
-  if (w.hybrid >= 0 && (grouped || !gpu_experts)) {
+  if (hybrid && (grouped || !gpu_experts)) {
     MOE_CUDA_CHECK(cudaMemsetAsync(expert_out, 0, size_t(rows) * d * sizeof(float), stream_));
   }
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
@@ -428,24 +454,25 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   };
   if (!gpu_experts) {
     // every routed expert on the CPU, no shared expert among them
-  } else if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
+  } else if (gate_up) {  // each expert's gate and up rows in one product, side by side
     float* gu = up_.get(size_t(rows) * 2 * ff);
-    experts_product(*w.gate_up, uq, gu, k);
-    if (!grouped && vec_dot_type(w.down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {
+    experts_product(*gate_up, uq, gu, k);
+    if (!grouped && vec_dot_type(down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {
       // decode: the SwiGLU and its quantization in the down products' launch
-      matvec_experts_swiglu(w.down.type, w.down.get(), w.down.expert_stride, w.down.row_stride, w.down.rows, gu, rows,
-                            ff, experts, expert_out, stream_, w.down.layout);
+      matvec_experts_swiglu(down.type, down.get(), down.expert_stride, down.row_stride, down.rows, gu, rows, ff,
+                            experts, expert_out, stream_, down.layout);
     } else {
-      experts_product(w.down, swiglu_quantized(w.down, gu, rows, ff), expert_out, 1);
+      experts_product(down, swiglu_quantized(down, gu, rows, ff), expert_out, 1);
     }
   } else {
     float* g = g_.get(size_t(rows) * ff);
-    float* up = up_.get(size_t(rows) * ff);
-    experts_product(w.gate, uq, g, k);
-    experts_product(w.up, reuse_or_quantize(w.up, uq, u, n), up, k);
-    MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
-    experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
+    float* up_rows = up_.get(size_t(rows) * ff);
+    experts_product(gate, uq, g, k);
+    experts_product(up, reuse_or_quantize(up, uq, u, n), up_rows, k);
+    MOE_CUDA_CHECK(swiglu(g, up_rows, int64_t(rows) * ff, g, stream_));
+    experts_product(down, quantized(down, g, rows), expert_out, 1);
   }
+  if (staged) expert_stream_->done(stream_);  // the next layer's copy may overwrite the buffer
 
   // A shared expert not run as one more expert (shapes unlike the experts'): a dense FFN of the
   // normed rows, quantized again (the experts' products have reused their buffer).
@@ -462,7 +489,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     }
     ffn_rows(shared, quantized(shared.gate_up ? *shared.gate_up : shared.gate, u, n), u, n, shared_out, false);
   }
-  if (w.hybrid >= 0) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
+  if (hybrid) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
   const CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
                             .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
   const GgmlType next_type = next.first ? vec_dot_type(next.first->type) : GgmlType::F32;
@@ -612,7 +639,9 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
     ids_host_.as<int32_t>()[t] = entry.tokens[size_t(t)];
     pos_host_.as<int32_t>()[t] = int32_t(pos0 + t);
   }
-  if (cpu_experts_) {
+  // A long prefill runs every expert on the GPU from the staging buffer (expert_stream.h).
+  streaming_step_ = expert_stream_ && n >= kStreamMinTokens;
+  if (cpu_experts_ && !streaming_step_) {
     run_hybrid_step(n, first_logit, pool);
   } else {
     run_step(n, first_logit);

@@ -18,6 +18,8 @@
 
 #include "models/blocks.h"
 #include "models/cuda/cpu_experts.h"
+#include "models/cuda/expert_stream.h"
+#include "models/cuda/gpu_model.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
@@ -68,6 +70,7 @@ struct GpuMoe {
   int hybrid = -1;
   int n_slots = 0;
   DeviceBuffer slot_of;  // [n_expert + 1] int32, the last entry the shared expert's
+  std::optional<StreamedLayer> streamed;  // a hybrid layer's experts in RAM, for a streamed prefill
 };
 
 // The input norm of the block after this one and the first matrix it reads: the block before
@@ -91,10 +94,9 @@ class GpuTrunk : public Model {
 
  protected:
   // Selects the device and makes the stream; the model's constructor then fills config_ and
-  // calls load_head() and the load_* helpers below. vram_experts: per layer, how many of its
-  // routed experts go to VRAM (the first ones; the CPU computes the rest from the mapped file);
-  // empty: all of them.
-  GpuTrunk(int device, std::vector<int> vram_experts);
+  // calls load_head() and the load_* helpers below. The placement says how many of each layer's
+  // routed experts go to VRAM (the first ones; the CPU computes the rest from the mapped file).
+  GpuTrunk(int device, HybridPlacement placement);
 
   // What a model adds: the layers of a step for n tokens on the residual stream x.
   virtual void layers(int n, float* x) = 0;
@@ -113,8 +115,9 @@ class GpuTrunk : public Model {
   GpuMoe load_moe(const WeightLoader& load, int layer, int64_t n_ff_shared);
   DeviceBuffer load_vector(const WeightLoader& load, const std::string& name, int64_t n);
   void add_weight_bytes(size_t bytes) { weight_bytes_ += bytes; }
-  // After the layers are loaded: the RoPE table and n_kv_layers layers of KV cache.
-  void finish_loading(const AttentionShape& attention, int n_kv_layers, int device);
+  // After the layers are loaded: the RoPE table, n_kv_layers layers of KV cache, and the
+  // streamed prefill's staging buffer where the placement asks for it.
+  void finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers, int device);
 
   // x += attention(rmsnorm(x)) over the layer's KV cache (gated: Qwen3-Next's output gate).
   void attention(const GpuAttention& w, int n, float* x);
@@ -182,7 +185,10 @@ class GpuTrunk : public Model {
   DeviceBuffer attention_partials_, attention_counters_;  // decode attention split over blocks (DecodeAttention)
 
   int device_ = 0;
-  std::vector<int> vram_experts_;
+  HybridPlacement placement_;
+  size_t staging_bytes_ = 0;  // the largest hybrid layer's experts (ExpertStream::bytes)
+  std::unique_ptr<ExpertStream> expert_stream_;
+  bool streaming_step_ = false;  // this step's hybrid layers run from the staging buffer
   std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
   DeviceBuffer publish_counter_;           // publish_experts()'s
   size_t weight_bytes_ = 0;
