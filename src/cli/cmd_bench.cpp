@@ -115,6 +115,7 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
     if (r.vram_hit_rate() >= 0) {  // hybrid placement
       const double tokens = double(r.n_tokens()) * double(r.samples_ns.size());
       j["vram_expert_hit_rate"] = r.vram_hit_rate();
+      j["pcie_expert_share"] = r.pcie_share();
       j["cpu_expert_ms_per_token"] = r.split.cpu_compute_s * 1e3 / tokens;
       j["cpu_wait_ms_per_token"] = r.split.cpu_wait_s * 1e3 / tokens;
     }
@@ -201,10 +202,10 @@ void bench(const BenchCliOptions& opt) {
     for (const auto& r : results) {
       if (r.vram_hit_rate() >= 0) {
         const double tokens = double(r.n_tokens()) * double(r.samples_ns.size());
-        std::printf("%s: %.1f%% of the routed experts found in VRAM; the CPU's experts %.3f ms a token, its waits "
-                    "for the GPU %.3f ms\n",
-                    r.name.c_str(), 100.0 * r.vram_hit_rate(), r.split.cpu_compute_s * 1e3 / tokens,
-                    r.split.cpu_wait_s * 1e3 / tokens);
+        std::printf("%s: %.1f%% of the routed experts found in VRAM, %.1f%% read over PCIe; the CPU's experts %.3f "
+                    "ms a token, its waits for the GPU %.3f ms\n",
+                    r.name.c_str(), 100.0 * r.vram_hit_rate(), 100.0 * r.pcie_share(),
+                    r.split.cpu_compute_s * 1e3 / tokens, r.split.cpu_wait_s * 1e3 / tokens);
       }
       if (r.n_gen == 0) continue;
       std::printf("%s streams the weights at %.1f GB/s", r.name.c_str(), weight_gb_s(fp, r));

@@ -65,6 +65,11 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
       "--no-stream-prefill", [&options] { options.stream_prefill = false; },
       "With part of the experts in RAM: prefills of 256+ tokens leave them to the CPU instead of copying each "
       "layer's experts to the GPU (which needs one layer's experts of VRAM)");
+  cmd.add_option("--pcie-experts", options.pcie_experts,
+                 "With part of the experts in RAM: in each MoE layer of a decode step, up to N of a token's experts "
+                 "left in RAM are computed by the GPU reading them over PCIe, while the CPU computes the others "
+                 "(default 0)")
+      ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -121,7 +126,9 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   const bool all_in_vram = std::all_of(plan.vram_experts.begin(), plan.vram_experts.end(),
                                        [&](int n) { return n == c.n_expert; });
   return cuda::load_hybrid_model(reader, gpu,
-                                 {.vram_experts = plan.vram_experts, .stream_prefill = options.stream_prefill && !all_in_vram});
+                                 {.vram_experts = plan.vram_experts,
+                                  .stream_prefill = options.stream_prefill && !all_in_vram,
+                                  .pcie_experts = options.pcie_experts});
 }
 #endif
 

@@ -30,6 +30,7 @@ struct LoadOptions {
   bool cpu_moe = false;
   int64_t context = 4096;  // KV positions the placement keeps room for
   bool stream_prefill = true;  // --no-stream-prefill: long prefills leave the CPU its experts
+  int pcie_experts = 0;        // --pcie-experts N: decode reads up to N of a token's RAM experts over PCIe
   bool hybrid() const { return !vram_budget.empty() || n_cpu_moe >= 0 || cpu_moe; }
 };
 

@@ -74,6 +74,7 @@ class Model {
   struct ExpertSplit {
     uint64_t routed_slots = 0;  // (token, routed expert) pairs in MoE layers with experts in RAM
     uint64_t cpu_slots = 0;     // of them, computed by the CPU
+    uint64_t pcie_slots = 0;    // of them, computed by the GPU reading the expert from RAM over PCIe
     double cpu_wait_s = 0;      // the CPU waiting for the GPU to route
     double cpu_compute_s = 0;   // the CPU computing its experts
   };

@@ -179,6 +179,41 @@ TEST(HybridModel, StreamedPrefillAgreesWithTheGpuEngine) {
   }
 }
 
+// Decode with some of the experts left in RAM read by the GPU over PCIe (--pcie-experts): one
+// of a token's, or all of them (no CPU work left), next to the CPU computing the rest. Logits
+// as the all-GPU engine's; bench's counters see the split.
+TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    for (const std::string type : {"f32", "q8_0"}) {
+      SCOPED_TRACE(arch + " " + type);
+      const gguf::Reader reader(write_tiny_model(dir, arch, type, 19));
+      const auto gpu = cuda::load_gpu_model(reader, 0);
+      const int n_layer = gpu->config().n_layer, k = gpu->config().n_expert_used;
+      const auto tokens = prompt_tokens(24, gpu->config().n_vocab);
+      const auto on_gpu = run(*gpu, tokens, 16);
+      for (const int in_vram : {0, 3}) {
+        for (const int pcie : {1, k}) {
+          const auto hybrid = cuda::load_hybrid_model(
+              reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), in_vram), .pcie_experts = pcie});
+          const auto on_hybrid = run(*hybrid, tokens, 16);
+          const double diff = max_diff_over_std(on_hybrid, on_gpu);
+          std::printf("%s %s, %d in VRAM, %d over PCIe: against the GPU engine %.2e\n", arch.c_str(), type.c_str(),
+                      in_vram, pcie, diff);
+          EXPECT_LT(diff, type == "f32" ? 1e-3 : 0.1);
+          // Decode steps only (the prompt's 16 tokens leave the CPU its slots): with no expert in
+          // VRAM, exactly `pcie` of each token's k slots a layer.
+          const auto split = hybrid->expert_split();
+          EXPECT_GT(split.pcie_slots, 0u);
+          if (in_vram == 0) {
+            EXPECT_EQ(split.pcie_slots, uint64_t(tokens.size() - 16) * uint64_t(n_layer) * uint64_t(pcie));
+          }
+        }
+      }
+    }
+  }
+}
+
 // Decode after a long prompt: the cache's capacity (1024) splits decode attention over blocks
 // (4 chunks a head, merged by the last block), which must agree with the CPU as the one-block
 // kernel does.

@@ -82,7 +82,7 @@ void CpuExperts::serve(int n, ThreadPool& pool, cudaStream_t stream, const std::
     const auto t1 = Clock::now();
     stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
     const std::span<const int32_t> experts(handoff_.experts, slots);
-    for (int32_t e : experts) stats_.cpu_slots += e >= 0;
+    for (int32_t e : experts) stats_.cpu_slots += e >= 0, stats_.pcie_slots += e == -2;
     expert_sum(layers_[l].experts, {handoff_.u, floats}, n, experts, {handoff_.weights, slots},
                {handoff_.sum, floats}, pool, scratch_);
     store_flag(handoff_.done + l, 1);

@@ -48,6 +48,7 @@ class CpuExperts {
   struct Stats {
     uint64_t layers = 0;         // hybrid layers served
     uint64_t cpu_slots = 0;      // (token, expert) slots computed on the CPU
+    uint64_t pcie_slots = 0;     // slots the GPU computed reading the expert over PCIe
     uint64_t routed_slots = 0;   // (token, routed expert) slots in all
 
     double wait_seconds = 0;     // waiting for the GPU to publish

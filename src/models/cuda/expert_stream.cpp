@@ -1,10 +1,6 @@
 #include "models/cuda/expert_stream.h"
 
-#include <unistd.h>
-
 #include "core/error.h"
-#include "core/log.h"
-#include "core/units.h"
 #include "ops/cuda/cuda_check.h"
 
 namespace moe::cuda {
@@ -31,39 +27,12 @@ GpuMatrix stage_one(const ExpertWeights& w, const WeightView* extra, const std::
 
 }  // namespace
 
-std::unique_ptr<ExpertStream> ExpertStream::create(const gguf::Reader& reader, size_t staging_bytes, std::string* why) {
-  int device = 0, read_only = 0;
-  MOE_CUDA_CHECK(cudaGetDevice(&device));
-  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&read_only, cudaDevAttrHostRegisterReadOnlySupported, device));
-  if (!read_only) {
-    *why = "the driver cannot register read-only host memory";
-    return nullptr;
-  }
-  std::unique_ptr<ExpertStream> s(new ExpertStream());
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  for (size_t i = 0; i < reader.n_files(); ++i) {
-    const auto bytes = reader.file(i).bytes();
-    if (reader.file(i).mapping() == nullptr) {
-      *why = "the model is not mapped";
-      return nullptr;
-    }
-    void* base = const_cast<std::byte*>(bytes.data());
-    const size_t size = (bytes.size() + page - 1) / page * page;
-    const cudaError_t e = cudaHostRegister(base, size, cudaHostRegisterReadOnly | cudaHostRegisterPortable);
-    if (e != cudaSuccess) {
-      cudaGetLastError();  // clear it
-      *why = fmt::format("registering {} of {} with the driver failed: {}", format_bytes(size), reader.path(),
-                         cudaGetErrorString(e));
-      return nullptr;  // the destructor unregisters what was registered
-    }
-    s->registered_.push_back(base);
-  }
-  s->staging_ = std::make_shared<DeviceBuffer>(staging_bytes);
-  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->copy_, cudaStreamNonBlocking));
-  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&s->copied_, cudaEventDisableTiming));
-  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&s->consumed_, cudaEventDisableTiming));
-  MOE_CUDA_CHECK(cudaEventRecord(s->consumed_, s->copy_));  // the buffer starts free
-  return s;
+ExpertStream::ExpertStream(const RegisteredModel&, size_t staging_bytes)
+    : staging_(std::make_shared<DeviceBuffer>(staging_bytes)) {
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&copied_, cudaEventDisableTiming));
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&consumed_, cudaEventDisableTiming));
+  MOE_CUDA_CHECK(cudaEventRecord(consumed_, copy_));  // the buffer starts free
 }
 
 ExpertStream::~ExpertStream() {
@@ -71,7 +40,6 @@ ExpertStream::~ExpertStream() {
   if (copied_) cudaEventDestroy(copied_);
   if (consumed_) cudaEventDestroy(consumed_);
   if (copy_) cudaStreamDestroy(copy_);
-  for (void* p : registered_) cudaHostUnregister(p);
 }
 
 size_t ExpertStream::bytes(const StreamedLayer& layer) {

@@ -14,13 +14,13 @@
 // its copy.
 #include <memory>
 #include <optional>
-#include <string>
-#include <vector>
+#include <array>
 
 #include <cuda_runtime.h>
 
 #include "gguf/reader.h"
 #include "models/cuda/gpu_weights.h"
+#include "models/cuda/registered_model.h"
 #include "models/weights.h"
 
 namespace moe::cuda {
@@ -39,10 +39,9 @@ struct StagedExperts {
 
 class ExpertStream {
  public:
-  // Registers every mapped shard of `reader` with the driver and allocates `staging_bytes` of
-  // VRAM; nullopt with *why set where the driver cannot register the mapping read-only (the
-  // copies would then crawl through a bounce buffer) or the model is not mapped.
-  static std::unique_ptr<ExpertStream> create(const gguf::Reader& reader, size_t staging_bytes, std::string* why);
+  // Copies from `model`'s registered mapping (unregistered, they would crawl through a bounce
+  // buffer) into `staging_bytes` of VRAM.
+  ExpertStream(const RegisteredModel& model, size_t staging_bytes);
   ~ExpertStream();
   ExpertStream(const ExpertStream&) = delete;
   ExpertStream& operator=(const ExpertStream&) = delete;
@@ -58,8 +57,6 @@ class ExpertStream {
   void done(cudaStream_t compute);
 
  private:
-  ExpertStream() = default;
-  std::vector<void*> registered_;
   std::shared_ptr<DeviceBuffer> staging_;
   cudaStream_t copy_ = nullptr;
   cudaEvent_t copied_ = nullptr, consumed_ = nullptr;

@@ -26,6 +26,9 @@ std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device);
 struct HybridPlacement {
   std::vector<int> vram_experts;  // empty: every expert in VRAM
   bool stream_prefill = false;
+  // Decode: up to this many of a token's experts left in RAM (a layer) are computed by the GPU,
+  // reading them over PCIe from the registered mapping, while the CPU computes the others.
+  int pcie_experts = 0;
 };
 constexpr int kStreamMinTokens = 256;
 

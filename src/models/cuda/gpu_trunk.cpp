@@ -18,6 +18,7 @@
 #include "ops/cuda/device.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/handoff.h"
+#include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 
@@ -43,7 +44,8 @@ GpuTrunk::~GpuTrunk() {
 Model::ExpertSplit GpuTrunk::expert_split() const {
   if (!cpu_experts_) return {};
   const CpuExperts::Stats& s = cpu_experts_->stats();
-  return {.routed_slots = s.routed_slots, .cpu_slots = s.cpu_slots, .cpu_wait_s = s.wait_seconds,
+  return {.routed_slots = s.routed_slots, .cpu_slots = s.cpu_slots, .pcie_slots = s.pcie_slots,
+          .cpu_wait_s = s.wait_seconds,
           .cpu_compute_s = s.compute_seconds};
 }
 
@@ -153,11 +155,8 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
   if (n_vram < c.n_expert) {
     if (!cpu_experts_) cpu_experts_.emplace(d, c.n_expert_used + (as_expert ? 1 : 0), c.n_expert_used);
     m.hybrid = cpu_experts_->add_layer(all_gate, all_up, all_down);
-    if (placement_.stream_prefill) {
-      m.streamed = StreamedLayer{.gate = all_gate, .up = all_up, .down = all_down,
-                                 .shared = as_expert ? shared : std::nullopt};
-      staging_bytes_ = std::max(staging_bytes_, ExpertStream::bytes(*m.streamed));
-    }
+    m.ram = StreamedLayer{.gate = all_gate, .up = all_up, .down = all_down, .shared = as_expert ? shared : std::nullopt};
+    if (placement_.stream_prefill) staging_bytes_ = std::max(staging_bytes_, ExpertStream::bytes(*m.ram));
     std::vector<int32_t> slot_of(size_t(c.n_expert) + 1, -1);
     for (int e = 0; e < n_vram; ++e) slot_of[size_t(e)] = e;
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
@@ -169,14 +168,18 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
 
 void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers,
                               int device) {
-  if (staging_bytes_ > 0) {
+  if (cpu_experts_ && (staging_bytes_ > 0 || placement_.pcie_experts > 0)) {
     std::string why;
-    expert_stream_ = ExpertStream::create(reader, staging_bytes_, &why);
-    if (expert_stream_) {
-      spdlog::info("gpu: prefills of {}+ tokens stream the experts left in RAM through a {} staging buffer",
-                   kStreamMinTokens, format_bytes(staging_bytes_));
+    registered_ = RegisteredModel::create(reader, &why);
+    if (!registered_) {
+      spdlog::warn("gpu: the CPU computes every expert left in RAM (no streamed prefill, no PCIe experts): {}", why);
     } else {
-      spdlog::warn("gpu: prefill keeps the CPU computing the experts in RAM: {}", why);
+      spdlog::info("gpu: the model's mapping registered with the driver in {:.2f} s", registered_->seconds());
+      if (staging_bytes_ > 0) {
+        expert_stream_ = std::make_unique<ExpertStream>(*registered_, staging_bytes_);
+        spdlog::info("gpu: prefills of {}+ tokens stream the experts left in RAM through a {} staging buffer",
+                     kStreamMinTokens, format_bytes(staging_bytes_));
+      }
     }
   }
   attention_ = attention;
@@ -405,7 +408,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // The experts the GPU computes: those in VRAM or, in a streamed prefill (expert_stream.h),
   // all of the layer's, copied into the staging buffer (the shared expert as expert n_expert).
   std::optional<StagedExperts> staged;
-  if (w.hybrid >= 0 && streaming_step_) staged = expert_stream_->stage(*w.streamed, stream_);
+  if (w.hybrid >= 0 && streaming_step_) staged = expert_stream_->stage(*w.ram, stream_);
   const bool hybrid = w.hybrid >= 0 && !staged;  // the CPU takes the slots of experts not in VRAM
   const GpuMatrix* gate_up = !staged && w.gate_up ? &*w.gate_up : nullptr;
   const GpuMatrix& gate = staged ? staged->gate : w.gate;
@@ -430,16 +433,24 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                                w.shared_expert));
   }
 
-  // Hybrid: the CPU takes the slots of the experts not in VRAM (their ids become -1 here).
-  if (hybrid) {
-    MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
-                                   w.hybrid, publish_counter_.as<unsigned>(), stream_));
-  }
   float* expert_out = expert_out_.get(size_t(rows) * d);
   const bool gpu_experts = n_slots > 0;
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
   const bool grouped = gpu_experts && use_gemm(gate_up ? *gate_up : gate, n) && use_gemm(down, n) &&
                        (gate_up || use_gemm(up, n));
+  // Decode: some of the slots not in VRAM read over PCIe by the GPU (PCIe experts), where the
+  // VRAM experts' products leave [gate | up] rows the down products' SwiGLU reads.
+  const int pcie = hybrid && n <= kMaxMatvecTokens && !grouped && registered_ && (gate_up || !gpu_experts) &&
+                           vec_dot_type(w.ram->down.first.type) != GgmlType::F32 &&
+                           ff <= ActivationBuffer::kMaxFusedWidth
+                       ? placement_.pcie_experts
+                       : 0;
+  int32_t* ram_ids = pcie ? ram_ids_.get(size_t(rows)) : nullptr;
+  // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
+  if (hybrid) {
+    MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
+                                   w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, ram_ids));
+  }
   if (grouped) groups_.build(experts, rows, n_slots, stream_);
   // Rows the GPU does not compute add zero (the GEMM leaves them alone).
   if (hybrid && (grouped || !gpu_experts)) {
@@ -473,6 +484,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     experts_product(down, quantized(down, g, rows), expert_out, 1);
   }
   if (staged) expert_stream_->done(stream_);  // the next layer's copy may overwrite the buffer
+  if (pcie) ram_experts(*w.ram, uq, u, n, k, ram_ids, expert_out);
 
   // A shared expert not run as one more expert (shapes unlike the experts'): a dense FFN of the
   // normed rows, quantized again (the experts' products have reused their buffer).
@@ -504,6 +516,27 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                                    combine.logit_stride));
   }
   trace_device("ffn_out", x, size_t(n) * d);
+}
+
+void GpuTrunk::ram_experts(const StreamedLayer& ram, const DeviceActivations& uq, const float* u, int n, int k,
+                           const int32_t* ids, float* expert_out) {
+  const int64_t ff = config_.n_ff_expert, rows = int64_t(n) * k;
+  // The file's matrices where the GPU reads them over PCIe (the Q8_0 split layout is VRAM's only).
+  auto mapped = [&](const ExpertWeights& w) {
+    return GpuMatrix{.type = w.first.type, .layout = GpuLayout::Gguf, .rows = w.first.rows, .cols = w.first.cols,
+                     .row_stride = w.first.row_stride, .expert_stride = w.expert_stride, .data = nullptr,
+                     .base = registered_->device(w.first.data)};
+  };
+  const GpuMatrix gate = mapped(ram.gate), up = mapped(ram.up), down = mapped(ram.down);
+  // [gate | up] rows as the VRAM experts' paired product leaves them, then the fused down.
+  float* gu = up_.get(size_t(rows) * 2 * ff);
+  const DeviceActivations& x = reuse_or_quantize(gate, uq, u, n);
+  matvec_experts(gate.type, gate.get(), gate.expert_stride, gate.row_stride, ff, x, ids, gu, stream_, k, gate.layout,
+                 2 * ff);
+  matvec_experts(up.type, up.get(), up.expert_stride, up.row_stride, ff, x, ids, gu + ff, stream_, k, up.layout,
+                 2 * ff);
+  matvec_experts_swiglu(down.type, down.get(), down.expert_stride, down.row_stride, down.rows, gu, int(rows), ff, ids,
+                        expert_out, stream_, down.layout);
 }
 
 // ---- steps ----

@@ -20,6 +20,7 @@
 #include "models/cuda/cpu_experts.h"
 #include "models/cuda/expert_stream.h"
 #include "models/cuda/gpu_model.h"
+#include "models/cuda/registered_model.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
@@ -70,7 +71,7 @@ struct GpuMoe {
   int hybrid = -1;
   int n_slots = 0;
   DeviceBuffer slot_of;  // [n_expert + 1] int32, the last entry the shared expert's
-  std::optional<StreamedLayer> streamed;  // a hybrid layer's experts in RAM, for a streamed prefill
+  std::optional<StreamedLayer> ram;  // a hybrid layer's experts in RAM (streamed prefill, PCIe experts)
 };
 
 // The input norm of the block after this one and the first matrix it reads: the block before
@@ -125,6 +126,10 @@ class GpuTrunk : public Model {
   // launch as the last add where it can.
   void dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x);
   void moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x, NextNorm next = {});
+  // The PCIe experts of a decode step: the slots with ids >= 0 (expert ids) computed from the
+  // layer's experts in RAM, read over PCIe, into the [gate | up] scratch and expert_out rows.
+  void ram_experts(const StreamedLayer& ram, const DeviceActivations& uq, const float* u, int n, int k,
+                   const int32_t* ids, float* expert_out);
   // y (+)= ffn(u) for n normed rows u; uq is u quantized (for w's first product where it can).
   void ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const float* u, int n, float* y, bool accumulate);
 
@@ -187,6 +192,7 @@ class GpuTrunk : public Model {
   int device_ = 0;
   HybridPlacement placement_;
   size_t staging_bytes_ = 0;  // the largest hybrid layer's experts (ExpertStream::bytes)
+  std::unique_ptr<RegisteredModel> registered_;  // before the stream that copies from it (destroyed after)
   std::unique_ptr<ExpertStream> expert_stream_;
   bool streaming_step_ = false;  // this step's hybrid layers run from the staging buffer
   std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
@@ -211,7 +217,7 @@ class GpuTrunk : public Model {
   ActivationSlot f32_, q8_0_, q8_k_;
   ActivationSlot& slot(GgmlType at) { return at == GgmlType::Q8_K ? q8_k_ : at == GgmlType::Q8_0 ? q8_0_ : f32_; }
   Scratch<float> x_, qkv_, gate_, mixed_, router_, g_, up_, expert_out_, shared_out_, stacked_out_, shared_logit_, logits_;
-  Scratch<int32_t> ids_, experts_;
+  Scratch<int32_t> ids_, experts_, ram_ids_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   int64_t cache_positions_ = 0;
