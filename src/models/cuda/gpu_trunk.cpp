@@ -445,11 +445,14 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                            ff <= ActivationBuffer::kMaxFusedWidth
                        ? placement_.pcie_experts
                        : 0;
-  int32_t* ram_ids = pcie ? ram_ids_.get(size_t(rows)) : nullptr;
+  // Sized in every hybrid pass (a prefill's rows cover a decode step's), so that the decode
+  // graph, recorded after one, allocates nothing.
+  int32_t* ram_ids = hybrid && placement_.pcie_experts > 0 ? ram_ids_.get(size_t(rows)) : nullptr;
+  if (ram_ids) up_.get(size_t(rows) * 2 * ff);
   // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
   if (hybrid) {
     MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
-                                   w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, ram_ids));
+                                   w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, pcie ? ram_ids : nullptr));
   }
   if (grouped) groups_.build(experts, rows, n_slots, stream_);
   // Rows the GPU does not compute add zero (the GEMM leaves them alone).
