@@ -156,7 +156,9 @@ void bench(const BenchCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   const LoadReport load = prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
-  const std::optional<uint64_t> vram_before = device_memory_used();  // before this process touches the GPU
+  // What the GPU holds for this process: NVML's device figure, sampled from before the model is
+  // loaded (loading's transient buffers count too) to the end of the run.
+  const NvmlPeakSampler vram;
   LoadOptions load_options = opt.load;
   load_options.context = int64_t(opt.depth) + opt.n_prompt + opt.n_gen + 1;  // what a placement keeps room for
   auto model = open_model(reader, load_options);
@@ -178,17 +180,18 @@ void bench(const BenchCliOptions& opt) {
   spdlog::info("{}: {} tensor bytes, {} weight bytes per decoded token, {} threads, KV {}", type, fp.bytes,
                fp.weight_bytes_per_token, pool.size(), opt.kv_type);
   const auto results = run_bench(*model, b, pool, [](const std::string& line) { spdlog::info("bench: {}", line); });
-  // What the GPU holds for this process at the end (its buffers only grow): NVML's device
-  // figure less what was used before the model was loaded.
-  const std::optional<uint64_t> vram_after = device_memory_used();
-  std::optional<uint64_t> vram_used;
-  if (vram_before && vram_after && model->backend() != "CPU") vram_used = *vram_after - std::min(*vram_after, *vram_before);
+  const std::optional<uint64_t> vram_after = device_memory_used(), vram_peak = vram.peak();
+  std::optional<uint64_t> vram_used, vram_most;  // at the end of the run, and the most at any sample
+  if (vram.baseline() && vram_after && vram_peak && model->backend() != "CPU") {
+    vram_used = *vram_after - std::min(*vram_after, *vram.baseline());
+    vram_most = *vram_peak - std::min(*vram_peak, *vram.baseline());
+  }
   // The decode roofline: --mem-bw, else the bandwidth the model's device reports (a GPU's HBM).
   const double mem_bw = opt.mem_bw_gb_s > 0 ? opt.mem_bw_gb_s : model->memory_bandwidth_gb_s();
   if (opt.output == "json") {
     nlohmann::json rows = to_json(results, opt, type, fp, load, model->backend(), int(pool.size()), mem_bw);
     if (vram_used) {
-      for (auto& row : rows) row["vram_used_bytes"] = *vram_used;
+      for (auto& row : rows) row["vram_used_bytes"] = *vram_used, row["vram_peak_bytes"] = *vram_most;
     }
     std::printf("%s\n", rows.dump(2).c_str());
   } else {
@@ -198,7 +201,11 @@ void bench(const BenchCliOptions& opt) {
                   roofline_tokens_per_second(fp.weight_bytes_per_token, mem_bw),
                   static_cast<unsigned long long>(fp.weight_bytes_per_token));
     }
-    if (vram_used) std::printf("VRAM used by this process (NVML, after the run): %s\n", format_bytes(*vram_used).c_str());
+    if (vram_used) {
+      std::printf("VRAM used by this process (NVML): %s after the run, at most %s (sampled every 50 ms from before "
+                  "loading)\n",
+                  format_bytes(*vram_used).c_str(), format_bytes(*vram_most).c_str());
+    }
     for (const auto& r : results) {
       if (r.vram_hit_rate() >= 0) {
         const double tokens = double(r.n_tokens()) * double(r.samples_ns.size());

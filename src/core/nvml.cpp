@@ -1,6 +1,8 @@
 #include "core/nvml.h"
 
 #include <dlfcn.h>
+
+#include <algorithm>
 #include <mutex>
 
 namespace moe {
@@ -78,6 +80,40 @@ std::vector<NvmlDevice> Nvml::devices() const {
     out.push_back(d);
   }
   return out;
+}
+
+std::optional<uint64_t> NvmlPeakSampler::sample() {
+  const Nvml* nvml = Nvml::get();
+  if (!nvml) return std::nullopt;
+  const auto devices = nvml->devices();
+  if (devices.empty()) return std::nullopt;
+  return devices.front().used_bytes;
+}
+
+NvmlPeakSampler::NvmlPeakSampler(std::chrono::milliseconds period) : baseline_(sample()) {
+  if (!baseline_) return;
+  peak_ = *baseline_;
+  thread_ = std::thread([this, period] {
+    std::unique_lock lock(mutex_);
+    while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
+      if (const auto used = sample()) peak_ = std::max(peak_.load(), *used);
+    }
+  });
+}
+
+NvmlPeakSampler::~NvmlPeakSampler() {
+  {
+    const std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::optional<uint64_t> NvmlPeakSampler::peak() const {
+  if (!baseline_) return std::nullopt;
+  const auto now = sample();
+  return std::max(peak_.load(), now.value_or(0));
 }
 
 }  // namespace moe
