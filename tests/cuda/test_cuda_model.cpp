@@ -214,6 +214,44 @@ TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
   }
 }
 
+// Benchmarks' routing hook (Model::set_routing_source): the same experts forced on the CPU
+// engine, the GPU engine and a hybrid give the same logits, and not those of the router's own
+// choice.
+class FixedRouting final : public RoutingSource {
+ public:
+  explicit FixedRouting(std::vector<int32_t> experts) : experts_(std::move(experts)) {}
+  void route(int, int n, std::span<int32_t> out) override {
+    for (int t = 0; t < n; ++t) {
+      std::copy(experts_.begin(), experts_.end(), out.begin() + ptrdiff_t(t) * ptrdiff_t(experts_.size()));
+    }
+  }
+
+ private:
+  std::vector<int32_t> experts_;
+};
+
+TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    const gguf::Reader reader(write_tiny_model(dir, arch, "f32", 23));
+    const auto cpu = load_model(reader, ModelOptions{.repack = false});
+    const auto gpu = cuda::load_gpu_model(reader, 0);
+    const int n_layer = cpu->config().n_layer;
+    const auto hybrid = cuda::load_hybrid_model(reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3)});
+    const auto tokens = prompt_tokens(20, cpu->config().n_vocab);
+    const auto plain = run(*gpu, tokens, 16);
+    FixedRouting forced({6, 2});  // one expert the hybrid holds in VRAM (2), one it leaves to the CPU (6)
+    for (Model* m : {cpu.get(), gpu.get(), hybrid.get()}) m->set_routing_source(&forced);
+    const auto on_cpu = run(*cpu, tokens, 16), on_gpu = run(*gpu, tokens, 16), on_hybrid = run(*hybrid, tokens, 16);
+    EXPECT_LT(max_diff_over_std(on_gpu, on_cpu), 1e-3);
+    EXPECT_LT(max_diff_over_std(on_hybrid, on_gpu), 1e-3);
+    EXPECT_GT(max_diff_over_std(on_gpu, plain), 1e-2);
+    const auto split = hybrid->expert_split();  // every token: one slot in VRAM, one on the CPU
+    EXPECT_EQ(split.cpu_slots * 2, split.routed_slots);
+  }
+}
+
 // Decode after a long prompt: the cache's capacity (1024) splits decode attention over blocks
 // (4 chunks a head, merged by the last block), which must agree with the CPU as the one-block
 // kernel does.

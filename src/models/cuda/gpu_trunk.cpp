@@ -432,6 +432,10 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows,
                                w.shared_expert));
   }
+  if (routing_source()) {  // benchmarks: the experts chosen outside the model (forward() wrote them)
+    const int32_t* forced = forced_host_.as<int32_t>() + size_t(layer_) * size_t(n) * size_t(w.n_expert_used);
+    MOE_CUDA_CHECK(force_experts(forced, n, w.n_expert_used, k, experts, stream_));
+  }
 
   float* expert_out = expert_out_.get(size_t(rows) * d);
   const bool gpu_experts = n_slots > 0;
@@ -674,6 +678,17 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   for (int t = 0; t < n; ++t) {
     ids_host_.as<int32_t>()[t] = entry.tokens[size_t(t)];
     pos_host_.as<int32_t>()[t] = int32_t(pos0 + t);
+  }
+  if (routing_source() && c.n_expert > 0) {  // [layer][token][k], read by the step's kernels
+    const size_t per_layer = size_t(n) * size_t(c.n_expert_used);
+    if (forced_host_.bytes() < size_t(c.n_layer) * per_layer * sizeof(int32_t)) {
+      forced_host_ = PinnedBuffer(size_t(c.n_layer) * per_layer * sizeof(int32_t));
+      decode_graph_valid_ = false;
+    }
+    for (int il = 0; il < c.n_layer; ++il) {
+      const auto picks = forced_routing(il, n, c.n_expert_used);
+      std::copy(picks.begin(), picks.end(), forced_host_.as<int32_t>() + size_t(il) * per_layer);
+    }
   }
   // A long prefill runs every expert on the GPU from the staging buffer (expert_stream.h).
   streaming_step_ = expert_stream_ && n >= kStreamMinTokens;

@@ -209,6 +209,7 @@ class GpuTrunk : public Model {
   cudaGraphExec_t decode_graph_ = nullptr;
   bool decode_graph_valid_ = false, warm_ = false;  // warm: every buffer sized by an earlier call
   PinnedBuffer ids_host_, pos_host_, logits_host_;
+  PinnedBuffer forced_host_;  // a routing source's experts for the step (Model::set_routing_source)
   // Per activation type (F32, Q8_0, Q8_K): its buffer and the view last written there.
   struct ActivationSlot {
     ActivationBuffer buffer;
