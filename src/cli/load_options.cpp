@@ -70,6 +70,10 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                  "left in RAM are computed by the GPU reading them over PCIe, while the CPU computes the others "
                  "(default 0)")
       ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--expert-cache", options.cache_copies,
+                 "With part of the experts in RAM: the VRAM experts follow the routing (LRU), up to N experts copied "
+                 "in a layer a step (default 0: the first experts of each layer stay)")
+      ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -128,7 +132,8 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   return cuda::load_hybrid_model(reader, gpu,
                                  {.vram_experts = plan.vram_experts,
                                   .stream_prefill = options.stream_prefill && !all_in_vram,
-                                  .pcie_experts = options.pcie_experts});
+                                  .pcie_experts = options.pcie_experts,
+                                  .cache_copies = options.cache_copies});
 }
 #endif
 

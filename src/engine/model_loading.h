@@ -31,6 +31,7 @@ struct LoadOptions {
   int64_t context = 4096;  // KV positions the placement keeps room for
   bool stream_prefill = true;  // --no-stream-prefill: long prefills leave the CPU its experts
   int pcie_experts = 0;        // --pcie-experts N: decode reads up to N of a token's RAM experts over PCIe
+  int cache_copies = 0;        // --expert-cache N: the VRAM experts follow the routing, N copies a layer a step
   bool hybrid() const { return !vram_budget.empty() || n_cpu_moe >= 0 || cpu_moe; }
 };
 

@@ -252,6 +252,34 @@ TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
   }
 }
 
+// The expert cache (--expert-cache): with every token routed to experts 6 and 2 and experts 0-2
+// in VRAM, expert 6 is copied into a slot (evicting 0 or 1, never 2, which the step used) and
+// from then on found in VRAM; the logits stay the all-GPU engine's through the swaps.
+TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    const gguf::Reader reader(write_tiny_model(dir, arch, "q8_0", 29));
+    const auto gpu = cuda::load_gpu_model(reader, 0);
+    const int n_layer = gpu->config().n_layer;
+    const auto hybrid = cuda::load_hybrid_model(
+        reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3), .cache_copies = 1});
+    FixedRouting forced({6, 2});
+    gpu->set_routing_source(&forced);
+    hybrid->set_routing_source(&forced);
+    const auto tokens = prompt_tokens(30, gpu->config().n_vocab);
+    const auto on_gpu = run(*gpu, tokens, 10), on_hybrid = run(*hybrid, tokens, 10);
+    EXPECT_LT(max_diff_over_std(on_hybrid, on_gpu), 0.1);
+    // 10 prompt tokens (one pass) and 20 decode steps, 2 slots each a layer: without the cache
+    // expert 6 would stay on the CPU (30 a layer); with it, the prompt's 10 and a step or two
+    // while its copy lands.
+    const auto split = hybrid->expert_split();
+    EXPECT_EQ(split.routed_slots, uint64_t(30) * uint64_t(n_layer) * 2u);
+    EXPECT_GE(split.cpu_slots, uint64_t(10) * uint64_t(n_layer));
+    EXPECT_LE(split.cpu_slots, uint64_t(13) * uint64_t(n_layer));
+  }
+}
+
 // Decode after a long prompt: the cache's capacity (1024) splits decode attention over blocks
 // (4 chunks a head, merged by the last block), which must agree with the CPU as the one-block
 // kernel does.

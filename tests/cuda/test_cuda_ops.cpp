@@ -320,14 +320,15 @@ TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
   test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
   test::Device<float> w(weights), rows(u);
   test::Device<unsigned> counter(std::vector<unsigned>{0});
-  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 8 + 2 * 2 * sizeof(unsigned));
+  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 12 + 2 * 2 * sizeof(unsigned));
   std::memset(host.get(), 0, host.bytes());
   cuda::ExpertHandoff h;
   h.u = host.as<float>();
   h.sum = h.u + n * d;
   h.experts = reinterpret_cast<int32_t*>(h.sum + n * d);
   h.weights = reinterpret_cast<float*>(h.experts + n * k);
-  h.ready = reinterpret_cast<unsigned*>(h.weights + n * k);
+  h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
+  h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
   h.done = h.ready + 2;
   // One slot a token over PCIe: the token's last one not in VRAM.
   MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), h, layer,
@@ -339,6 +340,7 @@ TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
   EXPECT_EQ(ram_ids.host(), (std::vector<int32_t>{-2, -2, 7, -2, -2, 4, -2, -2}));
   EXPECT_EQ(std::vector<int32_t>(h.experts, h.experts + n * k), (std::vector<int32_t>{5, -1, -2, -1, 3, -2, -1, -1}));
   EXPECT_EQ(std::vector<float>(h.weights, h.weights + n * k), weights);
+  EXPECT_EQ(std::vector<int32_t>(h.routed, h.routed + n * k), routed);
   EXPECT_EQ(std::vector<float>(h.u, h.u + n * d), u);
   EXPECT_EQ(counter.host()[0], 0u);
 

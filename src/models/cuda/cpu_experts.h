@@ -7,6 +7,8 @@
 // the stream waits for (ops/cuda/handoff.h). Layers are served in order, one step at a time.
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -34,6 +36,12 @@ class CpuExperts {
   // that uses them is stale). Allocates the flags on first use.
   bool reserve(int n);
   const ExpertHandoff& handoff() const { return handoff_; }
+
+  // Called by serve() with each layer's routing (every slot's expert id, [n][k]) while the
+  // layer's hand-off holds it: what the expert cache learns from.
+  void set_observer(std::function<void(int layer, std::span<const int32_t> routed)> observer) {
+    observer_ = std::move(observer);
+  }
 
   // Before a step is launched: every flag down.
   void arm();
@@ -68,6 +76,7 @@ class CpuExperts {
   int capacity_ = 0;
   ExpertHandoff handoff_;
   moe::Scratch scratch_;
+  std::function<void(int, std::span<const int32_t>)> observer_;
   Stats stats_;
 };
 

@@ -29,6 +29,9 @@ struct HybridPlacement {
   // Decode: up to this many of a token's experts left in RAM (a layer) are computed by the GPU,
   // reading them over PCIe from the registered mapping, while the CPU computes the others.
   int pcie_experts = 0;
+  // The VRAM experts follow the routing (engine/expert_cache.h): up to this many copies a layer
+  // a decode step; 0 keeps the first ones of each layer.
+  int cache_copies = 0;
 };
 constexpr int kStreamMinTokens = 256;
 

@@ -37,6 +37,9 @@ GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
 }
 
 GpuTrunk::~GpuTrunk() {
+  if (cache_stream_) cudaStreamSynchronize(cache_stream_);
+  for (cudaEvent_t e : in_flight_events_) cudaEventDestroy(e);
+  if (cache_stream_) cudaStreamDestroy(cache_stream_);
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -162,13 +165,18 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
     m.slot_of = DeviceBuffer(slot_of.size() * sizeof(int32_t));
     MOE_CUDA_CHECK(cudaMemcpy(m.slot_of.get(), slot_of.data(), m.slot_of.bytes(), cudaMemcpyHostToDevice));
+    // The device table's address outlives the move of m; the matrices share their buffers.
+    if (placement_.cache_copies > 0 && m.gate_up && m.gate_up->layout == GpuLayout::Q8_0Split &&
+        m.down.layout == GpuLayout::Q8_0Split) {
+      cache_layers_.push_back({.gate_up = *m.gate_up, .down = m.down, .slot_of = m.slot_of.as<int32_t>(), .ram = *m.ram});
+    }
   }
   return m;
 }
 
 void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers,
                               int device) {
-  if (cpu_experts_ && (staging_bytes_ > 0 || placement_.pcie_experts > 0)) {
+  if (cpu_experts_ && (staging_bytes_ > 0 || placement_.pcie_experts > 0 || placement_.cache_copies > 0)) {
     std::string why;
     registered_ = RegisteredModel::create(reader, &why);
     if (!registered_) {
@@ -182,6 +190,7 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
       }
     }
   }
+  if (placement_.cache_copies > 0 && cpu_experts_) start_cache(placement_.cache_copies);
   attention_ = attention;
   const std::vector<double> freq = rope_frequencies(attention.n_rot, attention.rope_base);
   rope_freq_ = DeviceBuffer(freq.size() * sizeof(double));
@@ -546,6 +555,93 @@ void GpuTrunk::ram_experts(const StreamedLayer& ram, const DeviceActivations& uq
                         expert_out, stream_, down.layout);
 }
 
+// ---- the expert cache ----
+
+void GpuTrunk::start_cache(int max_copies) {
+  if (int(cache_layers_.size()) != cpu_experts_->n_layers() || !registered_) {
+    spdlog::warn("gpu: the expert cache needs every hybrid layer's experts in Q8_0 with paired gate and up rows, and "
+                 "the model registered with the driver: the VRAM experts stay fixed");
+    cache_layers_.clear();
+    return;
+  }
+  const ModelConfig& c = config_;
+  std::vector<int> slots;
+  size_t temp = 0;
+  for (const CacheLayer& L : cache_layers_) {
+    slots.push_back(0);
+    temp = std::max({temp, L.ram.gate.first.bytes(), L.ram.down.first.bytes()});
+  }
+  // The slots a layer has: its VRAM experts (the table's entries >= 0 below the shared one's).
+  cache_tables_ = PinnedBuffer(cache_layers_.size() * size_t(c.n_expert + 1) * sizeof(int32_t));
+  for (size_t l = 0; l < cache_layers_.size(); ++l) {
+    int32_t* table = cache_tables_.as<int32_t>() + l * size_t(c.n_expert + 1);
+    MOE_CUDA_CHECK(cudaMemcpy(table, cache_layers_[l].slot_of, size_t(c.n_expert + 1) * sizeof(int32_t),
+                              cudaMemcpyDeviceToHost));
+    slots[l] = int(std::count_if(table, table + c.n_expert, [](int32_t s) { return s >= 0; }));
+  }
+  cache_.emplace(c.n_expert, slots, max_copies);
+  cache_dirty_.assign(cache_layers_.size(), false);
+  cache_temp_ = DeviceBuffer(temp);
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cache_stream_, cudaStreamNonBlocking));
+  cpu_experts_->set_observer([this, n_expert = c.n_expert](int layer, std::span<const int32_t> routed) {
+    std::vector<int32_t> ids;  // the routed experts (not a shared expert run as one more)
+    for (int32_t e : routed) ids.push_back(e < n_expert ? e : -1);
+    for (const auto& swap : cache_->observe(layer, ids)) started_.push_back(swap);
+  });
+  spdlog::info("gpu: the VRAM experts follow the routing, up to {} copies a layer a step", max_copies);
+}
+
+void GpuTrunk::apply_cache_swaps() {
+  const int n_expert = config_.n_expert;
+  auto table = [&](int layer) { return cache_tables_.as<int32_t>() + size_t(layer) * size_t(n_expert + 1); };
+  // Copies that have landed: their experts are resident from the next step on.
+  for (size_t i = 0; i < in_flight_.size();) {
+    if (cudaEventQuery(in_flight_events_[i]) != cudaSuccess) {
+      ++i;
+      continue;
+    }
+    const ExpertCache::Swap& s = in_flight_[i];
+    cache_->complete(s);
+    table(s.layer)[s.expert_in] = s.slot;
+    cache_dirty_[size_t(s.layer)] = true;
+    cudaEventDestroy(in_flight_events_[i]);
+    in_flight_.erase(in_flight_.begin() + ptrdiff_t(i));
+    in_flight_events_.erase(in_flight_events_.begin() + ptrdiff_t(i));
+  }
+  // Swaps the last step started: the evicted expert leaves the table now (the next step never
+  // reads its slot), the new one's rows are copied in while the next steps run.
+  for (const ExpertCache::Swap& s : started_) {
+    const CacheLayer& L = cache_layers_[size_t(s.layer)];
+    if (s.expert_out >= 0) table(s.layer)[s.expert_out] = -1;
+    cache_dirty_[size_t(s.layer)] = true;
+    const int64_t ff = L.ram.gate.first.rows;
+    auto copy_in = [&](const ExpertWeights& from, std::byte* to, size_t to_stride) {
+      const WeightView& f = from.first;
+      MOE_CUDA_CHECK(cudaMemcpyAsync(cache_temp_.get(), f.data + size_t(s.expert_in) * from.expert_stride, f.bytes(),
+                                     cudaMemcpyHostToDevice, cache_stream_));
+      MOE_CUDA_CHECK(relayout_q8_0_split(cache_temp_.get(), f.row_stride, f.rows, f.cols, to, to_stride, cache_stream_));
+    };
+    std::byte* gu = const_cast<std::byte*>(L.gate_up.base) + size_t(s.slot) * L.gate_up.expert_stride;
+    copy_in(L.ram.gate, gu, L.gate_up.row_stride);
+    copy_in(L.ram.up, gu + size_t(ff) * L.gate_up.row_stride, L.gate_up.row_stride);
+    copy_in(L.ram.down, const_cast<std::byte*>(L.down.base) + size_t(s.slot) * L.down.expert_stride,
+            L.down.row_stride);
+    cudaEvent_t done = nullptr;
+    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    MOE_CUDA_CHECK(cudaEventRecord(done, cache_stream_));
+    in_flight_.push_back(s);
+    in_flight_events_.push_back(done);
+  }
+  started_.clear();
+  // The tables the next step reads, in stream order before it.
+  for (size_t l = 0; l < cache_layers_.size(); ++l) {
+    if (!cache_dirty_[l]) continue;
+    MOE_CUDA_CHECK(cudaMemcpyAsync(cache_layers_[l].slot_of, table(int(l)), size_t(n_expert + 1) * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, stream_));
+    cache_dirty_[l] = false;
+  }
+}
+
 // ---- steps ----
 
 void GpuTrunk::enqueue(int n, int first_logit) {
@@ -699,6 +795,7 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   }
   state_length_ = pos0 + n;
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (cache_) apply_cache_swaps();
   std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());
 }
 

@@ -21,6 +21,7 @@
 #include "models/cuda/expert_stream.h"
 #include "models/cuda/gpu_model.h"
 #include "models/cuda/registered_model.h"
+#include "engine/expert_cache.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
@@ -195,6 +196,25 @@ class GpuTrunk : public Model {
   std::unique_ptr<RegisteredModel> registered_;  // before the stream that copies from it (destroyed after)
   std::unique_ptr<ExpertStream> expert_stream_;
   bool streaming_step_ = false;  // this step's hybrid layers run from the staging buffer
+
+  // The expert cache (HybridPlacement::cache_copies): per hybrid layer, where its VRAM experts
+  // lie and where they come from; swaps started by the routing the CPU saw, copied on a stream
+  // of their own between steps, their table updates uploaded before the next launch.
+  struct CacheLayer {
+    GpuMatrix gate_up, down;  // the VRAM experts (paired gate and up rows, Q8_0 split layout)
+    int32_t* slot_of = nullptr;  // the device table the kernels read
+    StreamedLayer ram;
+  };
+  void start_cache(int max_copies);
+  void apply_cache_swaps();  // after a step: land finished copies, start new ones, upload tables
+  std::vector<CacheLayer> cache_layers_;
+  std::optional<ExpertCache> cache_;
+  std::vector<ExpertCache::Swap> started_, in_flight_;
+  std::vector<cudaEvent_t> in_flight_events_;
+  cudaStream_t cache_stream_ = nullptr;
+  DeviceBuffer cache_temp_;      // one expert matrix's raw rows on its way to a slot
+  PinnedBuffer cache_tables_;    // [hybrid layer][n_expert + 1] the host's copy of every table
+  std::vector<bool> cache_dirty_;
   std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
   DeviceBuffer publish_counter_;           // publish_experts()'s
   size_t weight_bytes_ = 0;

@@ -27,6 +27,7 @@ __global__ void __launch_bounds__(kThreads)
       experts[i] = slot >= 0 ? slot : over_pcie ? kOtherLaunch : kCpu;
       h.experts[i] = slot >= 0 ? -1 : over_pcie ? -2 : e;
       h.weights[i] = weights[i];
+      h.routed[i] = e;
       if (ram_ids) ram_ids[i] = over_pcie ? e : kOtherLaunch;
     }
   }

@@ -22,6 +22,7 @@ struct ExpertHandoff {
   float* u = nullptr;          // [tokens][d] the normed rows the CPU's experts read
   int32_t* experts = nullptr;  // [tokens][k] the CPU's expert ids; -1: in VRAM, -2: read over PCIe
   float* weights = nullptr;    // [tokens][k]
+  int32_t* routed = nullptr;   // [tokens][k] every slot's expert id as routed (for the expert cache)
   float* sum = nullptr;        // [tokens][d] the CPU's weighted sum of its experts
   unsigned* ready = nullptr;   // [hybrid layers] set by the GPU: u, experts and weights are there
   unsigned* done = nullptr;    // [hybrid layers] set by the CPU: sum is there
