@@ -217,18 +217,6 @@ TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
 // Benchmarks' routing hook (Model::set_routing_source): the same experts forced on the CPU
 // engine, the GPU engine and a hybrid give the same logits, and not those of the router's own
 // choice.
-class FixedRouting final : public RoutingSource {
- public:
-  explicit FixedRouting(std::vector<int32_t> experts) : experts_(std::move(experts)) {}
-  void route(int, int n, std::span<int32_t> out) override {
-    for (int t = 0; t < n; ++t) {
-      std::copy(experts_.begin(), experts_.end(), out.begin() + ptrdiff_t(t) * ptrdiff_t(experts_.size()));
-    }
-  }
-
- private:
-  std::vector<int32_t> experts_;
-};
 
 TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
   test::TempDir dir;
@@ -241,7 +229,7 @@ TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
     const auto hybrid = cuda::load_hybrid_model(reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3)});
     const auto tokens = prompt_tokens(20, cpu->config().n_vocab);
     const auto plain = run(*gpu, tokens, 16);
-    FixedRouting forced({6, 2});  // one expert the hybrid holds in VRAM (2), one it leaves to the CPU (6)
+    test::FixedRouting forced({6, 2});  // one expert the hybrid holds in VRAM (2), one it leaves to the CPU (6)
     for (Model* m : {cpu.get(), gpu.get(), hybrid.get()}) m->set_routing_source(&forced);
     const auto on_cpu = run(*cpu, tokens, 16), on_gpu = run(*gpu, tokens, 16), on_hybrid = run(*hybrid, tokens, 16);
     EXPECT_LT(max_diff_over_std(on_gpu, on_cpu), 1e-3);
@@ -264,7 +252,7 @@ TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
     const int n_layer = gpu->config().n_layer;
     const auto hybrid = cuda::load_hybrid_model(
         reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3), .cache_copies = 1});
-    FixedRouting forced({6, 2});
+    test::FixedRouting forced({6, 2});
     gpu->set_routing_source(&forced);
     hybrid->set_routing_source(&forced);
     const auto tokens = prompt_tokens(30, gpu->config().n_vocab);

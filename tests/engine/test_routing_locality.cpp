@@ -113,19 +113,6 @@ TEST(RoutingLocality, ThePlanCountsTheVramExpertsAsAnLruCache) {
 namespace moe {
 namespace {
 
-// A routing source that gives every token of every layer the same experts.
-class FixedRouting final : public RoutingSource {
- public:
-  explicit FixedRouting(std::vector<int32_t> experts) : experts_(std::move(experts)) {}
-  void route(int, int n, std::span<int32_t> out) override {
-    for (int t = 0; t < n; ++t) {
-      std::copy(experts_.begin(), experts_.end(), out.begin() + ptrdiff_t(t) * ptrdiff_t(experts_.size()));
-    }
-  }
-
- private:
-  std::vector<int32_t> experts_;
-};
 
 std::vector<float> last_logits(Model& model, RoutingSource* source) {
   model.set_routing_source(source);
@@ -148,7 +135,7 @@ TEST(RoutingSource, ReplacesTheRoutersChoiceInTheCpuEngine) {
     test::TinyModel m(arch, "f32");
     const int k = m.model->config().n_expert_used;
     ASSERT_EQ(k, 2);
-    FixedRouting low({0, 1}), high({6, 7}), bad({0, 8}), twice({3, 3});
+    test::FixedRouting low({0, 1}), high({6, 7}), bad({0, 8}), twice({3, 3});
     const auto plain = last_logits(*m.model, nullptr), a = last_logits(*m.model, &low),
                a_again = last_logits(*m.model, &low), b = last_logits(*m.model, &high);
     EXPECT_EQ(a, a_again);
