@@ -217,7 +217,6 @@ TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
 // Benchmarks' routing hook (Model::set_routing_source): the same experts forced on the CPU
 // engine, the GPU engine and a hybrid give the same logits, and not those of the router's own
 // choice.
-
 TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
   test::TempDir dir;
   for (const std::string arch : {"qwen3moe", "qwen3next"}) {
