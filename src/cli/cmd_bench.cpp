@@ -142,15 +142,6 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
   return rows;
 }
 
-// The memory in use on the first GPU, from NVML; nullopt without a driver.
-std::optional<uint64_t> device_memory_used() {
-  const Nvml* nvml = Nvml::get();
-  if (!nvml) return std::nullopt;
-  const auto devices = nvml->devices();
-  if (devices.empty()) return std::nullopt;
-  return devices.front().used_bytes;
-}
-
 void bench(const BenchCliOptions& opt) {
   if (opt.output != "md" && opt.output != "json") fail("bench: -o must be md or json, got '{}'", opt.output);
   const auto kv = parse_type(opt.kv_type);
@@ -192,7 +183,7 @@ void bench(const BenchCliOptions& opt) {
   spdlog::info("{}: {} tensor bytes, {} weight bytes per decoded token, {} threads, KV {}", type, fp.bytes,
                fp.weight_bytes_per_token, pool.size(), opt.kv_type);
   const auto results = run_bench(*model, b, pool, [](const std::string& line) { spdlog::info("bench: {}", line); });
-  const std::optional<uint64_t> vram_after = device_memory_used(), vram_peak = vram.peak();
+  const std::optional<uint64_t> vram_after = first_gpu_memory_used(), vram_peak = vram.peak();
   std::optional<uint64_t> vram_used, vram_most;  // at the end of the run, and the most at any sample
   if (vram.baseline() && vram_after && vram_peak && model->backend() != "CPU") {
     vram_used = *vram_after - std::min(*vram_after, *vram.baseline());

@@ -82,7 +82,7 @@ std::vector<NvmlDevice> Nvml::devices() const {
   return out;
 }
 
-std::optional<uint64_t> NvmlPeakSampler::sample() {
+std::optional<uint64_t> first_gpu_memory_used() {
   const Nvml* nvml = Nvml::get();
   if (!nvml) return std::nullopt;
   const auto devices = nvml->devices();
@@ -90,13 +90,13 @@ std::optional<uint64_t> NvmlPeakSampler::sample() {
   return devices.front().used_bytes;
 }
 
-NvmlPeakSampler::NvmlPeakSampler(std::chrono::milliseconds period) : baseline_(sample()) {
+NvmlPeakSampler::NvmlPeakSampler(std::chrono::milliseconds period) : baseline_(first_gpu_memory_used()) {
   if (!baseline_) return;
   peak_ = *baseline_;
   thread_ = std::thread([this, period] {
     std::unique_lock lock(mutex_);
     while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
-      if (const auto used = sample()) peak_ = std::max(peak_.load(), *used);
+      if (const auto used = first_gpu_memory_used()) peak_ = std::max(peak_.load(), *used);
     }
   });
 }
@@ -112,7 +112,7 @@ NvmlPeakSampler::~NvmlPeakSampler() {
 
 std::optional<uint64_t> NvmlPeakSampler::peak() const {
   if (!baseline_) return std::nullopt;
-  const auto now = sample();
+  const auto now = first_gpu_memory_used();
   return std::max(peak_.load(), now.value_or(0));
 }
 

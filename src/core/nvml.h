@@ -35,6 +35,9 @@ class Nvml {
   const Api* api_ = nullptr;
 };
 
+// The memory in use on the first GPU now; nullopt without a driver or a device.
+std::optional<uint64_t> first_gpu_memory_used();
+
 // The most memory NVML sees in use on the first GPU while this object lives, sampled on a
 // thread of its own every `period` (a sample takes microseconds; a long period keeps it from
 // disturbing the CPU's parallel jobs); nothing where there is no driver. What a process holds
@@ -50,7 +53,6 @@ class NvmlPeakSampler {
   std::optional<uint64_t> peak() const;                            // so far, taking one more sample
 
  private:
-  static std::optional<uint64_t> sample();
   std::optional<uint64_t> baseline_;
   std::atomic<uint64_t> peak_{0};
   std::mutex mutex_;

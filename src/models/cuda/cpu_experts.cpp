@@ -23,10 +23,10 @@ void store_flag(unsigned* flag, unsigned v) { std::atomic_ref<unsigned>(*flag).s
 
 int CpuExperts::add_layer(const ExpertWeights& gate, const ExpertWeights& up, const ExpertWeights& down) {
   MOE_ASSERT(flags_.bytes() == 0);  // the flags are sized for the layers on first use
-  Layer layer;
-  layer.experts.gate = gate;
-  layer.experts.up = up;
-  layer.experts.down = down;
+  MoeLayer layer;
+  layer.gate = gate;
+  layer.up = up;
+  layer.down = down;
   layers_.push_back(std::move(layer));
   return int(layers_.size()) - 1;
 }
@@ -81,15 +81,14 @@ void CpuExperts::serve(int n, ThreadPool& pool, cudaStream_t stream, const std::
       }
     }
     const auto t1 = Clock::now();
-    stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+    stats_.cpu_wait_s += std::chrono::duration<double>(t1 - t0).count();
     const std::span<const int32_t> experts(handoff_.experts, slots);
     for (int32_t e : experts) stats_.cpu_slots += e >= 0, stats_.pcie_slots += e == -2;
-    expert_sum(layers_[l].experts, {handoff_.u, floats}, n, experts, {handoff_.weights, slots},
+    expert_sum(layers_[l], {handoff_.u, floats}, n, experts, {handoff_.weights, slots},
                {handoff_.sum, floats}, pool, scratch_);
     store_flag(handoff_.done + l, 1);
-    stats_.compute_seconds += since(t1);
+    stats_.cpu_compute_s += since(t1);
     if (observer_) observer_(int(l), {handoff_.routed, slots});  // the GPU has gone on already
-    stats_.layers += 1;
     stats_.routed_slots += uint64_t(n) * uint64_t(k_routed_);
   }
 }

@@ -15,6 +15,7 @@
 
 #include "core/thread_pool.h"
 #include "models/blocks.h"
+#include "models/model.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/handoff.h"
 
@@ -53,31 +54,18 @@ class CpuExperts {
   void release();
 
   // What the CPU did in the steps served so far (bench's report).
-  struct Stats {
-    uint64_t layers = 0;         // hybrid layers served
-    uint64_t cpu_slots = 0;      // (token, expert) slots computed on the CPU
-    uint64_t pcie_slots = 0;     // slots the GPU computed reading the expert over PCIe
-    uint64_t routed_slots = 0;   // (token, routed expert) slots in all
-
-    double wait_seconds = 0;     // waiting for the GPU to publish
-    double compute_seconds = 0;  // computing the experts
-  };
-  const Stats& stats() const { return stats_; }
-  void reset_stats() { stats_ = {}; }
+  const Model::ExpertSplit& stats() const { return stats_; }
 
  private:
-  struct Layer {
-    MoeLayer experts;  // gate, up and down only
-  };
   int64_t n_embd_;
   int k_, k_routed_;
-  std::vector<Layer> layers_;
+  std::vector<MoeLayer> layers_;  // gate, up and down only
   PinnedBuffer rows_, flags_;  // u, sum [n][n_embd]; experts, weights [n][k]; ready, done [layers]
   int capacity_ = 0;
   ExpertHandoff handoff_;
   moe::Scratch scratch_;
   std::function<void(int, std::span<const int32_t>)> observer_;
-  Stats stats_;
+  Model::ExpertSplit stats_;
 };
 
 }  // namespace moe::cuda

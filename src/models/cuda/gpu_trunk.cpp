@@ -44,13 +44,7 @@ GpuTrunk::~GpuTrunk() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-Model::ExpertSplit GpuTrunk::expert_split() const {
-  if (!cpu_experts_) return {};
-  const CpuExperts::Stats& s = cpu_experts_->stats();
-  return {.routed_slots = s.routed_slots, .cpu_slots = s.cpu_slots, .pcie_slots = s.pcie_slots,
-          .cpu_wait_s = s.wait_seconds,
-          .cpu_compute_s = s.compute_seconds};
-}
+Model::ExpertSplit GpuTrunk::expert_split() const { return cpu_experts_ ? cpu_experts_->stats() : ExpertSplit{}; }
 
 // ---- loading ----
 

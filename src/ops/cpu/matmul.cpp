@@ -73,8 +73,6 @@ void check_product(const WeightView& w, const ActivationView& x, std::span<float
   }
 }
 
-constexpr int64_t kPrefetchRows = 2;
-
 // Rows [r0, r1) of the product, on the calling thread, with kernels already chosen.
 void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int64_t r1, std::span<float> y,
                   VecDotFn dot, GemmTileFn tile) {
@@ -94,15 +92,7 @@ void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int6
         }
       }
     }
-    // One token (decode): each row is read once, so the time is memory latency. Asking for
-    // the row kPrefetchRows ahead keeps more of it in flight than the hardware prefetcher,
-    // which stops at every 4 KiB page, does on its own.
-    const size_t row_bytes_read = std::min(w.row_stride, row_bytes(w.type, static_cast<uint64_t>(w.cols)));
     for (; r < r1; ++r) {
-      if (n_tok == 1 && r + kPrefetchRows < r1) {
-        const std::byte* ahead = w.data + static_cast<size_t>(r + kPrefetchRows) * w.row_stride;
-        for (size_t off = 0; off < row_bytes_read; off += 64) __builtin_prefetch(ahead + off, 0, 3);
-      }
       float out[kMaxDotTokens];
       dot(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, xt, x.row_stride, n_tok, out);
       for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r)] = out[t];
