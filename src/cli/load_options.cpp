@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -65,11 +66,23 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
       "--no-stream-prefill", [&options] { options.stream_prefill = false; },
       "With part of the experts in RAM: prefills of 256+ tokens leave them to the CPU instead of copying each "
       "layer's experts to the GPU (which needs one layer's experts of VRAM)");
-  cmd.add_option("--pcie-experts", options.pcie_experts,
-                 "With part of the experts in RAM: in each MoE layer of a decode step, up to N of a token's experts "
-                 "left in RAM are computed by the GPU reading them over PCIe, while the CPU computes the others "
-                 "(quantized weights; default 0; 4 was best for the 80B on an H200 with 16 cores)")
-      ->check(CLI::NonNegativeNumber);
+  cmd.add_option_function<std::string>(
+         "--pcie-experts",
+         [&options](const std::string& value) {
+           int n = -1;
+           const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+           if (value == "auto") {
+             options.pcie_experts = -1;
+           } else if (ec == std::errc() && end == value.data() + value.size() && n >= 0) {
+             options.pcie_experts = n;
+           } else {
+             throw CLI::ValidationError("--pcie-experts", "'" + value + "' is neither auto nor a count of experts");
+           }
+         },
+         "With part of the experts in RAM: in each MoE layer of a decode step, up to N of a token's experts left in "
+         "RAM are computed by the GPU reading them over PCIe while the CPU computes the others (quantized weights). "
+         "auto (the default): N follows the balance of the two sides, step by step; 0: none")
+      ->type_name("N|auto");
   cmd.add_option("--expert-cache", options.cache_copies,
                  "With part of the experts in RAM: the VRAM experts follow the routing (LRU), up to N experts copied "
                  "in a layer a step (default 0: the first experts of each layer stay)")
@@ -133,7 +146,9 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   return cuda::load_hybrid_model(reader, gpu,
                                  {.vram_experts = plan.vram_experts,
                                   .stream_prefill = options.stream_prefill && !all_in_vram,
-                                  .pcie_experts = options.pcie_experts,
+                                  // auto: any number of a token's experts, as the balance of the two sides says
+                                  .pcie_experts = options.pcie_experts < 0 ? c.n_expert_used : options.pcie_experts,
+                                  .pcie_auto = options.pcie_experts < 0,
                                   .cache_copies = options.cache_copies});
 }
 #endif

@@ -3,8 +3,12 @@
 // routing, the embedding lookup (bit for bit) and the grouped expert products.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -349,6 +353,59 @@ TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
   MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
   const auto x = rows.host();
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 0.5f * float(i)) << i;
+}
+
+// --pcie-experts auto: the limit is a device int the publish kernel reads when it runs (a graph
+// recorded once follows it), and the add marks the layers where it waited for the CPU's sum.
+TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
+  const int n = 1, k = 4, n_expert = 8, layer = 0;
+  const int64_t d = 8;
+  std::vector<int32_t> slot_of(n_expert + 1, -1);
+  slot_of[0] = 0;
+  const std::vector<int32_t> routed = {5, 0, 7, 3};  // three in RAM
+  const std::vector<float> weights = {0.4f, 0.3f, 0.2f, 0.1f};
+  std::vector<float> u(static_cast<size_t>(d));
+  for (size_t i = 0; i < u.size(); ++i) u[i] = float(i) + 0.25f;
+  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 12 + 3 * sizeof(unsigned));
+  cuda::ExpertHandoff h;
+  h.u = host.as<float>();
+  h.sum = h.u + n * d;
+  h.experts = reinterpret_cast<int32_t*>(h.sum + n * d);
+  h.weights = reinterpret_cast<float*>(h.experts + n * k);
+  h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
+  h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
+  h.done = h.ready + 1;
+  h.waited = h.done + 1;
+  test::Device<float> w(weights);
+  test::Device<unsigned> counter(std::vector<unsigned>{0});
+  for (const int limit : {0, 2, 3, 9}) {  // pcie_slots 3: the limit lowers it, never raises it
+    std::memset(host.get(), 0, host.bytes());
+    test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
+    test::Device<int32_t> device_limit(std::vector<int32_t>{limit});
+    test::Device<float> rows(u);
+    MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), h, layer,
+                                         counter.get(), nullptr, 3, ram_ids.get(), device_limit.get()));
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    const int over_pcie = int(std::count(h.experts, h.experts + n * k, -2));
+    EXPECT_EQ(over_pcie, std::min(limit, 3)) << limit;
+    EXPECT_EQ(int(std::count_if(h.experts, h.experts + n * k, [](int32_t e) { return e >= 0; })), 3 - over_pcie);
+
+    // The CPU's sum there before the add runs: no wait marked.
+    for (int64_t i = 0; i < n * d; ++i) h.sum[i] = 1.0f;
+    h.done[layer] = 1;
+    MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(h.waited[layer], 0u);
+    // The add launched first, the sum raised later: the wait is marked, the sum still added.
+    h.done[layer] = 0;
+    MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::atomic_ref<unsigned>(h.done[layer]).store(1, std::memory_order_release);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(h.waited[layer], 1u);
+    const auto x = rows.host();
+    for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 2.0f) << i;
+  }
 }
 
 }  // namespace

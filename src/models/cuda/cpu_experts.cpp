@@ -33,9 +33,11 @@ int CpuExperts::add_layer(const ExpertWeights& gate, const ExpertWeights& up, co
 
 bool CpuExperts::reserve(int n) {
   if (flags_.bytes() == 0) {
-    flags_ = PinnedBuffer(2 * layers_.size() * sizeof(unsigned));
+    flags_ = PinnedBuffer(3 * layers_.size() * sizeof(unsigned));
     handoff_.ready = flags_.as<unsigned>();
     handoff_.done = handoff_.ready + layers_.size();
+    handoff_.waited = handoff_.done + layers_.size();
+    for (size_t l = 0; l < layers_.size(); ++l) store_flag(handoff_.waited + l, 0);
     release();
   }
   if (n <= capacity_) return false;
@@ -56,7 +58,15 @@ void CpuExperts::arm() {
   for (size_t l = 0; l < layers_.size(); ++l) {
     store_flag(handoff_.ready + l, 0);
     store_flag(handoff_.done + l, 0);
+    store_flag(handoff_.waited + l, 0);
   }
+}
+
+int CpuExperts::waited_layers() const {
+  if (flags_.bytes() == 0) return 0;
+  int waited = 0;
+  for (size_t l = 0; l < layers_.size(); ++l) waited += load_flag(handoff_.waited + l) != 0;
+  return waited;
 }
 
 void CpuExperts::release() {

@@ -46,6 +46,9 @@ class CpuExperts {
 
   // Before a step is launched: every flag down.
   void arm();
+  // Of the step served last (its stream finished), the layers whose GPU add waited for the
+  // CPU's sum.
+  int waited_layers() const;
   // Serves a step of n tokens enqueued on `stream` (enqueued: set once all of it is; it may
   // still be under way on another thread): every hybrid layer in order. Throws when the stream
   // fails, or runs dry with all of the step enqueued and a layer not published.
@@ -60,7 +63,7 @@ class CpuExperts {
   int64_t n_embd_;
   int k_, k_routed_;
   std::vector<MoeLayer> layers_;  // gate, up and down only
-  PinnedBuffer rows_, flags_;  // u, sum [n][n_embd]; experts, weights [n][k]; ready, done [layers]
+  PinnedBuffer rows_, flags_;  // u, sum [n][n_embd]; experts, weights [n][k]; ready, done, waited [layers]
   int capacity_ = 0;
   ExpertHandoff handoff_;
   moe::Scratch scratch_;

@@ -29,6 +29,9 @@ struct HybridPlacement {
   // Decode: up to this many of a token's experts left in RAM (a layer) are computed by the GPU,
   // reading them over PCIe from the registered mapping, while the CPU computes the others.
   int pcie_experts = 0;
+  // pcie_experts is the most; the number taken follows the balance of the two sides, step by
+  // step (engine/pcie_balance.h).
+  bool pcie_auto = false;
   // The VRAM experts follow the routing (engine/expert_cache.h): up to this many copies a layer
   // a decode step; 0 keeps the first ones of each layer.
   int cache_copies = 0;

@@ -177,6 +177,16 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
       spdlog::warn("gpu: the CPU computes every expert left in RAM (no streamed prefill, no PCIe experts): {}", why);
     } else {
       spdlog::info("gpu: the model's mapping registered with the driver in {:.2f} s", registered_->seconds());
+      if (placement_.pcie_experts > 0) {
+        pcie_limit_value_ = placement_.pcie_experts;
+        if (placement_.pcie_auto) {
+          // Starts near what measured best on the H200 machine (4 of 10) and moves from there.
+          pcie_balance_.emplace(placement_.pcie_experts, std::max(1, (placement_.pcie_experts * 3 + 5) / 10));
+          pcie_limit_value_ = pcie_balance_->limit();
+        }
+        pcie_limit_ = DeviceBuffer(sizeof(int32_t));
+        MOE_CUDA_CHECK(cudaMemcpy(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice));
+      }
       if (staging_bytes_ > 0) {
         expert_stream_ = std::make_unique<ExpertStream>(*registered_, staging_bytes_);
         spdlog::info("gpu: prefills of {}+ tokens stream the experts left in RAM through a {} staging buffer",
@@ -459,7 +469,8 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
   if (hybrid) {
     MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
-                                   w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, pcie ? ram_ids : nullptr));
+                                   w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, pcie ? ram_ids : nullptr,
+                                   pcie ? pcie_limit_.as<int32_t>() : nullptr));
   }
   if (grouped) groups_.build(experts, rows, n_slots, stream_);
   // Rows the GPU does not compute add zero (the GEMM leaves them alone).
@@ -695,6 +706,18 @@ void GpuTrunk::run_step(int n, int first_logit) {
   }
 }
 
+void GpuTrunk::balance_pcie(int n) {
+  if (!pcie_balance_) return;
+  // The step before has finished (forward() synchronizes): its waits are all written.
+  if (last_step_pcie_ && pcie_balance_->update(cpu_experts_->waited_layers(), cpu_experts_->n_layers())) {
+    pcie_limit_value_ = pcie_balance_->limit();
+    MOE_CUDA_CHECK(cudaMemcpyAsync(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   stream_));
+    spdlog::debug("gpu: the GPU reads up to {} of a token's RAM experts a layer over PCIe", pcie_limit_value_);
+  }
+  last_step_pcie_ = n <= kMaxMatvecTokens;  // the steps whose layers may read experts over PCIe
+}
+
 void GpuTrunk::run_hybrid_step(int n, int first_logit, ThreadPool& pool) {
   CpuExperts& cpu = *cpu_experts_;
   if (cpu.reserve(n)) decode_graph_valid_ = false;  // the hand-off buffers moved
@@ -783,6 +806,7 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   // A long prefill runs every expert on the GPU from the staging buffer (expert_stream.h).
   streaming_step_ = expert_stream_ && n >= kStreamMinTokens;
   if (cpu_experts_ && !streaming_step_) {
+    balance_pcie(n);
     run_hybrid_step(n, first_logit, pool);
   } else {
     run_step(n, first_logit);

@@ -21,6 +21,7 @@
 #include "models/cuda/expert_stream.h"
 #include "models/cuda/gpu_model.h"
 #include "models/cuda/registered_model.h"
+#include "engine/pcie_balance.h"
 #include "engine/expert_cache.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
@@ -196,6 +197,13 @@ class GpuTrunk : public Model {
   std::unique_ptr<RegisteredModel> registered_;  // before the stream that copies from it (destroyed after)
   std::unique_ptr<ExpertStream> expert_stream_;
   bool streaming_step_ = false;  // this step's hybrid layers run from the staging buffer
+  // PCIe experts: how many of a token's RAM experts the GPU takes now (a device int the kernels
+  // read, so that a captured graph follows it), and with --pcie-experts auto what moves it.
+  void balance_pcie(int n);  // before a hybrid step of n tokens
+  DeviceBuffer pcie_limit_;
+  int pcie_limit_value_ = 0;
+  std::optional<PcieBalance> pcie_balance_;
+  bool last_step_pcie_ = false;  // the step before read experts over PCIe (a decode step)
 
   // The expert cache (HybridPlacement::cache_copies): per hybrid layer, where its VRAM experts
   // lie and where they come from; swaps started by the routing the CPU saw, copied on a stream
