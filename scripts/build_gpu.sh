@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DMOE_BENCH=ON >/dev/null
 ninja -C build-gpu moeserve test_cuda test_core test_ops test_gguf bench_matmul bench_memory bench_cuda_matvec
 mkdir -p build-gpu/libs
+# The cache listed once: `ldconfig -p | awk '... exit'` dies of SIGPIPE now and then, and under
+# pipefail that ended the script before the staging below, silently.
+cache=$(ldconfig -p)
 for lib in libspdlog.so.1.10 libfmt.so.9 libpcre2-8.so.0 libbenchmark.so.1debian; do
-  src=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+  src=$(awk -v l="$lib" '$1 == l {print $NF; exit}' <<<"$cache")
   if [ -n "$src" ]; then cp -L "$src" build-gpu/libs/; fi  # (a bare `&&` here ends the script under set -e)
 done
 # What the GPU machine needs, and nothing else (the working tree that travels is limited):

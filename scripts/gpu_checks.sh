@@ -72,6 +72,10 @@ budget = float('$budget'[:-3]) * units['$budget'[-3:]]
 used = max(rows[0]['vram_used_bytes'], rows[0].get('vram_peak_bytes', 0))
 print(f'VRAM used {used / 2**30:.3f} GiB of a {budget / 2**30:.3f} GiB budget')
 sys.exit(0 if used <= budget else 1)"
+    # The same placement with the prefill left to the CPU (no staging buffer), and decode with
+    # none of a token's RAM experts read by the GPU over PCIe (the default, auto, balances them).
+    run "bench_${name}_hybrid_cpu_prefill" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 0 -r 2 --vram-budget $budget --no-stream-prefill -o json > '$out/logs/bench_${name}_hybrid_cpu_prefill.out'"
+    run "bench_${name}_hybrid_pcie0" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 0 -n 64 -r 2 --vram-budget $budget --pcie-experts 0 -o json > '$out/logs/bench_${name}_hybrid_pcie0.out'"
     rm -f "$shm/moe-$name.gguf"
   }
   # shellcheck disable=SC2086
@@ -96,7 +100,8 @@ for c in checks:
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
 names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
-         "bench_next12_hybrid", "bench_moe30b_hybrid"]
+         "bench_next12_hybrid", "bench_moe30b_hybrid", "bench_next12_hybrid_cpu_prefill",
+         "bench_moe30b_hybrid_cpu_prefill", "bench_next12_hybrid_pcie0", "bench_moe30b_hybrid_pcie0"]
 names += [f[:-4] for f in sorted(os.listdir(os.path.join(out, "logs"))) if f.startswith("compare_") and f.endswith(".out")]
 for name in names:
     path = os.path.join(out, "logs", name + ".out")

@@ -33,6 +33,7 @@ struct InspectOptions {
   std::string vram_budget, vram_reserve, kv_type = "f16", routing = "even";
   int n_cpu_moe = -1;
   bool cpu_moe = false;
+  bool stream_prefill = true;
   int64_t context = 4096;
   int ubatch = 512;
   double ram_gb_s = 0, gpu_gb_s = 0, hit_rate = -1;
@@ -188,6 +189,7 @@ void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
                            .kv_type = *kv,
                            .ubatch = opt.ubatch,
                            .bandwidth = machine_bandwidth(opt),
+                           .stream_prefill = opt.stream_prefill,
                            .hit_rate = opt.hit_rate};
   if (!opt.vram_reserve.empty()) request.runtime_reserve = parse_bytes(opt.vram_reserve);
   std::optional<RoutingLocality> locality;
@@ -206,6 +208,7 @@ void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
                             {"dense_bytes", plan.dense},
                             {"cache_bytes", plan.cache},
                             {"activation_bytes", plan.activations},
+                            {"staging_bytes", plan.staging},
                             {"expert_bytes_vram", plan.experts_vram},
                             {"expert_bytes_ram", plan.experts_ram},
                             {"expert_bytes", plan.expert_bytes},
@@ -241,6 +244,10 @@ void add_inspect_command(CLI::App& app) {
                                                  "evenly)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--cpu-moe", opt->cpu_moe, "With --vram-budget: every routed expert in RAM")->excludes(n_cpu_moe);
+  cmd->add_flag_callback(
+      "--no-stream-prefill", [opt] { opt->stream_prefill = false; },
+      "With --vram-budget: no staging buffer for copying a layer's experts in for long prefills (as run and bench "
+      "take it)");
   cmd->add_option("-c,--ctx-size", opt->context, "With --vram-budget: KV cache positions to hold")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--kv-type", opt->kv_type, "With --vram-budget: KV cache type (f32, f16, q8_0, q4_0)");

@@ -71,6 +71,7 @@ void run(const RunOptions& opt) {
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   LoadOptions load = opt.load;
   if (opt.ctx > 0) load.context = opt.ctx;  // what a --vram-budget placement keeps room for
+  load.batch = opt.batch;
   auto model = open_model(reader, load);
   const ModelConfig& c = model->config();
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <charconv>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -60,6 +62,31 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                         ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--cpu-moe", options.cpu_moe, "As llama.cpp: every routed expert stays in RAM, computed by the CPU")
       ->excludes(n_cpu_moe);
+  cmd.add_flag_callback(
+      "--no-stream-prefill", [&options] { options.stream_prefill = false; },
+      "With part of the experts in RAM: prefills of 256+ tokens leave them to the CPU instead of copying each "
+      "layer's experts to the GPU (which needs one layer's experts of VRAM)");
+  cmd.add_option_function<std::string>(
+         "--pcie-experts",
+         [&options](const std::string& value) {
+           int n = -1;
+           const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+           if (value == "auto") {
+             options.pcie_experts = -1;
+           } else if (ec == std::errc() && end == value.data() + value.size() && n >= 0) {
+             options.pcie_experts = n;
+           } else {
+             throw CLI::ValidationError("--pcie-experts", "'" + value + "' is neither auto nor a count of experts");
+           }
+         },
+         "With part of the experts in RAM: in each MoE layer of a decode step, up to N of a token's experts left in "
+         "RAM are computed by the GPU reading them over PCIe while the CPU computes the others (quantized weights). "
+         "auto (the default): N follows the balance of the two sides, step by step; 0: none")
+      ->type_name("N|auto");
+  cmd.add_option("--expert-cache", options.cache_copies,
+                 "With part of the experts in RAM: the VRAM experts follow the routing (LRU), up to N experts copied "
+                 "in a layer a step (default 0: the first experts of each layer stay)")
+      ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -103,7 +130,9 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   const ModelConfig& c = cpu_view->config();
   PlacementRequest request{.vram_budget = options.vram_budget.empty() ? free_bytes : parse_bytes(options.vram_budget),
                            .n_cpu_moe = options.cpu_moe ? c.n_layer : options.n_cpu_moe,
-                           .context = options.context};
+                           .context = options.context,
+                           .ubatch = options.batch,
+                           .stream_prefill = options.stream_prefill};
   if (request.vram_budget > free_bytes) {
     fail("--vram-budget {}: device {} has {} free", format_bytes(request.vram_budget), gpu, format_bytes(free_bytes));
   }
@@ -111,7 +140,16 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   const int in_vram = std::accumulate(plan.vram_experts.begin(), plan.vram_experts.end(), 0);
   spdlog::info("device: cuda{} + cpu: {} of {} routed experts in VRAM ({} of {} planned)", gpu, in_vram,
                int64_t(c.n_expert) * c.n_layer, format_bytes(plan.used()), format_bytes(plan.budget));
-  return cuda::load_hybrid_model(reader, gpu, plan.vram_experts);
+  // Nothing left in RAM: nothing to stream either.
+  const bool all_in_vram = std::all_of(plan.vram_experts.begin(), plan.vram_experts.end(),
+                                       [&](int n) { return n == c.n_expert; });
+  return cuda::load_hybrid_model(reader, gpu,
+                                 {.vram_experts = plan.vram_experts,
+                                  .stream_prefill = options.stream_prefill && !all_in_vram,
+                                  // auto: any number of a token's experts, as the balance of the two sides says
+                                  .pcie_experts = options.pcie_experts < 0 ? c.n_expert_used : options.pcie_experts,
+                                  .pcie_auto = options.pcie_experts < 0,
+                                  .cache_copies = options.cache_copies});
 }
 #endif
 

@@ -37,7 +37,10 @@ MappedFile::MappedFile(const std::string& path, Backing backing) : path_(path) {
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    // Shared, not private: the CUDA driver pins a registered range (RegisteredModel) as if for
+    // writing, which on a private mapping copies every page (a second 79 GiB in RAM, killed for
+    // lack of memory on the GPU machine); a shared read-only mapping has nothing to copy.
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
       const int err = errno;
       ::close(fd);

@@ -152,6 +152,7 @@ double roofline_tokens_per_second(uint64_t weight_bytes_per_token, double gb_per
 namespace {
 Model::ExpertSplit split_since(const Model::ExpertSplit& a, const Model::ExpertSplit& b) {
   return {.routed_slots = b.routed_slots - a.routed_slots, .cpu_slots = b.cpu_slots - a.cpu_slots,
+          .pcie_slots = b.pcie_slots - a.pcie_slots,
           .cpu_wait_s = b.cpu_wait_s - a.cpu_wait_s, .cpu_compute_s = b.cpu_compute_s - a.cpu_compute_s};
 }
 }  // namespace

@@ -40,8 +40,11 @@ struct BenchResult {
   Model::ExpertSplit split;
   // The routed expert slots the GPU held, as a share; < 0 where no expert is in RAM.
   double vram_hit_rate() const {
-    return split.routed_slots ? 1.0 - double(split.cpu_slots) / double(split.routed_slots) : -1.0;
+    return split.routed_slots
+               ? 1.0 - double(split.cpu_slots + split.pcie_slots) / double(split.routed_slots)
+               : -1.0;
   }
+  double pcie_share() const { return split.routed_slots ? double(split.pcie_slots) / double(split.routed_slots) : 0; }
 
   int n_tokens() const { return n_prompt + n_gen; }
   double avg_ns() const;

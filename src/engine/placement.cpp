@@ -27,6 +27,7 @@ struct Footprint {
   std::vector<uint64_t> expert;   // per layer: one routed expert (its slices of gate, up and down)
   uint64_t global = 0;            // embedding, output norm and matrix (in VRAM)
   uint64_t global_per_token = 0;  // what a token reads of them (one embedding row where the output is its own matrix)
+  uint64_t widest = 0;            // the most outputs of any matrix a layer runs on every token (a row's projections)
 };
 
 Footprint footprint(const gguf::Reader& reader, int n_layer, int n_expert) {
@@ -44,21 +45,25 @@ Footprint footprint(const gguf::Reader& reader, int n_layer, int n_expert) {
       f.expert[size_t(layer)] += t.nbytes / uint64_t(n_expert);  // n_expert equal slices
     } else {
       f.dense[size_t(layer)] += t.nbytes;
+      if (t.n_dims == 2) f.widest = std::max(f.widest, uint64_t(t.ne[1]));
     }
   }
   return f;
 }
 
 // The activation buffers of a forward pass of `ub` tokens on the GPU engine, generously: the
-// residual stream and normed rows, the attention/delta-net projections (up to 4 n_embd wide a
-// token, Qwen3-Next's q+gate+k+v), the router's logits, each (token, expert) row's gate/up and
-// output, their quantized copies, and one row of logits; a quarter more for what this misses.
-uint64_t activation_bytes(const ModelConfig& c, int ub) {
+// residual stream and normed rows, two rows of the widest projection a layer runs (Qwen3-Next's
+// delta-net q|k|v|z, 12288 wide, with its convolved copy; an attention layer's q+gate|k|v), the
+// router's logits, each (token, expert) row's gate/up and output, their quantized copies, and
+// one row of logits; a quarter more for what this misses. For the 80B at 4096 tokens a pass
+// this is 371 KiB a token; NVML saw 370 (docs/performance.md, 2026-11-27 (c)).
+uint64_t activation_bytes(const ModelConfig& c, int ub, uint64_t widest) {
   const uint64_t n = uint64_t(std::max(ub, 1)), d = uint64_t(c.n_embd);
   const uint64_t k = uint64_t(c.n_expert_used) + 1;  // + a shared expert run as one more
   const uint64_t ff = uint64_t(std::max(c.n_ff_expert, c.n_ff));
   const uint64_t qkv = uint64_t(2 * c.n_head + 2 * c.n_head_kv) * uint64_t(c.head_dim);
-  const uint64_t floats = n * (2 * d + std::max(qkv, 4 * d) + uint64_t(c.n_expert) + 1) + n * k * (2 * ff + d);
+  const uint64_t wide = std::max({qkv, 2 * d, widest});
+  const uint64_t floats = n * (2 * d + 2 * wide + uint64_t(c.n_expert) + 1) + n * k * (2 * ff + d);
   const uint64_t quantized = n * k * std::max(d, ff) * 2;  // int8 values, scales, sums
   return (floats * 4 + quantized + uint64_t(c.n_vocab) * 4) * 5 / 4;
 }
@@ -84,15 +89,20 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
   for (uint64_t b : f.dense) p.dense += b;
   const uint64_t kv_row = row_bytes(r.kv_type, uint64_t(c.n_head_kv) * uint64_t(c.head_dim));
   p.cache = uint64_t(c.n_cache_layers) * uint64_t(r.context) * 2 * kv_row + c.recurrent_floats * sizeof(float);
-  p.activations = activation_bytes(c, r.ubatch);
+  p.activations = activation_bytes(c, r.ubatch, f.widest);
   p.expert_bytes = *std::max_element(f.expert.begin(), f.expert.end());
+  if (r.stream_prefill) {  // every expert of a layer, a shared expert of their shape as one more, alignment
+    const bool shared = reader.find_tensor("blk.0.ffn_gate_shexp.weight") != nullptr;
+    p.staging = p.expert_bytes * (uint64_t(c.n_expert) + (shared ? 1 : 0)) + (1u << 20);
+  }
 
-  const uint64_t fixed = p.runtime + p.dense + p.cache + p.activations;
+  const uint64_t fixed = p.runtime + p.dense + p.cache + p.activations + p.staging;
   if (r.vram_budget < fixed) {
     fail("--vram-budget {} is too small: without any expert this model needs {} of VRAM (runtime reserve {}, "
-         "weights every token reads {}, KV cache and state for {} tokens {}, buffers for passes of {} tokens {})",
+         "weights every token reads {}, KV cache and state for {} tokens {}, buffers for passes of {} tokens {}{})",
          format_bytes(r.vram_budget), format_bytes(fixed), format_bytes(p.runtime), format_bytes(p.dense), r.context,
-         format_bytes(p.cache), r.ubatch, format_bytes(p.activations));
+         format_bytes(p.cache), r.ubatch, format_bytes(p.activations),
+         p.staging ? fmt::format(", a layer's experts for streamed prefills {}", format_bytes(p.staging)) : "");
   }
   const uint64_t room = r.vram_budget - fixed, n_expert = uint64_t(c.n_expert);
   p.vram_experts.assign(size_t(c.n_layer), 0);
@@ -165,6 +175,7 @@ std::string describe(const PlacementPlan& p, const PlacementRequest& r) {
   line("weights every token reads", p.dense, "attention / delta-nets, routers, shared experts, embeddings, output");
   line("KV cache and recurrent state", p.cache, fmt::format("{} tokens, {} cache", r.context, type_name(r.kv_type)));
   line("activation buffers", p.activations, fmt::format("passes of up to {} tokens", r.ubatch));
+  if (p.staging) line("prefill staging", p.staging, "one layer's experts, copied in for long prefills");
   const auto [fewest, most] = std::minmax_element(p.vram_experts.begin(), p.vram_experts.end());
   const std::string counts = *fewest == *most ? fmt::format("{} of {} a layer", *fewest, p.n_expert)
                                               : fmt::format("{} to {} of {} a layer", *fewest, *most, p.n_expert);

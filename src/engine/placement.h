@@ -45,6 +45,9 @@ struct PlacementRequest {
   // (H200, CUDA 13; docs/performance.md): 1 GiB keeps a margin over that.
   uint64_t runtime_reserve = 1024 * 1024 * 1024ull;
   MachineBandwidth bandwidth{};
+  // Room for one layer's experts in VRAM, for prefills that copy the experts left in RAM to
+  // the GPU instead of computing them on the CPU (models/cuda/expert_stream.h).
+  bool stream_prefill = false;
   double hit_rate = -1;  // the share of routed expert bytes found in VRAM; < 0: from the routing
   // Routing with temporal locality (its expert count the model's): each layer's VRAM experts
   // act as an LRU cache of that many slots. Null: routing spread evenly over the experts.
@@ -57,6 +60,7 @@ struct PlacementPlan {
   uint64_t dense = 0;         // weights every token reads
   uint64_t cache = 0;         // KV cache and recurrent state
   uint64_t activations = 0;   // the largest pass's buffers
+  uint64_t staging = 0;       // a streamed prefill's buffer: the largest layer's experts (+ slack)
   uint64_t experts_vram = 0;  // routed experts placed in VRAM
   uint64_t experts_ram = 0;   // routed experts left in RAM
   int n_layer = 0, n_expert = 0, n_expert_used = 0;
@@ -71,7 +75,7 @@ struct PlacementPlan {
   double overlapped_tok_s = 0;    // both at once (the slower side sets the pace)
   double ram_bound_tok_s = 0;     // what RAM alone allows (however fast the GPU): 0 with nothing in RAM
 
-  uint64_t used() const { return runtime + dense + cache + activations + experts_vram; }
+  uint64_t used() const { return runtime + dense + cache + activations + staging + experts_vram; }
 };
 
 // The plan for `reader`'s model (config: its hyperparameters as the CPU engine read them).

@@ -132,4 +132,16 @@ std::vector<int> RoutingLocality::Layer::next(int k) {
   return experts;
 }
 
+LocalRouting::LocalRouting(const RoutingLocality& model, int n_layer, uint64_t seed) : k_(model.k()) {
+  for (int il = 0; il < n_layer; ++il) layers_.emplace_back(model, seed + uint64_t(il) * 0x9E3779B97F4A7C15ull);
+}
+
+void LocalRouting::route(int layer, int n, std::span<int32_t> experts) {
+  MOE_ASSERT(experts.size() == size_t(n) * size_t(k_));
+  for (int t = 0; t < n; ++t) {
+    const std::vector<int> picks = layers_.at(size_t(layer)).next(k_);
+    std::copy(picks.begin(), picks.end(), experts.begin() + ptrdiff_t(t) * k_);
+  }
+}
+
 }  // namespace moe

@@ -13,8 +13,11 @@
 // likely in the long run: no static skew. Cache sizes scale with the expert count (12.5% and
 // 25% of the experts for the published points), which is an assumption for other models.
 #include <cstdint>
+#include <span>
 #include <random>
 #include <vector>
+
+#include "models/model.h"
 
 namespace moe {
 
@@ -55,6 +58,18 @@ class RoutingLocality {
   double a_ = 1, b_ = 1;
   std::vector<double> prefix_;    // prefix_[d]: the weight of depths below d (prefix_[0] = 0)
   std::vector<double> lru_hits_;  // simulate_lru() of the fitted model
+};
+
+// Routing with a RoutingLocality for a whole model (bench --routing local): one independent
+// stack of experts a layer, fed to the engines through Model::set_routing_source.
+class LocalRouting final : public RoutingSource {
+ public:
+  LocalRouting(const RoutingLocality& model, int n_layer, uint64_t seed);
+  void route(int layer, int n, std::span<int32_t> experts) override;
+
+ private:
+  std::vector<RoutingLocality::Layer> layers_;
+  int k_;
 };
 
 }  // namespace moe

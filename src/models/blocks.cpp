@@ -276,7 +276,7 @@ void expert_sum(const MoeLayer& w, std::span<const float> u, int n, std::span<co
 }
 
 void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
-             Scratch& scratch) {
+             Scratch& scratch, std::span<const int32_t> forced) {
   const int n_expert = int(w.router.rows), k = w.n_expert_used;
   const int64_t n_embd = w.router.cols;
   const auto router_logits = sized(scratch.router_logits, size_t(n) * n_expert);
@@ -287,6 +287,10 @@ void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float
     const Route r = route_token(router_logits.subspan(size_t(t) * n_expert, size_t(n_expert)), k, w.renormalize);
     std::copy(r.experts.begin(), r.experts.end(), experts.begin() + ptrdiff_t(t) * k);
     std::copy(r.weights.begin(), r.weights.end(), weights.begin() + ptrdiff_t(t) * k);
+  }
+  if (!forced.empty()) {
+    MOE_ASSERT(forced.size() == experts.size());
+    std::copy(forced.begin(), forced.end(), experts.begin());
   }
   expert_sum(w, u, n, experts, weights, out, pool, scratch);
 

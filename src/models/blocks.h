@@ -91,8 +91,10 @@ struct MoeLayer {
 // Routed experts: softmax over the router logits, top-k, (renormalise), and the weighted sum
 // of the selected experts' SwiGLU outputs, plus the gated shared expert where there is one.
 // Tokens are grouped by expert so each expert's weights are read once per call.
+// forced: [n][k] experts chosen outside the model (Model::set_routing_source) instead of the
+// router's top k; the router's weights stay, in rank order. Empty: the router's choice.
 void moe_ffn(const MoeLayer& w, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool,
-             Scratch& scratch);
+             Scratch& scratch, std::span<const int32_t> forced = {});
 
 // The weighted sum of routed experts' SwiGLU outputs for n tokens, given the routing: token t
 // goes to experts[t * k + r] with weights[t * k + r] (k = experts.size() / n); an expert id < 0

@@ -22,6 +22,23 @@ constexpr std::array kArchitectures = {
 
 }  // namespace
 
+std::vector<int32_t> Model::forced_routing(int layer, int n, int k) const {
+  if (!routing_) return {};
+  std::vector<int32_t> experts(size_t(n) * size_t(k), -1);
+  routing_->route(layer, n, experts);
+  for (size_t t = 0; t < size_t(n); ++t) {
+    for (size_t r = 0; r < size_t(k); ++r) {
+      const int32_t e = experts[t * size_t(k) + r];
+      if (e < 0 || e >= config_.n_expert) fail("routing source: expert {} at layer {} (the model has {})", e, layer,
+                                               config_.n_expert);
+      for (size_t q = 0; q < r; ++q) {
+        if (experts[t * size_t(k) + q] == e) fail("routing source: expert {} twice in a token at layer {}", e, layer);
+      }
+    }
+  }
+  return experts;
+}
+
 void Model::trace(int layer, const char* what, std::span<const float> values) const {
   if (!tracer_) return;
   tracer_(layer < 0 ? std::string(what) : "blk." + std::to_string(layer) + "." + what, values);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "engine/kv_cache.h"
@@ -59,6 +60,17 @@ struct BatchEntry {
   std::span<float> logits;          // n_vocab floats (Last) or n * n_vocab, row-major (All)
 };
 
+// Benchmarks: routing chosen outside the model (engine/routing_locality.h gives routing of a
+// stated locality) in place of the router's choice of experts; the router's weights stay, in
+// rank order. route() fills experts[t * k + r] (k = n_expert_used, distinct in a token) for the
+// n tokens of a forward pass at MoE layer `layer`; it is called once per layer and pass, in
+// layer order, before or during the pass.
+class RoutingSource {
+ public:
+  virtual ~RoutingSource() = default;
+  virtual void route(int layer, int n, std::span<int32_t> experts) = 0;
+};
+
 class Model {
  public:
   explicit Model(const ModelOptions& options) : options_(options) {}
@@ -74,6 +86,7 @@ class Model {
   struct ExpertSplit {
     uint64_t routed_slots = 0;  // (token, routed expert) pairs in MoE layers with experts in RAM
     uint64_t cpu_slots = 0;     // of them, computed by the CPU
+    uint64_t pcie_slots = 0;    // of them, computed by the GPU reading the expert from RAM over PCIe
     double cpu_wait_s = 0;      // the CPU waiting for the GPU to route
     double cpu_compute_s = 0;   // the CPU computing its experts
   };
@@ -97,6 +110,8 @@ class Model {
   // A GPU engine copies each one back and waits for it: tracing is for checking, not speed.
   using Tracer = std::function<void(const std::string& name, std::span<const float> values)>;
   void set_tracer(Tracer tracer) { tracer_ = std::move(tracer); }
+  // Routing from `source` (not owned; null: the router's) for the forward passes that follow.
+  void set_routing_source(RoutingSource* source) { routing_ = source; }
 
   // One sequence: `tokens` appended to `seq`, logits of the last token or of all.
   void forward(std::span<const TokenId> tokens, SequenceState& seq, Logits which, std::span<float> logits,
@@ -108,6 +123,9 @@ class Model {
  protected:
   RepackedWeights* repack_target() { return options_.repack ? &repacked_ : nullptr; }
   bool tracing() const { return bool(tracer_); }
+  RoutingSource* routing_source() const { return routing_; }
+  // The source's experts for layer `layer` and n tokens (k a token), or empty without one.
+  std::vector<int32_t> forced_routing(int layer, int n, int k) const;
   // Hands a checkpoint to the tracer, if there is one; layer < 0 for the names without "blk.N.".
   void trace(int layer, const char* what, std::span<const float> values) const;
 
@@ -117,6 +135,7 @@ class Model {
   ModelOptions options_;
   RepackedWeights repacked_;
   Tracer tracer_;
+  RoutingSource* routing_ = nullptr;
 };
 
 // Builds the model for the file's architecture, checking every tensor against the

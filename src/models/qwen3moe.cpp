@@ -30,7 +30,7 @@ class Qwen3Moe final : public Qwen3Family {
 
  private:
   void ffn(int il, std::span<const float> u, int n, std::span<float> out, ThreadPool& pool) override {
-    moe_ffn(moe_[size_t(il)], u, n, out, pool, scratch_);
+    moe_ffn(moe_[size_t(il)], u, n, out, pool, scratch_, forced_routing(il, n, config_.n_expert_used));
   }
 
   std::vector<MoeLayer> moe_;

@@ -141,7 +141,7 @@ void Qwen3Next::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
     trace(int(il), "attn_out", x);
     rms_norm(x, L.post_attention_norm, c.rms_eps, u);
     trace(int(il), "ffn_in", u);
-    moe_ffn(L.moe, u, n, delta, pool, s);
+    moe_ffn(L.moe, u, n, delta, pool, s, forced_routing(int(il), n, c.n_expert_used));
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
     trace(int(il), "ffn_out", x);
   }

@@ -89,6 +89,17 @@ TEST(CliLoad, HybridPlacementRunsWhereThereIsAGpuAndSaysWhyNotElsewhere) {
   const auto both = test::run_cli(bench + " --cpu-moe --n-cpu-moe 1", dir.file("err"));
   EXPECT_NE(both.exit_code, 0);
   EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+  // --pcie-experts takes a count or auto, nothing else.
+  for (const char* bad : {"many", "-2", "3x", ""}) {
+    const auto r = test::run_cli(bench + " --cpu-moe --pcie-experts '" + bad + "'", dir.file("err"));
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.err.find("neither auto nor a count"), std::string::npos) << bad << ": " << r.err;
+  }
+  for (const char* good : {"auto", "0", "3"}) {
+    const auto r = test::run_cli(bench + " --cpu-moe --pcie-experts " + good, dir.file("err"));
+    EXPECT_EQ(r.exit_code, gpu ? 0 : 1) << good << ": " << r.err;
+    EXPECT_EQ(r.err.find("neither auto nor a count"), std::string::npos) << good << ": " << r.err;
+  }
 }
 
 TEST(CliLoad, PerplexityTakesTheSameOptions) {

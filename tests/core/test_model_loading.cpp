@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -81,6 +83,25 @@ TEST(MappedPages, HugePageCopyHoldsTheSameBytes) {
   EXPECT_EQ(moved.size(), mapped.size());
   EXPECT_EQ(copy.size(), 0u);
   EXPECT_THROW(MappedFile(dir.file("missing.bin"), MappedFile::Backing::HugePageCopy), Error);
+}
+
+// The mapping is shared, not private: pinning a private mapping for the GPU (which the CUDA
+// driver does as if for writing, RegisteredModel) copies every page, a second model in RAM.
+// /proc/self/maps marks the mapping's permissions "r--s".
+TEST(MappedPages, TheFileIsMappedSharedAndReadOnly) {
+  test::TempDir dir;
+  const MappedFile file(write_cold_file(dir, 3 * MiB));
+  const auto start = reinterpret_cast<uintptr_t>(file.bytes().data());
+  std::ifstream maps("/proc/self/maps");
+  std::string line, permissions;
+  while (std::getline(maps, line)) {
+    uintptr_t begin = 0, end = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &begin, &end, perms) == 3 && begin <= start && start < end) {
+      permissions = perms;
+    }
+  }
+  EXPECT_EQ(permissions, "r--s");
 }
 
 TEST(MappedPages, ResidencyIsAFractionAndPopulateMakesItOne) {

@@ -120,7 +120,7 @@ TEST(HybridModel, EveryPlacementAgreesWithTheCpuAndGpuEngines) {
       placements.push_back(split);
       for (const auto& vram : placements) {
         SCOPED_TRACE("VRAM experts a layer: " + std::to_string(vram.front()) + ", " + std::to_string(vram.back()));
-        const auto hybrid = cuda::load_hybrid_model(reader, 0, vram);
+        const auto hybrid = cuda::load_hybrid_model(reader, 0, {.vram_experts = vram});
         const auto on_hybrid = run(*hybrid, tokens, 37);
         const double to_gpu = max_diff_over_std(on_hybrid, on_gpu), to_cpu = max_diff_over_std(on_hybrid, on_cpu);
         std::printf("%s %s, %d..%d experts in VRAM: hybrid against GPU %.2e, against CPU %.2e\n", arch.c_str(),
@@ -144,6 +144,144 @@ TEST(HybridModel, EveryPlacementAgreesWithTheCpuAndGpuEngines) {
         EXPECT_GE(same, int(tokens.size()) - (type == "f32" ? 0 : 1));
       }
     }
+  }
+}
+
+// A prompt of kStreamMinTokens or more with the experts left in RAM streamed to the GPU
+// (expert_stream.h): each hybrid layer runs every expert from the staging buffer, in the
+// file's layout; the decode steps after it go back to the CPU for those experts. The logits
+// agree with the all-GPU engine's as the CPU-computed ones do.
+TEST(HybridModel, StreamedPrefillAgreesWithTheGpuEngine) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    for (const std::string type : {"f32", "q8_0"}) {
+      SCOPED_TRACE(arch + " " + type);
+      const gguf::Reader reader(write_tiny_model(dir, arch, type, 17));
+      const auto gpu = cuda::load_gpu_model(reader, 0);
+      const int n_layer = gpu->config().n_layer, prompt = cuda::kStreamMinTokens + 20;
+      const auto tokens = prompt_tokens(prompt + 4, gpu->config().n_vocab);
+      const auto on_gpu = run(*gpu, tokens, prompt);
+      // With PCIe experts auto too (the command line's default): the decode graph recorded after
+      // a streamed prefill allocates nothing (it once did: CUDA refuses cudaMalloc in a capture).
+      for (const auto& [in_vram, pcie_auto] : {std::pair{0, false}, std::pair{3, false}, std::pair{3, true}}) {
+        const int k = gpu->config().n_expert_used;
+        const auto hybrid = cuda::load_hybrid_model(reader, 0,
+                                                    {.vram_experts = std::vector<int>(size_t(n_layer), in_vram),
+                                                     .stream_prefill = true,
+                                                     .pcie_experts = pcie_auto ? k : 0,
+                                                     .pcie_auto = pcie_auto});
+        const auto on_hybrid = run(*hybrid, tokens, prompt);
+        const double diff = max_diff_over_std(on_hybrid, on_gpu);
+        std::printf("%s %s, %d experts in VRAM, streamed prefill%s: against the GPU engine %.2e\n", arch.c_str(),
+                    type.c_str(), in_vram, pcie_auto ? ", PCIe experts auto" : "", diff);
+        // Every expert on the GPU in both, from other layouts: float order only (quantized
+        // weights: the same blocks, one boundary step at most).
+        EXPECT_LT(diff, type == "f32" ? 1e-3 : 0.1);
+        // The hybrid's counters saw only the decode steps: the prefill left the CPU nothing.
+        const auto split = hybrid->expert_split();
+        EXPECT_EQ(split.routed_slots, uint64_t(4) * uint64_t(n_layer) * uint64_t(hybrid->config().n_expert_used));
+      }
+    }
+  }
+}
+
+// Decode with some of the experts left in RAM read by the GPU over PCIe (--pcie-experts): one
+// of a token's, or all of them (no CPU work left), next to the CPU computing the rest. Logits
+// as the all-GPU engine's; bench's counters see the split.
+TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    for (const std::string type : {"f32", "q8_0"}) {
+      SCOPED_TRACE(arch + " " + type);
+      const gguf::Reader reader(write_tiny_model(dir, arch, type, 19));
+      const auto gpu = cuda::load_gpu_model(reader, 0);
+      const int n_layer = gpu->config().n_layer, k = gpu->config().n_expert_used;
+      const auto tokens = prompt_tokens(24, gpu->config().n_vocab);
+      const auto on_gpu = run(*gpu, tokens, 16);
+      for (const int in_vram : {0, 3}) {
+        for (const int pcie : {1, k, -1}) {  // -1: auto, up to k as the balance says
+          const auto hybrid = cuda::load_hybrid_model(reader, 0,
+                                                      {.vram_experts = std::vector<int>(size_t(n_layer), in_vram),
+                                                       .pcie_experts = pcie < 0 ? k : pcie,
+                                                       .pcie_auto = pcie < 0});
+          const auto on_hybrid = run(*hybrid, tokens, 16);
+          const double diff = max_diff_over_std(on_hybrid, on_gpu);
+          std::printf("%s %s, %d in VRAM, %d over PCIe: against the GPU engine %.2e\n", arch.c_str(), type.c_str(),
+                      in_vram, pcie, diff);
+          EXPECT_LT(diff, type == "f32" ? 1e-3 : 0.1);
+          // Decode steps only (the prompt's 16 tokens leave the CPU its slots): with no expert in
+          // VRAM, exactly `pcie` of each token's k slots a layer. The PCIe kernels take
+          // quantized weights only (their down launch fuses the SwiGLU's quantization): an f32
+          // model leaves every RAM expert to the CPU.
+          const auto split = hybrid->expert_split();
+          EXPECT_LE(split.cpu_slots + split.pcie_slots, split.routed_slots);
+          if (type == "f32") {
+            EXPECT_EQ(split.pcie_slots, 0u);
+          } else if (pcie < 0) {
+            // auto starts at 3 of 10 (the tiny models route fewer: at least one) and moves by
+            // one a step: some slots went over PCIe whichever way it moved.
+            EXPECT_GT(split.pcie_slots, 0u);
+          } else if (in_vram == 0) {
+            EXPECT_EQ(split.pcie_slots, uint64_t(tokens.size() - 16) * uint64_t(n_layer) * uint64_t(pcie));
+          } else {
+            EXPECT_GT(split.pcie_slots, 0u);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Benchmarks' routing hook (Model::set_routing_source): the same experts forced on the CPU
+// engine, the GPU engine and a hybrid give the same logits, and not those of the router's own
+// choice.
+TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    const gguf::Reader reader(write_tiny_model(dir, arch, "f32", 23));
+    const auto cpu = load_model(reader, ModelOptions{.repack = false});
+    const auto gpu = cuda::load_gpu_model(reader, 0);
+    const int n_layer = cpu->config().n_layer;
+    const auto hybrid = cuda::load_hybrid_model(reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3)});
+    const auto tokens = prompt_tokens(20, cpu->config().n_vocab);
+    const auto plain = run(*gpu, tokens, 16);
+    test::FixedRouting forced({6, 2});  // one expert the hybrid holds in VRAM (2), one it leaves to the CPU (6)
+    for (Model* m : {cpu.get(), gpu.get(), hybrid.get()}) m->set_routing_source(&forced);
+    const auto on_cpu = run(*cpu, tokens, 16), on_gpu = run(*gpu, tokens, 16), on_hybrid = run(*hybrid, tokens, 16);
+    EXPECT_LT(max_diff_over_std(on_gpu, on_cpu), 1e-3);
+    EXPECT_LT(max_diff_over_std(on_hybrid, on_gpu), 1e-3);
+    EXPECT_GT(max_diff_over_std(on_gpu, plain), 1e-2);
+    const auto split = hybrid->expert_split();  // every token: one slot in VRAM, one on the CPU
+    EXPECT_EQ(split.cpu_slots * 2, split.routed_slots);
+  }
+}
+
+// The expert cache (--expert-cache): with every token routed to experts 6 and 2 and experts 0-2
+// in VRAM, expert 6 is copied into a slot (evicting 0 or 1, never 2, which the step used) and
+// from then on found in VRAM; the logits stay the all-GPU engine's through the swaps.
+TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
+  test::TempDir dir;
+  for (const std::string arch : {"qwen3moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    const gguf::Reader reader(write_tiny_model(dir, arch, "q8_0", 29));
+    const auto gpu = cuda::load_gpu_model(reader, 0);
+    const int n_layer = gpu->config().n_layer;
+    const auto hybrid = cuda::load_hybrid_model(
+        reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3), .cache_copies = 1});
+    test::FixedRouting forced({6, 2});
+    gpu->set_routing_source(&forced);
+    hybrid->set_routing_source(&forced);
+    const auto tokens = prompt_tokens(30, gpu->config().n_vocab);
+    const auto on_gpu = run(*gpu, tokens, 10), on_hybrid = run(*hybrid, tokens, 10);
+    EXPECT_LT(max_diff_over_std(on_hybrid, on_gpu), 0.1);
+    // 10 prompt tokens (one pass) and 20 decode steps, 2 slots each a layer: without the cache
+    // expert 6 would stay on the CPU (30 a layer); with it, the prompt's 10 and a step or two
+    // while its copy lands.
+    const auto split = hybrid->expert_split();
+    EXPECT_EQ(split.routed_slots, uint64_t(30) * uint64_t(n_layer) * 2u);
+    EXPECT_GE(split.cpu_slots, uint64_t(10) * uint64_t(n_layer));
+    EXPECT_LE(split.cpu_slots, uint64_t(13) * uint64_t(n_layer));
   }
 }
 

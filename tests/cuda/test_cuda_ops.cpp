@@ -3,8 +3,12 @@
 // routing, the embedding lookup (bit for bit) and the grouped expert products.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -16,6 +20,7 @@
 #include "ops/cuda/activations.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/handoff.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 #include "cuda_test_util.h"
@@ -293,6 +298,114 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
   };
   EXPECT_EQ(bits(kc1.host()), bits(kc2.host()));
   EXPECT_EQ(bits(vc1.host()), bits(vc2.host()));
+}
+
+}  // namespace
+}  // namespace moe
+
+namespace moe {
+namespace {
+
+// The hybrid hand-off's two kernels on their own (ops/cuda/handoff.h): publish_experts splits
+// two tokens' slots between VRAM, PCIe and the CPU and writes the CPU's part to host memory with
+// the ready flag; add_cpu_sum waits for the done flag (set here before the launch) and adds the
+// CPU's sum to the residual rows.
+TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
+  const int n = 2, k = 4, n_expert = 8, layer = 1;
+  const int64_t d = 12;
+  // Experts 0 and 1 in VRAM (slots 0, 1), expert n_expert (a shared one) in slot 2.
+  std::vector<int32_t> slot_of(n_expert + 1, -1);
+  slot_of[0] = 0, slot_of[1] = 1, slot_of[n_expert] = 2;
+  const std::vector<int32_t> routed = {5, 0, 7, 8,   // token 0: RAM, VRAM, RAM, shared
+                                       3, 4, 1, 8};  // token 1: RAM, RAM, VRAM, shared
+  std::vector<float> weights(n * k), u(size_t(n) * d);
+  for (size_t i = 0; i < weights.size(); ++i) weights[i] = 0.1f * float(i + 1);
+  for (size_t i = 0; i < u.size(); ++i) u[i] = float(i) - 3.5f;
+  test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
+  test::Device<float> w(weights), rows(u);
+  test::Device<unsigned> counter(std::vector<unsigned>{0});
+  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 12 + 2 * 2 * sizeof(unsigned));
+  std::memset(host.get(), 0, host.bytes());
+  cuda::ExpertHandoff h;
+  h.u = host.as<float>();
+  h.sum = h.u + n * d;
+  h.experts = reinterpret_cast<int32_t*>(h.sum + n * d);
+  h.weights = reinterpret_cast<float*>(h.experts + n * k);
+  h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
+  h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
+  h.done = h.ready + 2;
+  // One slot a token over PCIe: the token's last one not in VRAM.
+  MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), h, layer,
+                                       counter.get(), nullptr, 1, ram_ids.get()));
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(h.ready[layer], 1u);
+  EXPECT_EQ(h.ready[0], 0u);
+  EXPECT_EQ(experts.host(), (std::vector<int32_t>{-1, 0, -2, 2, -1, -2, 1, 2}));  // -1: CPU, -2: PCIe
+  EXPECT_EQ(ram_ids.host(), (std::vector<int32_t>{-2, -2, 7, -2, -2, 4, -2, -2}));
+  EXPECT_EQ(std::vector<int32_t>(h.experts, h.experts + n * k), (std::vector<int32_t>{5, -1, -2, -1, 3, -2, -1, -1}));
+  EXPECT_EQ(std::vector<float>(h.weights, h.weights + n * k), weights);
+  EXPECT_EQ(std::vector<int32_t>(h.routed, h.routed + n * k), routed);
+  EXPECT_EQ(std::vector<float>(h.u, h.u + n * d), u);
+  EXPECT_EQ(counter.host()[0], 0u);
+
+  for (int64_t i = 0; i < n * d; ++i) h.sum[i] = 0.5f * float(i);
+  h.done[layer] = 1;
+  MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
+  const auto x = rows.host();
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 0.5f * float(i)) << i;
+}
+
+// --pcie-experts auto: the limit is a device int the publish kernel reads when it runs (a graph
+// recorded once follows it), and the add marks the layers where it waited for the CPU's sum.
+TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
+  const int n = 1, k = 4, n_expert = 8, layer = 0;
+  const int64_t d = 8;
+  std::vector<int32_t> slot_of(n_expert + 1, -1);
+  slot_of[0] = 0;
+  const std::vector<int32_t> routed = {5, 0, 7, 3};  // three in RAM
+  const std::vector<float> weights = {0.4f, 0.3f, 0.2f, 0.1f};
+  std::vector<float> u(static_cast<size_t>(d));
+  for (size_t i = 0; i < u.size(); ++i) u[i] = float(i) + 0.25f;
+  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 12 + 3 * sizeof(unsigned));
+  cuda::ExpertHandoff h;
+  h.u = host.as<float>();
+  h.sum = h.u + n * d;
+  h.experts = reinterpret_cast<int32_t*>(h.sum + n * d);
+  h.weights = reinterpret_cast<float*>(h.experts + n * k);
+  h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
+  h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
+  h.done = h.ready + 1;
+  h.waited = h.done + 1;
+  test::Device<float> w(weights);
+  test::Device<unsigned> counter(std::vector<unsigned>{0});
+  for (const int limit : {0, 2, 3, 9}) {  // pcie_slots 3: the limit lowers it, never raises it
+    std::memset(host.get(), 0, host.bytes());
+    test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
+    test::Device<int32_t> device_limit(std::vector<int32_t>{limit});
+    test::Device<float> rows(u);
+    MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), h, layer,
+                                         counter.get(), nullptr, 3, ram_ids.get(), device_limit.get()));
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    const int over_pcie = int(std::count(h.experts, h.experts + n * k, -2));
+    EXPECT_EQ(over_pcie, std::min(limit, 3)) << limit;
+    EXPECT_EQ(int(std::count_if(h.experts, h.experts + n * k, [](int32_t e) { return e >= 0; })), 3 - over_pcie);
+
+    // The CPU's sum there before the add runs: no wait marked.
+    for (int64_t i = 0; i < n * d; ++i) h.sum[i] = 1.0f;
+    h.done[layer] = 1;
+    MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(h.waited[layer], 0u);
+    // The add launched first, the sum raised later: the wait is marked, the sum still added.
+    h.done[layer] = 0;
+    MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::atomic_ref<unsigned>(h.done[layer]).store(1, std::memory_order_release);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(h.waited[layer], 1u);
+    const auto x = rows.host();
+    for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 2.0f) << i;
+  }
 }
 
 }  // namespace

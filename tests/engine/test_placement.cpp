@@ -120,6 +120,25 @@ TEST_P(PlacementTest, ABudgetTooSmallSaysWhatIsNeeded) {
   EXPECT_EQ(none.used(), need);
 }
 
+// A streamed prefill copies one layer's experts at a time into VRAM: the plan keeps room for the
+// largest layer's (with a shared expert of their shape as one more, and 1 MiB of alignment
+// slack), taken from the experts' share.
+TEST_P(PlacementTest, StreamedPrefillReservesOneLayersExperts) {
+  TinyModel m(GetParam(), "q8_0");
+  const ModelConfig& c = m.model->config();
+  const uint64_t budget = fixed_bytes(plan_placement(*m.reader, c, request(64 * GiB))) + 3 * MiB;
+  PlacementRequest r = request(budget);
+  const PlacementPlan plain = plan_placement(*m.reader, c, r);
+  r.stream_prefill = true;
+  const PlacementPlan streamed = plan_placement(*m.reader, c, r);
+  const bool shared = m.reader->find_tensor("blk.0.ffn_gate_shexp.weight") != nullptr;
+  EXPECT_EQ(plain.staging, 0u);
+  EXPECT_EQ(streamed.staging, streamed.expert_bytes * uint64_t(c.n_expert + (shared ? 1 : 0)) + MiB);
+  EXPECT_LE(streamed.used(), budget);
+  EXPECT_LT(streamed.experts_vram, plain.experts_vram);
+  EXPECT_EQ(streamed.experts_vram + streamed.experts_ram, plain.experts_vram + plain.experts_ram);
+}
+
 TEST_P(PlacementTest, TheKvCacheGrowsWithTheContext) {
   TinyModel m(GetParam(), "q8_0");
   const ModelConfig& c = m.model->config();
@@ -131,6 +150,33 @@ TEST_P(PlacementTest, TheKvCacheGrowsWithTheContext) {
   EXPECT_EQ(p512.cache - p256.cache, uint64_t(c.n_cache_layers) * 256 * 2 * kv_row);
   r.kv_type = GgmlType::Q8_0;
   EXPECT_LT(plan_placement(*m.reader, c, r).cache, p512.cache);
+}
+
+// The buffers of a forward pass grow with its tokens (bench -b 4096 held 1.3 GiB more than at
+// 512 on the 80B: a plan for 512 went over its budget), and cover two rows of the widest
+// projection a layer runs for each token (Qwen3-Next's delta-net q|k|v|z is 6 n_embd wide).
+TEST_P(PlacementTest, ActivationBuffersGrowWithThePassSize) {
+  TinyModel m(GetParam(), "q8_0");
+  const ModelConfig& c = m.model->config();
+  PlacementRequest r = request(64 * GiB);
+  const PlacementPlan p64 = plan_placement(*m.reader, c, r);
+  r.ubatch = 640;
+  const PlacementPlan p640 = plan_placement(*m.reader, c, r);
+  uint64_t widest = 0;
+  for (const auto& t : m.reader->tensors()) {
+    if (t.name.starts_with("blk.0.") && t.n_dims == 2 && t.name.find("_exps") == std::string::npos) {
+      widest = std::max(widest, uint64_t(t.ne[1]));
+    }
+  }
+  const uint64_t per_token = (p640.activations - p64.activations) / 576;
+  EXPECT_GE(per_token, 2 * widest * sizeof(float));
+  EXPECT_GE(per_token, uint64_t(c.n_expert_used) * uint64_t(c.n_ff_expert) * 2 * sizeof(float));
+  // In a budget that holds every expert beside 64-token passes, 96-token passes leave fewer.
+  PlacementRequest tight = request(p64.used());
+  tight.ubatch = 96;
+  const PlacementPlan p = plan_placement(*m.reader, c, tight);
+  EXPECT_LT(p.experts_vram, p64.experts_vram);
+  EXPECT_LE(p.used(), p64.used());
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, PlacementTest, ::testing::Values("qwen3moe", "qwen3next"));

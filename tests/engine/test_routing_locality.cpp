@@ -109,3 +109,59 @@ TEST(RoutingLocality, ThePlanCountsTheVramExpertsAsAnLruCache) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+
+std::vector<float> last_logits(Model& model, RoutingSource* source) {
+  model.set_routing_source(source);
+  KvCache cache = make_kv_cache(model.config(), GgmlType::F32, 64);
+  SequenceState seq(cache);
+  ThreadPool pool(2);
+  const std::vector<TokenId> tokens = {3, 14, 15, 92, 65};
+  std::vector<float> logits(size_t(model.config().n_vocab));
+  model.forward(tokens, seq, Logits::Last, logits, pool);
+  model.set_routing_source(nullptr);
+  return logits;
+}
+
+// The engines' routing hook (Model::set_routing_source): the source's experts replace the
+// router's, for both MoE architectures; the same source gives the same logits, another set of
+// experts others; a source naming an expert the model lacks, or one twice, is refused.
+TEST(RoutingSource, ReplacesTheRoutersChoiceInTheCpuEngine) {
+  for (const char* arch : {"qwen3moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    test::TinyModel m(arch, "f32");
+    const int k = m.model->config().n_expert_used;
+    ASSERT_EQ(k, 2);
+    test::FixedRouting low({0, 1}), high({6, 7}), bad({0, 8}), twice({3, 3});
+    const auto plain = last_logits(*m.model, nullptr), a = last_logits(*m.model, &low),
+               a_again = last_logits(*m.model, &low), b = last_logits(*m.model, &high);
+    EXPECT_EQ(a, a_again);
+    EXPECT_NE(a, b);
+    EXPECT_NE(a, plain);
+    EXPECT_EQ(last_logits(*m.model, nullptr), plain);  // unset: the router again
+    EXPECT_THROW(last_logits(*m.model, &bad), Error);
+    EXPECT_THROW(last_logits(*m.model, &twice), Error);
+  }
+}
+
+// LocalRouting: per layer an independent stream of Qwen3-Next-like routing.
+TEST(RoutingSource, LocalRoutingGivesEachLayerItsOwnDistinctPicks) {
+  const RoutingLocality model(512, 10);
+  LocalRouting routing(model, 3, 7);
+  std::vector<int32_t> l0(40), l1(40);
+  routing.route(0, 4, l0);
+  routing.route(1, 4, l1);
+  EXPECT_NE(l0, l1);
+  for (int t = 0; t < 4; ++t) {
+    const std::set<int32_t> token(l0.begin() + t * 10, l0.begin() + (t + 1) * 10);
+    EXPECT_EQ(token.size(), 10u);
+    EXPECT_GE(*token.begin(), 0);
+    EXPECT_LT(*token.rbegin(), 512);
+  }
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,7 +1,10 @@
 #pragma once
 // Tiny synth models of one architecture and weight type, written to a temporary directory (and
 // loaded by the CPU engine): what the engine and GPU model tests run.
+#include <algorithm>
 #include <memory>
+#include <span>
+#include <vector>
 #include <string>
 
 #include "../gguf/gguf_test_util.h"
@@ -35,6 +38,21 @@ struct TinyModel {
       : path(write_tiny_model(dir, arch, type, seed)),
         reader(std::make_unique<gguf::Reader>(path)),
         model(load_model(*reader)) {}
+};
+
+// A routing source (Model::set_routing_source) that sends every token of every layer to the
+// same experts.
+class FixedRouting final : public RoutingSource {
+ public:
+  explicit FixedRouting(std::vector<int32_t> experts) : experts_(std::move(experts)) {}
+  void route(int, int n, std::span<int32_t> out) override {
+    for (int t = 0; t < n; ++t) {
+      std::copy(experts_.begin(), experts_.end(), out.begin() + ptrdiff_t(t) * ptrdiff_t(experts_.size()));
+    }
+  }
+
+ private:
+  std::vector<int32_t> experts_;
 };
 
 }  // namespace moe::test

@@ -33,20 +33,23 @@ int CpuExperts::add_layer(const ExpertWeights& gate, const ExpertWeights& up, co
 
 bool CpuExperts::reserve(int n) {
   if (flags_.bytes() == 0) {
-    flags_ = PinnedBuffer(2 * layers_.size() * sizeof(unsigned));
+    flags_ = PinnedBuffer(3 * layers_.size() * sizeof(unsigned));
     handoff_.ready = flags_.as<unsigned>();
     handoff_.done = handoff_.ready + layers_.size();
+    handoff_.waited = handoff_.done + layers_.size();
+    for (size_t l = 0; l < layers_.size(); ++l) store_flag(handoff_.waited + l, 0);
     release();
   }
   if (n <= capacity_) return false;
   const size_t floats = 2 * size_t(n) * size_t(n_embd_), slots = size_t(n) * size_t(k_);
   // Pinned memory is mapped into the GPU's address space at the same address (unified
   // addressing, every 64-bit CUDA platform): the kernels use these pointers as they are.
-  rows_ = PinnedBuffer(floats * sizeof(float) + slots * (sizeof(int32_t) + sizeof(float)));
+  rows_ = PinnedBuffer(floats * sizeof(float) + slots * (2 * sizeof(int32_t) + sizeof(float)));
   handoff_.u = rows_.as<float>();
   handoff_.sum = handoff_.u + size_t(n) * size_t(n_embd_);
   handoff_.experts = reinterpret_cast<int32_t*>(handoff_.sum + size_t(n) * size_t(n_embd_));
   handoff_.weights = reinterpret_cast<float*>(handoff_.experts + slots);
+  handoff_.routed = reinterpret_cast<int32_t*>(handoff_.weights + slots);
   capacity_ = n;
   return true;
 }
@@ -55,7 +58,15 @@ void CpuExperts::arm() {
   for (size_t l = 0; l < layers_.size(); ++l) {
     store_flag(handoff_.ready + l, 0);
     store_flag(handoff_.done + l, 0);
+    store_flag(handoff_.waited + l, 0);
   }
+}
+
+int CpuExperts::waited_layers() const {
+  if (flags_.bytes() == 0) return 0;
+  int waited = 0;
+  for (size_t l = 0; l < layers_.size(); ++l) waited += load_flag(handoff_.waited + l) != 0;
+  return waited;
 }
 
 void CpuExperts::release() {
@@ -82,11 +93,12 @@ void CpuExperts::serve(int n, ThreadPool& pool, cudaStream_t stream, const std::
     const auto t1 = Clock::now();
     stats_.cpu_wait_s += std::chrono::duration<double>(t1 - t0).count();
     const std::span<const int32_t> experts(handoff_.experts, slots);
-    for (int32_t e : experts) stats_.cpu_slots += e >= 0;
+    for (int32_t e : experts) stats_.cpu_slots += e >= 0, stats_.pcie_slots += e == -2;
     expert_sum(layers_[l], {handoff_.u, floats}, n, experts, {handoff_.weights, slots},
                {handoff_.sum, floats}, pool, scratch_);
     store_flag(handoff_.done + l, 1);
     stats_.cpu_compute_s += since(t1);
+    if (observer_) observer_(int(l), {handoff_.routed, slots});  // the GPU has gone on already
     stats_.routed_slots += uint64_t(n) * uint64_t(k_routed_);
   }
 }

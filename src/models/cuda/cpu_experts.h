@@ -7,6 +7,8 @@
 // the stream waits for (ops/cuda/handoff.h). Layers are served in order, one step at a time.
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -36,8 +38,17 @@ class CpuExperts {
   bool reserve(int n);
   const ExpertHandoff& handoff() const { return handoff_; }
 
+  // Called by serve() with each layer's routing (every slot's expert id, [n][k]) while the
+  // layer's hand-off holds it: what the expert cache learns from.
+  void set_observer(std::function<void(int layer, std::span<const int32_t> routed)> observer) {
+    observer_ = std::move(observer);
+  }
+
   // Before a step is launched: every flag down.
   void arm();
+  // Of the step served last (its stream finished), the layers whose GPU add waited for the
+  // CPU's sum.
+  int waited_layers() const;
   // Serves a step of n tokens enqueued on `stream` (enqueued: set once all of it is; it may
   // still be under way on another thread): every hybrid layer in order. Throws when the stream
   // fails, or runs dry with all of the step enqueued and a layer not published.
@@ -52,10 +63,11 @@ class CpuExperts {
   int64_t n_embd_;
   int k_, k_routed_;
   std::vector<MoeLayer> layers_;  // gate, up and down only
-  PinnedBuffer rows_, flags_;  // u, sum [n][n_embd]; experts, weights [n][k]; ready, done [layers]
+  PinnedBuffer rows_, flags_;  // u, sum [n][n_embd]; experts, weights [n][k]; ready, done, waited [layers]
   int capacity_ = 0;
   ExpertHandoff handoff_;
   moe::Scratch scratch_;
+  std::function<void(int, std::span<const int32_t>)> observer_;
   Model::ExpertSplit stats_;
 };
 

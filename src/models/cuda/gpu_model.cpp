@@ -34,11 +34,11 @@ std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device) {
   return load_hybrid_model(reader, device, {});
 }
 
-std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, std::vector<int> vram_experts) {
+std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, HybridPlacement placement) {
   std::string why;
   if (!gpu_supports(reader, &why)) fail("{}: {}", reader.path(), why);
-  if (reader.architecture() == "qwen3next") return make_qwen3next_gpu(reader, device, std::move(vram_experts));
-  return make_qwen3_gpu(reader, device, std::move(vram_experts));
+  if (reader.architecture() == "qwen3next") return make_qwen3next_gpu(reader, device, std::move(placement));
+  return make_qwen3_gpu(reader, device, std::move(placement));
 }
 
 }  // namespace moe::cuda

@@ -20,7 +20,25 @@ std::unique_ptr<Model> load_gpu_model(const gguf::Reader& reader, int device);
 
 // The hybrid placement: per layer, the first vram_experts[layer] routed experts in VRAM with
 // everything else the model reads; the CPU computes the other experts from the mapped file,
-// concurrently (cpu_experts.h). The caller has checked the plan against the budget.
-std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
+// concurrently (cpu_experts.h). With stream_prefill, a prefill of at least kStreamMinTokens
+// tokens copies each such layer's experts to a VRAM staging buffer and runs them all on the GPU
+// instead (expert_stream.h); the staging buffer takes the largest layer's experts.
+struct HybridPlacement {
+  std::vector<int> vram_experts;  // empty: every expert in VRAM
+  bool stream_prefill = false;
+  // Decode: up to this many of a token's experts left in RAM (a layer) are computed by the GPU,
+  // reading them over PCIe from the registered mapping, while the CPU computes the others.
+  int pcie_experts = 0;
+  // pcie_experts is the most; the number taken follows the balance of the two sides, step by
+  // step (engine/pcie_balance.h).
+  bool pcie_auto = false;
+  // The VRAM experts follow the routing (engine/expert_cache.h): up to this many copies a layer
+  // a decode step; 0 keeps the first ones of each layer.
+  int cache_copies = 0;
+};
+constexpr int kStreamMinTokens = 256;
+
+// The caller has checked the plan (with its staging buffer) against the budget.
+std::unique_ptr<Model> load_hybrid_model(const gguf::Reader& reader, int device, HybridPlacement placement);
 
 }  // namespace moe::cuda

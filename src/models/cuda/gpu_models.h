@@ -4,12 +4,12 @@
 #include <vector>
 
 #include "gguf/reader.h"
+#include "models/cuda/gpu_model.h"
 #include "models/model.h"
 
 namespace moe::cuda {
 
-// vram_experts: per layer, how many routed experts go to VRAM (GpuTrunk); empty: all.
-std::unique_ptr<Model> make_qwen3_gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
-std::unique_ptr<Model> make_qwen3next_gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
+std::unique_ptr<Model> make_qwen3_gpu(const gguf::Reader& reader, int device, HybridPlacement placement);
+std::unique_ptr<Model> make_qwen3next_gpu(const gguf::Reader& reader, int device, HybridPlacement placement);
 
 }  // namespace moe::cuda

@@ -18,13 +18,14 @@
 #include "ops/cuda/device.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/handoff.h"
+#include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
 
-GpuTrunk::GpuTrunk(int device, std::vector<int> vram_experts)
-    : Model(ModelOptions{.repack = false}), device_(device), vram_experts_(std::move(vram_experts)) {
+GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
+    : Model(ModelOptions{.repack = false}), device_(device), placement_(std::move(placement)) {
   MOE_CUDA_CHECK(cudaSetDevice(device));
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = device_has_gemm();
@@ -36,6 +37,9 @@ GpuTrunk::GpuTrunk(int device, std::vector<int> vram_experts)
 }
 
 GpuTrunk::~GpuTrunk() {
+  if (cache_stream_) cudaStreamSynchronize(cache_stream_);
+  for (cudaEvent_t e : in_flight_events_) cudaEventDestroy(e);
+  if (cache_stream_) cudaStreamDestroy(cache_stream_);
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -107,7 +111,8 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
   const ExpertWeights all_up = load.experts(b + "ffn_up_exps.weight", ff, d, c.n_expert);
   const ExpertWeights all_down = load.experts(b + "ffn_down_exps.weight", d, ff, c.n_expert);
   // Hybrid: the first n_vram experts go to VRAM, the CPU reads the rest from the mapped file.
-  const int n_vram = vram_experts_.empty() ? c.n_expert : std::clamp(vram_experts_.at(size_t(layer)), 0, c.n_expert);
+  const std::vector<int>& vram = placement_.vram_experts;
+  const int n_vram = vram.empty() ? c.n_expert : std::clamp(vram.at(size_t(layer)), 0, c.n_expert);
   auto first = [n_vram](ExpertWeights w) {
     w.n_expert = n_vram;
     return w;
@@ -147,16 +152,52 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
   if (n_vram < c.n_expert) {
     if (!cpu_experts_) cpu_experts_.emplace(d, c.n_expert_used + (as_expert ? 1 : 0), c.n_expert_used);
     m.hybrid = cpu_experts_->add_layer(all_gate, all_up, all_down);
+    m.ram = StreamedLayer{.gate = all_gate, .up = all_up, .down = all_down, .shared = as_expert ? shared : std::nullopt};
+    if (placement_.stream_prefill) staging_bytes_ = std::max(staging_bytes_, ExpertStream::bytes(*m.ram));
     std::vector<int32_t> slot_of(size_t(c.n_expert) + 1, -1);
     for (int e = 0; e < n_vram; ++e) slot_of[size_t(e)] = e;
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
     m.slot_of = DeviceBuffer(slot_of.size() * sizeof(int32_t));
     MOE_CUDA_CHECK(cudaMemcpy(m.slot_of.get(), slot_of.data(), m.slot_of.bytes(), cudaMemcpyHostToDevice));
+    // The device table's address outlives the move of m; the matrices share their buffers.
+    if (placement_.cache_copies > 0 && m.gate_up && m.gate_up->layout == GpuLayout::Q8_0Split &&
+        m.down.layout == GpuLayout::Q8_0Split) {
+      cache_layers_.push_back({.gate_up = *m.gate_up, .down = m.down, .slot_of = m.slot_of.as<int32_t>(), .ram = *m.ram});
+    }
   }
   return m;
 }
 
-void GpuTrunk::finish_loading(const AttentionShape& attention, int n_kv_layers, int device) {
+void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers,
+                              int device) {
+  if (cpu_experts_ && (staging_bytes_ > 0 || placement_.pcie_experts > 0 || placement_.cache_copies > 0)) {
+    std::string why;
+    registered_ = RegisteredModel::create(reader, &why);
+    if (!registered_) {
+      spdlog::warn("gpu: the CPU computes every expert left in RAM (no streamed prefill, no PCIe experts): {}", why);
+    } else {
+      spdlog::info("gpu: the model's mapping registered with the driver in {:.2f} s", registered_->seconds());
+      if (placement_.pcie_experts > 0) {
+        pcie_limit_value_ = placement_.pcie_experts;
+        if (placement_.pcie_auto) {
+          // Starts near what measured best on the H200 machine (4 of 10) and moves from there.
+          pcie_balance_.emplace(placement_.pcie_experts, std::max(1, (placement_.pcie_experts * 3 + 5) / 10));
+          pcie_limit_value_ = pcie_balance_->limit();
+        }
+        pcie_limit_ = DeviceBuffer(sizeof(int32_t));
+        // The decode steps' PCIe expert ids, whatever ran before the first decode graph is
+        // recorded (a capture may not allocate): a slot per expert a token, a shared one too.
+        ram_ids_.get(size_t(kMaxMatvecTokens) * size_t(config_.n_expert_used + 1));
+        MOE_CUDA_CHECK(cudaMemcpy(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice));
+      }
+      if (staging_bytes_ > 0) {
+        expert_stream_ = std::make_unique<ExpertStream>(*registered_, staging_bytes_);
+        spdlog::info("gpu: prefills of {}+ tokens stream the experts left in RAM through a {} staging buffer",
+                     kStreamMinTokens, format_bytes(staging_bytes_));
+      }
+    }
+  }
+  if (placement_.cache_copies > 0 && cpu_experts_) start_cache(placement_.cache_copies);
   attention_ = attention;
   const std::vector<double> freq = rope_frequencies(attention.n_rot, attention.rope_base);
   rope_freq_ = DeviceBuffer(freq.size() * sizeof(double));
@@ -380,8 +421,18 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   // valid until a product's output is quantized to the same type, so every product that reads
   // the normed rows runs before that.
   const GpuMatrix& router = w.router_gate ? *w.router_gate : w.router;
+  // The experts the GPU computes: those in VRAM or, in a streamed prefill (expert_stream.h),
+  // all of the layer's, copied into the staging buffer (the shared expert as expert n_expert).
+  std::optional<StagedExperts> staged;
+  if (w.hybrid >= 0 && streaming_step_) staged = expert_stream_->stage(*w.ram, stream_);
+  const bool hybrid = w.hybrid >= 0 && !staged;  // the CPU takes the slots of experts not in VRAM
+  const GpuMatrix* gate_up = !staged && w.gate_up ? &*w.gate_up : nullptr;
+  const GpuMatrix& gate = staged ? staged->gate : w.gate;
+  const GpuMatrix& up = staged ? staged->up : w.up;
+  const GpuMatrix& down = staged ? staged->down : w.down;
+  const int n_slots = staged ? c.n_expert + (w.shared_expert >= 0 ? 1 : 0) : w.n_slots;
   // Quantized for the experts' first product (for the router's where no expert is in VRAM).
-  const DeviceActivations uq = normed(w.n_slots > 0 ? (w.gate_up ? *w.gate_up : w.gate) : router, x, norm, n, u);
+  const DeviceActivations uq = normed(n_slots > 0 ? (gate_up ? *gate_up : gate) : router, x, norm, n, u);
   trace_device("ffn_in", u, size_t(n) * d);
   float* logits = router_.get(size_t(n) * size_t(router.rows));
   int32_t* experts = experts_.get(size_t(rows));
@@ -397,21 +448,36 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     MOE_CUDA_CHECK(route_top_k(logits, n, c.n_expert, w.n_expert_used, true, experts, weights, stream_, router.rows,
                                w.shared_expert));
   }
-
-  // Hybrid: the CPU takes the slots of the experts not in VRAM (their ids become -1 here).
-  if (w.hybrid >= 0) {
-    MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
-                                   w.hybrid, publish_counter_.as<unsigned>(), stream_));
+  if (routing_source()) {  // benchmarks: the experts chosen outside the model (forward() wrote them)
+    const int32_t* forced = forced_host_.as<int32_t>() + size_t(layer_) * size_t(n) * size_t(w.n_expert_used);
+    MOE_CUDA_CHECK(force_experts(forced, n, w.n_expert_used, k, experts, stream_));
   }
+
   float* expert_out = expert_out_.get(size_t(rows) * d);
-  const bool gpu_experts = w.n_slots > 0;
+  const bool gpu_experts = n_slots > 0;
   // Prefill: the rows grouped by expert once, for GEMM tiles of one expert each.
-  const bool grouped = gpu_experts && use_gemm(w.gate_up ? *w.gate_up : w.gate, n) && use_gemm(w.down, n) &&
-                       (w.gate_up || use_gemm(w.up, n));
-  if (grouped) groups_.build(experts, rows, w.hybrid >= 0 ? w.n_slots : c.n_expert + (w.shared_expert >= 0 ? 1 : 0),
-                             stream_);
+  const bool grouped = gpu_experts && use_gemm(gate_up ? *gate_up : gate, n) && use_gemm(down, n) &&
+                       (gate_up || use_gemm(up, n));
+  // Decode: some of the slots not in VRAM read over PCIe by the GPU (PCIe experts), where the
+  // VRAM experts' products leave [gate | up] rows the down products' SwiGLU reads.
+  const int pcie = hybrid && n <= kMaxMatvecTokens && !grouped && registered_ && (gate_up || !gpu_experts) &&
+                           vec_dot_type(w.ram->down.first.type) != GgmlType::F32 &&
+                           ff <= ActivationBuffer::kMaxFusedWidth
+                       ? placement_.pcie_experts
+                       : 0;
+  // Sized in every pass of a hybrid layer, streamed prefills included (a prefill's rows cover a
+  // decode step's), so that the decode graph, recorded after one, allocates nothing.
+  int32_t* ram_ids = w.hybrid >= 0 && placement_.pcie_experts > 0 ? ram_ids_.get(size_t(rows)) : nullptr;
+  if (ram_ids) up_.get(size_t(rows) * 2 * ff);
+  // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
+  if (hybrid) {
+    MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
+                                   w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, pcie ? ram_ids : nullptr,
+                                   pcie ? pcie_limit_.as<int32_t>() : nullptr));
+  }
+  if (grouped) groups_.build(experts, rows, n_slots, stream_);
   // Rows the GPU does not compute add zero (the GEMM leaves them alone).
-  if (w.hybrid >= 0 && (grouped || !gpu_experts)) {
+  if (hybrid && (grouped || !gpu_experts)) {
     MOE_CUDA_CHECK(cudaMemsetAsync(expert_out, 0, size_t(rows) * d * sizeof(float), stream_));
   }
   auto experts_product = [&](const GpuMatrix& m, const DeviceActivations& a, float* y, int row_div) {
@@ -423,24 +489,26 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   };
   if (!gpu_experts) {
     // every routed expert on the CPU, no shared expert among them
-  } else if (w.gate_up) {  // each expert's gate and up rows in one product, side by side
+  } else if (gate_up) {  // each expert's gate and up rows in one product, side by side
     float* gu = up_.get(size_t(rows) * 2 * ff);
-    experts_product(*w.gate_up, uq, gu, k);
-    if (!grouped && vec_dot_type(w.down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {
+    experts_product(*gate_up, uq, gu, k);
+    if (!grouped && vec_dot_type(down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {
       // decode: the SwiGLU and its quantization in the down products' launch
-      matvec_experts_swiglu(w.down.type, w.down.get(), w.down.expert_stride, w.down.row_stride, w.down.rows, gu, rows,
-                            ff, experts, expert_out, stream_, w.down.layout);
+      matvec_experts_swiglu(down.type, down.get(), down.expert_stride, down.row_stride, down.rows, gu, rows, ff,
+                            experts, expert_out, stream_, down.layout);
     } else {
-      experts_product(w.down, swiglu_quantized(w.down, gu, rows, ff), expert_out, 1);
+      experts_product(down, swiglu_quantized(down, gu, rows, ff), expert_out, 1);
     }
   } else {
     float* g = g_.get(size_t(rows) * ff);
-    float* up = up_.get(size_t(rows) * ff);
-    experts_product(w.gate, uq, g, k);
-    experts_product(w.up, reuse_or_quantize(w.up, uq, u, n), up, k);
-    MOE_CUDA_CHECK(swiglu(g, up, int64_t(rows) * ff, g, stream_));
-    experts_product(w.down, quantized(w.down, g, rows), expert_out, 1);
+    float* up_rows = up_.get(size_t(rows) * ff);
+    experts_product(gate, uq, g, k);
+    experts_product(up, reuse_or_quantize(up, uq, u, n), up_rows, k);
+    MOE_CUDA_CHECK(swiglu(g, up_rows, int64_t(rows) * ff, g, stream_));
+    experts_product(down, quantized(down, g, rows), expert_out, 1);
   }
+  if (staged) expert_stream_->done(stream_);  // the next layer's copy may overwrite the buffer
+  if (pcie) ram_experts(*w.ram, uq, u, n, k, ram_ids, expert_out);
 
   // A shared expert not run as one more expert (shapes unlike the experts'): a dense FFN of the
   // normed rows, quantized again (the experts' products have reused their buffer).
@@ -457,7 +525,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     }
     ffn_rows(shared, quantized(shared.gate_up ? *shared.gate_up : shared.gate, u, n), u, n, shared_out, false);
   }
-  if (w.hybrid >= 0) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
+  if (hybrid) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
   const CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
                             .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
   const GgmlType next_type = next.first ? vec_dot_type(next.first->type) : GgmlType::F32;
@@ -472,6 +540,114 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                                    combine.logit_stride));
   }
   trace_device("ffn_out", x, size_t(n) * d);
+}
+
+void GpuTrunk::ram_experts(const StreamedLayer& ram, const DeviceActivations& uq, const float* u, int n, int k,
+                           const int32_t* ids, float* expert_out) {
+  const int64_t ff = config_.n_ff_expert, rows = int64_t(n) * k;
+  // The file's matrices where the GPU reads them over PCIe (the Q8_0 split layout is VRAM's only).
+  auto mapped = [&](const ExpertWeights& w) {
+    return GpuMatrix{.type = w.first.type, .layout = GpuLayout::Gguf, .rows = w.first.rows, .cols = w.first.cols,
+                     .row_stride = w.first.row_stride, .expert_stride = w.expert_stride, .data = nullptr,
+                     .base = registered_->device(w.first.data)};
+  };
+  const GpuMatrix gate = mapped(ram.gate), up = mapped(ram.up), down = mapped(ram.down);
+  // [gate | up] rows as the VRAM experts' paired product leaves them, then the fused down.
+  float* gu = up_.get(size_t(rows) * 2 * ff);
+  const DeviceActivations& x = reuse_or_quantize(gate, uq, u, n);
+  matvec_experts(gate.type, gate.get(), gate.expert_stride, gate.row_stride, ff, x, ids, gu, stream_, k, gate.layout,
+                 2 * ff);
+  matvec_experts(up.type, up.get(), up.expert_stride, up.row_stride, ff, x, ids, gu + ff, stream_, k, up.layout,
+                 2 * ff);
+  matvec_experts_swiglu(down.type, down.get(), down.expert_stride, down.row_stride, down.rows, gu, int(rows), ff, ids,
+                        expert_out, stream_, down.layout);
+}
+
+// ---- the expert cache ----
+
+void GpuTrunk::start_cache(int max_copies) {
+  if (int(cache_layers_.size()) != cpu_experts_->n_layers() || !registered_) {
+    spdlog::warn("gpu: the expert cache needs every hybrid layer's experts in Q8_0 with paired gate and up rows, and "
+                 "the model registered with the driver: the VRAM experts stay fixed");
+    cache_layers_.clear();
+    return;
+  }
+  const ModelConfig& c = config_;
+  std::vector<int> slots;
+  size_t temp = 0;
+  for (const CacheLayer& L : cache_layers_) {
+    slots.push_back(0);
+    temp = std::max({temp, L.ram.gate.first.bytes(), L.ram.down.first.bytes()});
+  }
+  // The slots a layer has: its VRAM experts (the table's entries >= 0 below the shared one's).
+  cache_tables_ = PinnedBuffer(cache_layers_.size() * size_t(c.n_expert + 1) * sizeof(int32_t));
+  for (size_t l = 0; l < cache_layers_.size(); ++l) {
+    int32_t* table = cache_tables_.as<int32_t>() + l * size_t(c.n_expert + 1);
+    MOE_CUDA_CHECK(cudaMemcpy(table, cache_layers_[l].slot_of, size_t(c.n_expert + 1) * sizeof(int32_t),
+                              cudaMemcpyDeviceToHost));
+    slots[l] = int(std::count_if(table, table + c.n_expert, [](int32_t s) { return s >= 0; }));
+  }
+  cache_.emplace(c.n_expert, slots, max_copies);
+  cache_dirty_.assign(cache_layers_.size(), false);
+  cache_temp_ = DeviceBuffer(temp);
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cache_stream_, cudaStreamNonBlocking));
+  cpu_experts_->set_observer([this, n_expert = c.n_expert](int layer, std::span<const int32_t> routed) {
+    std::vector<int32_t> ids;  // the routed experts (not a shared expert run as one more)
+    for (int32_t e : routed) ids.push_back(e < n_expert ? e : -1);
+    for (const auto& swap : cache_->observe(layer, ids)) started_.push_back(swap);
+  });
+  spdlog::info("gpu: the VRAM experts follow the routing, up to {} copies a layer a step", max_copies);
+}
+
+void GpuTrunk::apply_cache_swaps() {
+  const int n_expert = config_.n_expert;
+  auto table = [&](int layer) { return cache_tables_.as<int32_t>() + size_t(layer) * size_t(n_expert + 1); };
+  // Copies that have landed: their experts are resident from the next step on.
+  for (size_t i = 0; i < in_flight_.size();) {
+    if (cudaEventQuery(in_flight_events_[i]) != cudaSuccess) {
+      ++i;
+      continue;
+    }
+    const ExpertCache::Swap& s = in_flight_[i];
+    cache_->complete(s);
+    table(s.layer)[s.expert_in] = s.slot;
+    cache_dirty_[size_t(s.layer)] = true;
+    cudaEventDestroy(in_flight_events_[i]);
+    in_flight_.erase(in_flight_.begin() + ptrdiff_t(i));
+    in_flight_events_.erase(in_flight_events_.begin() + ptrdiff_t(i));
+  }
+  // Swaps the last step started: the evicted expert leaves the table now (the next step never
+  // reads its slot), the new one's rows are copied in while the next steps run.
+  for (const ExpertCache::Swap& s : started_) {
+    const CacheLayer& L = cache_layers_[size_t(s.layer)];
+    if (s.expert_out >= 0) table(s.layer)[s.expert_out] = -1;
+    cache_dirty_[size_t(s.layer)] = true;
+    const int64_t ff = L.ram.gate.first.rows;
+    auto copy_in = [&](const ExpertWeights& from, std::byte* to, size_t to_stride) {
+      const WeightView& f = from.first;
+      MOE_CUDA_CHECK(cudaMemcpyAsync(cache_temp_.get(), f.data + size_t(s.expert_in) * from.expert_stride, f.bytes(),
+                                     cudaMemcpyHostToDevice, cache_stream_));
+      MOE_CUDA_CHECK(relayout_q8_0_split(cache_temp_.get(), f.row_stride, f.rows, f.cols, to, to_stride, cache_stream_));
+    };
+    std::byte* gu = const_cast<std::byte*>(L.gate_up.base) + size_t(s.slot) * L.gate_up.expert_stride;
+    copy_in(L.ram.gate, gu, L.gate_up.row_stride);
+    copy_in(L.ram.up, gu + size_t(ff) * L.gate_up.row_stride, L.gate_up.row_stride);
+    copy_in(L.ram.down, const_cast<std::byte*>(L.down.base) + size_t(s.slot) * L.down.expert_stride,
+            L.down.row_stride);
+    cudaEvent_t done = nullptr;
+    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    MOE_CUDA_CHECK(cudaEventRecord(done, cache_stream_));
+    in_flight_.push_back(s);
+    in_flight_events_.push_back(done);
+  }
+  started_.clear();
+  // The tables the next step reads, in stream order before it.
+  for (size_t l = 0; l < cache_layers_.size(); ++l) {
+    if (!cache_dirty_[l]) continue;
+    MOE_CUDA_CHECK(cudaMemcpyAsync(cache_layers_[l].slot_of, table(int(l)), size_t(n_expert + 1) * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, stream_));
+    cache_dirty_[l] = false;
+  }
 }
 
 // ---- steps ----
@@ -531,6 +707,18 @@ void GpuTrunk::run_step(int n, int first_logit) {
     warm_ = true;
     decode_graph_valid_ = false;  // a larger call may have moved buffers the graph uses
   }
+}
+
+void GpuTrunk::balance_pcie(int n) {
+  if (!pcie_balance_) return;
+  // The step before has finished (forward() synchronizes): its waits are all written.
+  if (last_step_pcie_ && pcie_balance_->update(cpu_experts_->waited_layers(), cpu_experts_->n_layers())) {
+    pcie_limit_value_ = pcie_balance_->limit();
+    MOE_CUDA_CHECK(cudaMemcpyAsync(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   stream_));
+    spdlog::debug("gpu: the GPU reads up to {} of a token's RAM experts a layer over PCIe", pcie_limit_value_);
+  }
+  last_step_pcie_ = n <= kMaxMatvecTokens;  // the steps whose layers may read experts over PCIe
 }
 
 void GpuTrunk::run_hybrid_step(int n, int first_logit, ThreadPool& pool) {
@@ -607,13 +795,28 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
     ids_host_.as<int32_t>()[t] = entry.tokens[size_t(t)];
     pos_host_.as<int32_t>()[t] = int32_t(pos0 + t);
   }
-  if (cpu_experts_) {
+  if (routing_source() && c.n_expert > 0) {  // [layer][token][k], read by the step's kernels
+    const size_t per_layer = size_t(n) * size_t(c.n_expert_used);
+    if (forced_host_.bytes() < size_t(c.n_layer) * per_layer * sizeof(int32_t)) {
+      forced_host_ = PinnedBuffer(size_t(c.n_layer) * per_layer * sizeof(int32_t));
+      decode_graph_valid_ = false;
+    }
+    for (int il = 0; il < c.n_layer; ++il) {
+      const auto picks = forced_routing(il, n, c.n_expert_used);
+      std::copy(picks.begin(), picks.end(), forced_host_.as<int32_t>() + size_t(il) * per_layer);
+    }
+  }
+  // A long prefill runs every expert on the GPU from the staging buffer (expert_stream.h).
+  streaming_step_ = expert_stream_ && n >= kStreamMinTokens;
+  if (cpu_experts_ && !streaming_step_) {
+    balance_pcie(n);
     run_hybrid_step(n, first_logit, pool);
   } else {
     run_step(n, first_logit);
   }
   state_length_ = pos0 + n;
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (cache_) apply_cache_swaps();
   std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());
 }
 

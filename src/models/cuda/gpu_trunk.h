@@ -18,6 +18,11 @@
 
 #include "models/blocks.h"
 #include "models/cuda/cpu_experts.h"
+#include "models/cuda/expert_stream.h"
+#include "models/cuda/gpu_model.h"
+#include "models/cuda/registered_model.h"
+#include "engine/pcie_balance.h"
+#include "engine/expert_cache.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
@@ -68,6 +73,7 @@ struct GpuMoe {
   int hybrid = -1;
   int n_slots = 0;
   DeviceBuffer slot_of;  // [n_expert + 1] int32, the last entry the shared expert's
+  std::optional<StreamedLayer> ram;  // a hybrid layer's experts in RAM (streamed prefill, PCIe experts)
 };
 
 // The input norm of the block after this one and the first matrix it reads: the block before
@@ -91,10 +97,9 @@ class GpuTrunk : public Model {
 
  protected:
   // Selects the device and makes the stream; the model's constructor then fills config_ and
-  // calls load_head() and the load_* helpers below. vram_experts: per layer, how many of its
-  // routed experts go to VRAM (the first ones; the CPU computes the rest from the mapped file);
-  // empty: all of them.
-  GpuTrunk(int device, std::vector<int> vram_experts);
+  // calls load_head() and the load_* helpers below. The placement says how many of each layer's
+  // routed experts go to VRAM (the first ones; the CPU computes the rest from the mapped file).
+  GpuTrunk(int device, HybridPlacement placement);
 
   // What a model adds: the layers of a step for n tokens on the residual stream x.
   virtual void layers(int n, float* x) = 0;
@@ -113,8 +118,9 @@ class GpuTrunk : public Model {
   GpuMoe load_moe(const WeightLoader& load, int layer, int64_t n_ff_shared);
   DeviceBuffer load_vector(const WeightLoader& load, const std::string& name, int64_t n);
   void add_weight_bytes(size_t bytes) { weight_bytes_ += bytes; }
-  // After the layers are loaded: the RoPE table and n_kv_layers layers of KV cache.
-  void finish_loading(const AttentionShape& attention, int n_kv_layers, int device);
+  // After the layers are loaded: the RoPE table, n_kv_layers layers of KV cache, and the
+  // streamed prefill's staging buffer where the placement asks for it.
+  void finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers, int device);
 
   // x += attention(rmsnorm(x)) over the layer's KV cache (gated: Qwen3-Next's output gate).
   void attention(const GpuAttention& w, int n, float* x);
@@ -122,6 +128,10 @@ class GpuTrunk : public Model {
   // launch as the last add where it can.
   void dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x);
   void moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* x, NextNorm next = {});
+  // The PCIe experts of a decode step: the slots with ids >= 0 (expert ids) computed from the
+  // layer's experts in RAM, read over PCIe, into the [gate | up] scratch and expert_out rows.
+  void ram_experts(const StreamedLayer& ram, const DeviceActivations& uq, const float* u, int n, int k,
+                   const int32_t* ids, float* expert_out);
   // y (+)= ffn(u) for n normed rows u; uq is u quantized (for w's first product where it can).
   void ffn_rows(const GpuFfn& w, const DeviceActivations& uq, const float* u, int n, float* y, bool accumulate);
 
@@ -182,7 +192,37 @@ class GpuTrunk : public Model {
   DeviceBuffer attention_partials_, attention_counters_;  // decode attention split over blocks (DecodeAttention)
 
   int device_ = 0;
-  std::vector<int> vram_experts_;
+  HybridPlacement placement_;
+  size_t staging_bytes_ = 0;  // the largest hybrid layer's experts (ExpertStream::bytes)
+  std::unique_ptr<RegisteredModel> registered_;  // before the stream that copies from it (destroyed after)
+  std::unique_ptr<ExpertStream> expert_stream_;
+  bool streaming_step_ = false;  // this step's hybrid layers run from the staging buffer
+  // PCIe experts: how many of a token's RAM experts the GPU takes now (a device int the kernels
+  // read, so that a captured graph follows it), and with --pcie-experts auto what moves it.
+  void balance_pcie(int n);  // before a hybrid step of n tokens
+  DeviceBuffer pcie_limit_;
+  int pcie_limit_value_ = 0;
+  std::optional<PcieBalance> pcie_balance_;
+  bool last_step_pcie_ = false;  // the step before read experts over PCIe (a decode step)
+
+  // The expert cache (HybridPlacement::cache_copies): per hybrid layer, where its VRAM experts
+  // lie and where they come from; swaps started by the routing the CPU saw, copied on a stream
+  // of their own between steps, their table updates uploaded before the next launch.
+  struct CacheLayer {
+    GpuMatrix gate_up, down;  // the VRAM experts (paired gate and up rows, Q8_0 split layout)
+    int32_t* slot_of = nullptr;  // the device table the kernels read
+    StreamedLayer ram;
+  };
+  void start_cache(int max_copies);
+  void apply_cache_swaps();  // after a step: land finished copies, start new ones, upload tables
+  std::vector<CacheLayer> cache_layers_;
+  std::optional<ExpertCache> cache_;
+  std::vector<ExpertCache::Swap> started_, in_flight_;
+  std::vector<cudaEvent_t> in_flight_events_;
+  cudaStream_t cache_stream_ = nullptr;
+  DeviceBuffer cache_temp_;      // one expert matrix's raw rows on its way to a slot
+  PinnedBuffer cache_tables_;    // [hybrid layer][n_expert + 1] the host's copy of every table
+  std::vector<bool> cache_dirty_;
   std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
   DeviceBuffer publish_counter_;           // publish_experts()'s
   size_t weight_bytes_ = 0;
@@ -197,6 +237,7 @@ class GpuTrunk : public Model {
   cudaGraphExec_t decode_graph_ = nullptr;
   bool decode_graph_valid_ = false, warm_ = false;  // warm: every buffer sized by an earlier call
   PinnedBuffer ids_host_, pos_host_, logits_host_;
+  PinnedBuffer forced_host_;  // a routing source's experts for the step (Model::set_routing_source)
   // Per activation type (F32, Q8_0, Q8_K): its buffer and the view last written there.
   struct ActivationSlot {
     ActivationBuffer buffer;
@@ -205,7 +246,7 @@ class GpuTrunk : public Model {
   ActivationSlot f32_, q8_0_, q8_k_;
   ActivationSlot& slot(GgmlType at) { return at == GgmlType::Q8_K ? q8_k_ : at == GgmlType::Q8_0 ? q8_0_ : f32_; }
   Scratch<float> x_, qkv_, gate_, mixed_, router_, g_, up_, expert_out_, shared_out_, stacked_out_, shared_logit_, logits_;
-  Scratch<int32_t> ids_, experts_;
+  Scratch<int32_t> ids_, experts_, ram_ids_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   int64_t cache_positions_ = 0;

@@ -13,7 +13,7 @@ namespace {
 
 class Qwen3Gpu final : public GpuTrunk {
  public:
-  Qwen3Gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
+  Qwen3Gpu(const gguf::Reader& reader, int device, HybridPlacement placement);
 
  private:
   void layers(int n, float* x) override;
@@ -25,8 +25,8 @@ class Qwen3Gpu final : public GpuTrunk {
   std::vector<GpuMoe> moe_ffn_;  // qwen3moe
 };
 
-Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts)
-    : GpuTrunk(device, std::move(vram_experts)) {
+Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device, HybridPlacement placement)
+    : GpuTrunk(device, std::move(placement)) {
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
   moe_ = reader.architecture() == "qwen3moe";
@@ -47,7 +47,7 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device, std::vector<int> vram
       dense_.push_back(load_ffn(load, b, "", c.n_ff));
     }
   }
-  finish_loading({.n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = c.head_dim, .n_rot = c.head_dim,
+  finish_loading(reader, {.n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = c.head_dim, .n_rot = c.head_dim,
                   .rope_base = c.rope_base, .rms_eps = c.rms_eps},
                  c.n_layer, device);
 }
@@ -67,8 +67,8 @@ void Qwen3Gpu::layers(int n, float* x) {
 
 }  // namespace
 
-std::unique_ptr<Model> make_qwen3_gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts) {
-  return std::make_unique<Qwen3Gpu>(reader, device, std::move(vram_experts));
+std::unique_ptr<Model> make_qwen3_gpu(const gguf::Reader& reader, int device, HybridPlacement placement) {
+  return std::make_unique<Qwen3Gpu>(reader, device, std::move(placement));
 }
 
 }  // namespace moe::cuda

@@ -39,7 +39,7 @@ struct Layer {
 
 class Qwen3NextGpu final : public GpuTrunk {
  public:
-  Qwen3NextGpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts);
+  Qwen3NextGpu(const gguf::Reader& reader, int device, HybridPlacement placement);
 
  private:
   void layers(int n, float* x) override;
@@ -55,8 +55,8 @@ class Qwen3NextGpu final : public GpuTrunk {
   Scratch<float> in_, dn_out_;
 };
 
-Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts)
-    : GpuTrunk(device, std::move(vram_experts)) {
+Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device, HybridPlacement placement)
+    : GpuTrunk(device, std::move(placement)) {
   config_ = read_transformer_config(reader);
   ModelConfig& c = config_;
   const Qwen3NextShape shape = read_qwen3next_config(reader, c);
@@ -79,7 +79,7 @@ Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device, std::vector<i
   }
   conv_state_ = DeviceBuffer(std::max<size_t>(1, size_t(n_recurrent) * ds_.conv_state_floats()) * sizeof(float));
   ssm_state_ = DeviceBuffer(std::max<size_t>(1, size_t(n_recurrent) * ds_.ssm_state_floats()) * sizeof(float));
-  finish_loading(shape.attention, n_attention, device);
+  finish_loading(reader, shape.attention, n_attention, device);
 }
 
 GpuDeltaNet Qwen3NextGpu::load_delta_net(const WeightLoader& load, const std::string& b, int slot) {
@@ -156,8 +156,8 @@ void Qwen3NextGpu::layers(int n, float* x) {
 
 }  // namespace
 
-std::unique_ptr<Model> make_qwen3next_gpu(const gguf::Reader& reader, int device, std::vector<int> vram_experts) {
-  return std::make_unique<Qwen3NextGpu>(reader, device, std::move(vram_experts));
+std::unique_ptr<Model> make_qwen3next_gpu(const gguf::Reader& reader, int device, HybridPlacement placement) {
+  return std::make_unique<Qwen3NextGpu>(reader, device, std::move(placement));
 }
 
 }  // namespace moe::cuda

@@ -20,21 +20,31 @@ namespace moe::cuda {
 // Device-usable pointers into host-mapped memory (the host reads and writes the same bytes).
 struct ExpertHandoff {
   float* u = nullptr;          // [tokens][d] the normed rows the CPU's experts read
-  int32_t* experts = nullptr;  // [tokens][k] the CPU's expert ids; -1 where the GPU has the slot
+  int32_t* experts = nullptr;  // [tokens][k] the CPU's expert ids; -1: in VRAM, -2: read over PCIe
   float* weights = nullptr;    // [tokens][k]
+  int32_t* routed = nullptr;   // [tokens][k] every slot's expert id as routed (for the expert cache)
   float* sum = nullptr;        // [tokens][d] the CPU's weighted sum of its experts
   unsigned* ready = nullptr;   // [hybrid layers] set by the GPU: u, experts and weights are there
   unsigned* done = nullptr;    // [hybrid layers] set by the CPU: sum is there
+  // [hybrid layers] set by the GPU when its add found `done` down (it waited for the CPU): what
+  // the PCIe share's balance (engine/pcie_balance.h) steers by. Optional.
+  unsigned* waited = nullptr;
 };
 
-// experts: [n][k] routed ids (device), rewritten in place to VRAM slots (-1: the CPU's);
-// slot_of: [n_expert + 1] an expert's VRAM slot or -1 (device). weights [n][k], u [n][d].
-// counter: a device unsigned, zero, left zero (the last block raises the flag).
+// experts: [n][k] routed ids (device), rewritten in place to VRAM slots (-1: the CPU's, -2:
+// read over PCIe); slot_of: [n_expert + 1] an expert's VRAM slot or -1 (device). weights [n][k],
+// u [n][d]. With pcie_slots > 0, up to that many of each token's slots not in VRAM (its last
+// ones) are the GPU's to compute from RAM over PCIe: their expert ids go to ram_ids [n][k] (-2
+// elsewhere) and the CPU skips them; pcie_limit (a device int, optional) lowers that number at
+// run time, so that a captured graph follows a limit the host changes between steps. counter:
+// a device unsigned, zero, left zero (the last block raises the flag).
 cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, const float* weights, int k,
                             const int32_t* slot_of, const ExpertHandoff& handoff, int layer, unsigned* counter,
-                            cudaStream_t stream);
+                            cudaStream_t stream, int pcie_slots = 0, int32_t* ram_ids = nullptr,
+                            const int32_t* pcie_limit = nullptr);
 
-// Waits for the CPU's `done` of `layer`, then x[n][d] += handoff.sum.
+// Waits for the CPU's `done` of `layer` (raising handoff.waited[layer], where there is one, if
+// it had to), then x[n][d] += handoff.sum.
 cudaError_t add_cpu_sum(const ExpertHandoff& handoff, int layer, int n, int64_t d, float* x, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -76,14 +76,16 @@ void check_experts(const char* what, size_t expert_stride, size_t row_stride, in
 
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
                     const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream, int x_row_div,
-                    GpuLayout layout) {
+                    GpuLayout layout, int64_t y_stride) {
   check_shape(type, rows, x.cols, 1);
   check_operands(type, row_stride, x, layout);
   if (x_row_div < 1) fail("matvec_experts: x_row_div {} (at least 1)", x_row_div);
+  if (y_stride == 0) y_stride = rows;
+  if (y_stride < rows) fail("matvec_experts: output rows {} apart, shorter than {} values", y_stride, rows);
   check_experts("matvec_experts", expert_stride, row_stride, rows, int64_t(x.n_tok) * x_row_div);
   if (rows == 0 || x.n_tok == 0) return;
-  MOE_CUDA_CHECK(
-      launch_matvec_experts(type, layout, w, expert_stride, row_stride, rows, x, x_row_div, experts, y, stream));
+  MOE_CUDA_CHECK(launch_matvec_experts(type, layout, w, expert_stride, row_stride, rows, x, x_row_div, experts, y,
+                                       y_stride, stream));
 }
 
 void matvec_route(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,

@@ -255,21 +255,23 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   if constexpr (kRoute) route_if_last(y, NT, rows, route);
 }
 
+constexpr int32_t kZeroRow = -1;  // an expert id that makes the products write a zero row (others < 0: skip)
+
 // Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
 // w + experts[j] * expert_stride) times activation row j / x_row_div.
 template <typename Format>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_experts_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride, int64_t rows,
                           const DeviceActivations x, int x_row_div, const int32_t* __restrict__ experts,
-                          float* __restrict__ y) {
+                          float* __restrict__ y, int64_t y_stride) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const int j = blockIdx.y;
   const int32_t e = experts[j];
-  if (e < 0) {  // a slot another engine computes (the hybrid's CPU): zero here
-    if (threadIdx.x == 0) y[int64_t(j) * rows + row] = 0.0f;
+  if (e < 0) {  // computed elsewhere: the hybrid's CPU (-1, a zero row here) or another launch (-2)
+    if (threadIdx.x == 0 && e == kZeroRow) y[int64_t(j) * y_stride + row] = 0.0f;
     return;
   }
   const DeviceActivations xj = x.rows(j / x_row_div, 1);
@@ -279,17 +281,17 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 #pragma unroll 4
   for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
   const float s = warp_sum(acc[0]);
-  if (threadIdx.x == 0) y[int64_t(j) * rows + row] = s;
+  if (threadIdx.x == 0) y[int64_t(j) * y_stride + row] = s;
 }
 
 template <typename Format>
 cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t stride, int64_t rows,
                                   const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
-                                  cudaStream_t stream) {
+                                  int64_t y_stride, cudaStream_t stream) {
   const dim3 block(32, kWarpsPerBlock);
   const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok * x_row_div));
   launch(matvec_experts_kernel<Format>, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride,
-         rows, x, x_row_div, experts, y);
+         rows, x, x_row_div, experts, y, y_stride);
   return cudaGetLastError();
 }
 
@@ -315,8 +317,8 @@ __global__ void __launch_bounds__(32 * kSwigluWarps)
   const int j = blockIdx.y;
   const int32_t e = experts[j];
   const int64_t row0 = (int64_t(blockIdx.x) * kSwigluWarps + threadIdx.y) * kRowsPerWarp;
-  if (e < 0) {  // a slot another engine computes (the hybrid's CPU): zero here
-    for (int r = threadIdx.x; r < kRowsPerWarp; r += 32) {
+  if (e < 0) {  // computed elsewhere: the hybrid's CPU (-1, a zero row here) or another launch (-2)
+    for (int r = threadIdx.x; r < kRowsPerWarp && e == kZeroRow; r += 32) {
       if (row0 + r < rows) y[int64_t(j) * rows + row0 + r] = 0.0f;
     }
     return;
@@ -426,9 +428,9 @@ cudaError_t launch_matvec(GgmlType type, GpuLayout layout, const void* w, size_t
 
 cudaError_t launch_matvec_experts(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
                                   size_t stride, int64_t rows, const DeviceActivations& x, int x_row_div,
-                                  const int32_t* experts, float* y, cudaStream_t stream) {
+                                  const int32_t* experts, float* y, int64_t y_stride, cudaStream_t stream) {
   return with_format(type, layout, [&]<typename Format>(Format) {
-    return launch_experts_format<Format>(w, expert_stride, stride, rows, x, x_row_div, experts, y, stream);
+    return launch_experts_format<Format>(w, expert_stride, stride, rows, x, x_row_div, experts, y, y_stride, stream);
   });
 }
 

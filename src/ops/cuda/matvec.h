@@ -35,11 +35,12 @@ void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const
 // output row j is activation row j / x_row_div (x_row_div = experts per token reads each
 // token's row once per expert it goes to) through expert experts[j] (device int32), whose
 // rows x cols matrix starts at w + experts[j] * expert_stride:
-//   y[j][r] = sum_i W_e[r][i] * x[j / x_row_div][i].
-// An id < 0 is a slot computed elsewhere (the hybrid engine's CPU): its row of y is zero.
+//   y[j * y_stride + r] = sum_i W_e[r][i] * x[j / x_row_div][i]   (y_stride 0: rows).
+// An id < 0 is a slot computed elsewhere: -1 (the hybrid engine's CPU) leaves a zero row of y,
+// any other negative id leaves the row as it is (another launch writes it).
 void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t row_stride, int64_t rows,
                     const DeviceActivations& x, const int32_t* experts, float* y, cudaStream_t stream,
-                    int x_row_div = 1, GpuLayout layout = GpuLayout::Gguf);
+                    int x_row_div = 1, GpuLayout layout = GpuLayout::Gguf, int64_t y_stride = 0);
 
 // matvec() of one token whose last thread block to finish then routes it over the product y
 // (the router's logits, rows = route.n_expert, or + 1 with the shared expert's gate row): the
@@ -65,7 +66,7 @@ cudaError_t launch_matvec(GgmlType type, GpuLayout layout, const void* w, size_t
                           const RouteTarget* route = nullptr);
 cudaError_t launch_matvec_experts(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
                                   size_t row_stride, int64_t rows, const DeviceActivations& x, int x_row_div,
-                                  const int32_t* experts, float* y, cudaStream_t stream);
+                                  const int32_t* experts, float* y, int64_t y_stride, cudaStream_t stream);
 cudaError_t launch_matvec_experts_swiglu(GgmlType type, GpuLayout layout, const void* w, size_t expert_stride,
                                          size_t row_stride, int64_t rows, const float* gu, int n, int64_t cols,
                                          const int32_t* experts, float* y, cudaStream_t stream);

@@ -84,6 +84,11 @@ cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* 
 cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
                         float* weights, cudaStream_t stream, int64_t logit_stride = 0, int shared_expert = -1);
 
+// Benchmarks' routing from outside the model: experts[t * width + r] = forced[t * k + r] for the
+// first k entries of each of n tokens' rows of `width` (the router's weights and any shared-
+// expert entry after them stay). forced may be pinned host memory.
+cudaError_t force_experts(const int32_t* forced, int n, int k, int width, int32_t* experts, cudaStream_t stream);
+
 // out[i] = row ids[i] of a matrix in `type` (rows row_stride bytes apart), as f32: the
 // embedding lookup. cols a multiple of the type's block size.
 cudaError_t get_rows(GgmlType type, const void* w, size_t row_stride, int64_t cols, const int32_t* ids, int n,

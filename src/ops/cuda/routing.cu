@@ -1,4 +1,5 @@
 // MoE routing, one warp per token (routing.cuh).
+#include <algorithm>
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
@@ -19,7 +20,22 @@ __global__ void route_kernel(const float* __restrict__ logits, int64_t stride, i
   if (t < n_tok) route_token<kPerLane>(logits + int64_t(t) * stride, r, t);
 }
 
+__global__ void force_kernel(const int32_t* __restrict__ forced, int n, int k, int width, int32_t* experts) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n * k; i += gridDim.x * blockDim.x) {
+    experts[(i / k) * width + i % k] = forced[i];
+  }
+}
+
 }  // namespace
+
+cudaError_t force_experts(const int32_t* forced, int n, int k, int width, int32_t* experts, cudaStream_t stream) {
+  if (n < 1 || k < 1 || width < k) return cudaErrorInvalidValue;
+  const int threads = 256, blocks = std::min(64, (n * k + threads - 1) / threads);
+  launch(force_kernel, blocks, threads, 0, stream, forced, n, k, width, experts);
+  return cudaGetLastError();
+}
 
 cudaError_t route_top_k(const float* logits, int n_tok, int n_expert, int k, bool renormalize, int32_t* experts,
                         float* weights, cudaStream_t stream, int64_t logit_stride, int shared_expert) {
