@@ -306,6 +306,27 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
 namespace moe {
 namespace {
 
+// A hand-off for n tokens of k slots, d wide, and `layers` layers' flags, in one pinned buffer
+// (zeroed): what CpuExperts lays out, without the class.
+struct HostHandoff {
+  HostHandoff(int n, int k, int64_t d, int layers)
+      : host(2 * size_t(n) * size_t(d) * sizeof(float) + size_t(n) * size_t(k) * 12 +
+             3 * size_t(layers) * sizeof(unsigned)) {
+    std::memset(host.get(), 0, host.bytes());
+    h.u = host.as<float>();
+    h.sum = h.u + size_t(n) * size_t(d);
+    h.experts = reinterpret_cast<int32_t*>(h.sum + size_t(n) * size_t(d));
+    h.weights = reinterpret_cast<float*>(h.experts + n * k);
+    h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
+    h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
+    h.done = h.ready + layers;
+    h.waited = h.done + layers;
+  }
+  void clear() { std::memset(host.get(), 0, host.bytes()); }
+  cuda::PinnedBuffer host;
+  cuda::ExpertHandoff h;
+};
+
 // The hybrid hand-off's two kernels on their own (ops/cuda/handoff.h): publish_experts splits
 // two tokens' slots between VRAM, PCIe and the CPU and writes the CPU's part to host memory with
 // the ready flag; add_cpu_sum waits for the done flag (set here before the launch) and adds the
@@ -324,16 +345,8 @@ TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
   test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
   test::Device<float> w(weights), rows(u);
   test::Device<unsigned> counter(std::vector<unsigned>{0});
-  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 12 + 2 * 2 * sizeof(unsigned));
-  std::memset(host.get(), 0, host.bytes());
-  cuda::ExpertHandoff h;
-  h.u = host.as<float>();
-  h.sum = h.u + n * d;
-  h.experts = reinterpret_cast<int32_t*>(h.sum + n * d);
-  h.weights = reinterpret_cast<float*>(h.experts + n * k);
-  h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
-  h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
-  h.done = h.ready + 2;
+  HostHandoff handoff(n, k, d, 2);
+  cuda::ExpertHandoff& h = handoff.h;
   // One slot a token over PCIe: the token's last one not in VRAM.
   MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), h, layer,
                                        counter.get(), nullptr, 1, ram_ids.get()));
@@ -366,20 +379,12 @@ TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
   const std::vector<float> weights = {0.4f, 0.3f, 0.2f, 0.1f};
   std::vector<float> u(static_cast<size_t>(d));
   for (size_t i = 0; i < u.size(); ++i) u[i] = float(i) + 0.25f;
-  cuda::PinnedBuffer host(2 * size_t(n) * d * sizeof(float) + size_t(n * k) * 12 + 3 * sizeof(unsigned));
-  cuda::ExpertHandoff h;
-  h.u = host.as<float>();
-  h.sum = h.u + n * d;
-  h.experts = reinterpret_cast<int32_t*>(h.sum + n * d);
-  h.weights = reinterpret_cast<float*>(h.experts + n * k);
-  h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
-  h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
-  h.done = h.ready + 1;
-  h.waited = h.done + 1;
+  HostHandoff handoff(n, k, d, 1);
+  cuda::ExpertHandoff& h = handoff.h;
   test::Device<float> w(weights);
   test::Device<unsigned> counter(std::vector<unsigned>{0});
   for (const int limit : {0, 2, 3, 9}) {  // pcie_slots 3: the limit lowers it, never raises it
-    std::memset(host.get(), 0, host.bytes());
+    handoff.clear();
     test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
     test::Device<int32_t> device_limit(std::vector<int32_t>{limit});
     test::Device<float> rows(u);
