@@ -6,8 +6,11 @@
 
 namespace moe {
 
-ExpertCache::ExpertCache(int n_expert, std::vector<int> slots, int max_swaps) : max_swaps_(max_swaps) {
-  if (n_expert < 1 || max_swaps < 0) fail("expert cache: {} experts, {} swaps a step", n_expert, max_swaps);
+ExpertCache::ExpertCache(int n_expert, std::vector<int> slots, int max_swaps, int admit_window)
+    : max_swaps_(max_swaps), admit_window_(admit_window) {
+  if (n_expert < 1 || max_swaps < 0 || admit_window < 0) {
+    fail("expert cache: {} experts, {} swaps a step, admission within {} steps", n_expert, max_swaps, admit_window);
+  }
   for (int s : slots) {
     if (s < 0 || s > n_expert) fail("expert cache: {} slots for {} experts", s, n_expert);
     Layer L;
@@ -31,7 +34,9 @@ std::vector<ExpertCache::Swap> ExpertCache::observe(int layer, std::span<const i
     picks_ += 1;
     hits_ += L.slot_of[size_t(e)] >= 0 ? 1 : 0;
     const bool held = L.slot_of[size_t(e)] >= 0 || std::find(L.held.begin(), L.held.end(), e) != L.held.end();
-    if (!held && L.last[size_t(e)] != L.step) missed.push_back(e);
+    const uint64_t previous = L.last[size_t(e)];
+    const bool admitted = admit_window_ == 0 || (previous > 0 && L.step - previous <= uint64_t(admit_window_));
+    if (!held && previous != L.step && admitted) missed.push_back(e);
     L.last[size_t(e)] = L.step;
   }
   std::vector<Swap> started;

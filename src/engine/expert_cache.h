@@ -19,8 +19,10 @@ namespace moe {
 class ExpertCache {
  public:
   // slots[layer]: VRAM slots of that layer (at most n_expert); slot s starts holding expert s,
-  // the static placement the engine loads.
-  ExpertCache(int n_expert, std::vector<int> slots, int max_swaps);
+  // the static placement the engine loads. admit_window: 0 copies in any expert a step misses;
+  // W > 0 only one routed again within W steps of its last use (admission on a second use: fewer
+  // copies of experts used once, each of which costs a copy's link time and evicts another).
+  ExpertCache(int n_expert, std::vector<int> slots, int max_swaps, int admit_window = 0);
 
   struct Swap {
     int layer = 0, slot = 0;
@@ -51,7 +53,7 @@ class ExpertCache {
     uint64_t step = 0;
   };
   std::vector<Layer> layers_;
-  int max_swaps_;
+  int max_swaps_, admit_window_;
   uint64_t hits_ = 0, picks_ = 0, swaps_ = 0;
 };
 

@@ -126,5 +126,41 @@ TEST(ExpertCache, FollowsRoutingLocalityAsAnLruCacheDoes) {
   EXPECT_GT(budget, 2 * 64.0 / 512.0);
 }
 
+// Admission on a second use (the GPU run of 2026-11-27 (c): the copies cost more than their hits
+// saved). Qwen3-Next's locality, 72 slots (the 80B's share in 16 GiB), 4 copies a step landing a
+// step late, as the GPU side runs: admitting only experts routed again within W steps starts far
+// fewer copies, each worth more hits, for a lower hit rate.
+TEST(ExpertCache, AdmissionOnASecondUseCopiesLess) {
+  const RoutingLocality model(512, 10);
+  struct Outcome {
+    double hit_rate, copies_a_step;
+  };
+  auto run = [&](int window) {
+    ExpertCache cache(512, {72}, 4, window);
+    RoutingLocality::Layer routing(model, 5);
+    std::vector<ExpertCache::Swap> landing;
+    const int steps = 6000;
+    for (int step = 0; step < steps; ++step) {
+      const auto picks = routing.next(10);
+      const std::vector<int32_t> routed(picks.begin(), picks.end());
+      const auto started = cache.observe(0, routed);
+      for (const auto& s : landing) cache.complete(s);
+      landing = started;
+    }
+    const Outcome o{double(cache.hits()) / double(cache.picks()), double(cache.swaps_started()) / steps};
+    // Hits over the static placement's (72 of 512) per copy: what a copy buys.
+    std::printf("  admit within %d steps (0: always): hit rate %.3f, %.2f copies a step, %.2f hits a copy\n", window,
+                o.hit_rate, o.copies_a_step, (o.hit_rate - 72.0 / 512.0) * 10 / o.copies_a_step);
+    return o;
+  };
+  const Outcome always = run(0), within2 = run(2), within8 = run(8);
+  EXPECT_LT(within2.copies_a_step, 0.8 * always.copies_a_step);
+  EXPECT_LT(within2.copies_a_step, within8.copies_a_step);
+  EXPECT_GT(within2.hit_rate, 2 * 72.0 / 512.0);
+  EXPECT_GT((within2.hit_rate - 72.0 / 512.0) / within2.copies_a_step,
+            (always.hit_rate - 72.0 / 512.0) / always.copies_a_step);
+  EXPECT_THROW(ExpertCache(8, {2}, 1, -1), Error);
+}
+
 }  // namespace
 }  // namespace moe
