@@ -44,6 +44,10 @@ done
 rm -rf "$tiny"
 # Benchmarks (JSON on stdout, kept whole in results.json).
 run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out/logs/bench_cuda_matvec.out'"
+# The hybrid's CPU side alone on this machine's cores (a table in its log), 4 KiB and 2 MiB pages.
+for thp in 0 1; do
+  run "bench_expert_sum_thp$thp" "$build/bench/bench_expert_sum" --layers 4 --tokens 32 --threads 8,16 --thp $thp
+done
 # Whole models (synth files in /dev/shm, one at a time): Qwen3-Next-80B shapes cut to 12 layers
 # (20 GiB) and Qwen3-30B-A3B shapes (30 GiB), prefill and decode on the GPU. MOE_GPU_BENCH_MODELS=0
 # skips them; MOE_BENCH_NEXT / MOE_BENCH_MOE replace the synth options (e.g. "--preset tiny").
