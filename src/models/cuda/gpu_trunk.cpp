@@ -182,8 +182,9 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
           pcie_limit_value_ = pcie_balance_->limit();
         }
         pcie_limit_ = DeviceBuffer(sizeof(int32_t));
-        // The decode steps' PCIe expert ids, whatever ran before the first decode graph is
-        // recorded (a capture may not allocate): a slot per expert a token, a shared one too.
+        // The PCIe expert ids of every step that can have them (up to kMaxMatvecTokens tokens, a
+        // slot per expert a token and a shared one), reserved now: a decode graph recorded
+        // right after a streamed prefill must not allocate (CUDA refuses in a capture).
         ram_ids_.get(size_t(kMaxMatvecTokens) * size_t(config_.n_expert_used + 1));
         MOE_CUDA_CHECK(cudaMemcpy(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice));
       }
@@ -462,9 +463,9 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                            ff <= ActivationBuffer::kMaxFusedWidth
                        ? placement_.pcie_experts
                        : 0;
-  // Sized in every pass of a hybrid layer, streamed prefills included (a prefill's rows cover a
-  // decode step's), so that the decode graph, recorded after one, allocates nothing.
-  int32_t* ram_ids = w.hybrid >= 0 && placement_.pcie_experts > 0 ? ram_ids_.get(size_t(rows)) : nullptr;
+  // Only the steps of up to kMaxMatvecTokens tokens read experts over PCIe: finish_loading()
+  // reserved their ids, so the decode graph's capture allocates nothing whatever ran before it.
+  int32_t* ram_ids = pcie ? ram_ids_.get(size_t(rows)) : nullptr;
   if (ram_ids) up_.get(size_t(rows) * 2 * ff);
   // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
   if (hybrid) {

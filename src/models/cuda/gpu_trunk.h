@@ -16,13 +16,13 @@
 
 #include <cuda_runtime.h>
 
+#include "engine/expert_cache.h"
+#include "engine/pcie_balance.h"
 #include "models/blocks.h"
 #include "models/cuda/cpu_experts.h"
 #include "models/cuda/expert_stream.h"
 #include "models/cuda/gpu_model.h"
 #include "models/cuda/registered_model.h"
-#include "engine/pcie_balance.h"
-#include "engine/expert_cache.h"
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"

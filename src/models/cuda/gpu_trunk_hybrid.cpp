@@ -67,9 +67,10 @@ void GpuTrunk::start_cache(int max_copies) {
   cache_dirty_.assign(cache_layers_.size(), false);
   cache_temp_ = DeviceBuffer(temp);
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cache_stream_, cudaStreamNonBlocking));
-  cpu_experts_->set_observer([this, n_expert = c.n_expert](int layer, std::span<const int32_t> routed) {
-    std::vector<int32_t> ids;  // the routed experts (not a shared expert run as one more)
-    for (int32_t e : routed) ids.push_back(e < n_expert ? e : -1);
+  cpu_experts_->set_observer([this, n_expert = c.n_expert, ids = std::vector<int32_t>()](
+                                  int layer, std::span<const int32_t> routed) mutable {
+    ids.assign(routed.begin(), routed.end());  // the routed experts (not a shared expert run as one more)
+    for (int32_t& e : ids) e = e < n_expert ? e : -1;
     for (const auto& swap : cache_->observe(layer, ids)) started_.push_back(swap);
   });
   spdlog::info("gpu: the VRAM experts follow the routing, up to {} copies a layer a step", max_copies);
