@@ -12,6 +12,7 @@
 #include "core/units.h"
 #include "core/log.h"
 #include "engine/placement.h"
+#include "ops/cpu/matmul.h"
 #ifdef MOE_HAVE_CUDA
 #include "models/cuda/gpu_model.h"
 #include "ops/cuda/device.h"
@@ -87,6 +88,11 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                  "With part of the experts in RAM: the VRAM experts follow the routing (LRU), up to N experts copied "
                  "in a layer a step (default 0: the first experts of each layer stay)")
       ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--weight-prefetch", options.weight_prefetch,
+                 fmt::format("Tuning: how far ahead (bytes) the CPU's decode products request weights from RAM, 0 for "
+                             "none (default {}; bench_expert_sum measures the choices)",
+                             kDefaultWeightPrefetchBytes))
+      ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--mlock", options.mlock,
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
@@ -156,6 +162,7 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
 }  // namespace
 
 std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options) {
+  if (options.weight_prefetch >= 0) set_weight_prefetch_bytes(size_t(options.weight_prefetch));
   const std::optional<int> gpu = gpu_index(options.device);
   const bool required = options.device != "auto";
   if (!gpu && options.hybrid()) {

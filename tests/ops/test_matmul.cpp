@@ -63,6 +63,29 @@ TEST(Matmul, BitIdenticalForAnyThreadCount) {
   }
 }
 
+// Weight prefetch (decode-sized calls) changes what the caches hold, never the numbers: the
+// same bits off, a little ahead, and far past the matrix's end (clipped to it).
+TEST(Matmul, WeightPrefetchGivesTheSameBits) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  ThreadPool pool(2);
+  const size_t saved = weight_prefetch_bytes();
+  for (GgmlType type : test::weight_types()) {
+    for (int64_t n_tokens : {1, 4, 5}) {
+      SCOPED_TRACE(std::string(type_name(type)) + " n_tokens=" + std::to_string(n_tokens));
+      const Problem p = make_problem(rng, type, block_size(type) == 256 ? 512 : 288, n_tokens);
+      set_weight_prefetch_bytes(0);
+      const auto off = run(p, pool);
+      for (size_t ahead : {size_t(64), size_t(4096), size_t(1) << 30}) {
+        set_weight_prefetch_bytes(ahead);
+        EXPECT_EQ(weight_prefetch_bytes(), ahead);
+        EXPECT_TRUE(same_bits(off, run(p, pool))) << ahead << " bytes ahead";
+      }
+    }
+  }
+  set_weight_prefetch_bytes(saved);
+}
+
 // 17 tokens in one call, one at a time, and split 5 + 12: the same bits for every token
 // (groups of 4 go through the prefill tiles where a format has them).
 TEST(Matmul, BitIdenticalForAnyTokenGrouping) {

@@ -1,12 +1,29 @@
 #include "ops/cpu/matmul.h"
 
 #include <algorithm>
+#include <atomic>
+#include <immintrin.h>
 
 #include "core/error.h"
 #include "ops/cpu/quantize.h"
 #include "ops/cpu/vec_dot.h"
 
 namespace moe {
+namespace {
+
+std::atomic<size_t> g_prefetch_bytes{kDefaultWeightPrefetchBytes};
+
+// Requests bytes [from, from + count) of the `size` bytes at base (clipped), a line at a time.
+inline void prefetch_range(const std::byte* base, size_t size, size_t from, size_t count) {
+  for (size_t at = from; at < std::min(size, from + count); at += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(base + at), _MM_HINT_T0);
+  }
+}
+
+}  // namespace
+
+void set_weight_prefetch_bytes(size_t bytes) { g_prefetch_bytes.store(bytes, std::memory_order_relaxed); }
+size_t weight_prefetch_bytes() { return g_prefetch_bytes.load(std::memory_order_relaxed); }
 
 WeightView WeightView::packed(GgmlType type, int64_t rows, int64_t cols, const std::byte* data) {
   return {type, rows, cols, data, static_cast<size_t>(row_bytes(type, static_cast<uint64_t>(cols)))};
@@ -92,8 +109,11 @@ void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int6
         }
       }
     }
+    const size_t ahead = n_tok == x.n_tokens ? weight_prefetch_bytes() : 0;  // one pass over the rows
+    const size_t size = static_cast<size_t>(rows) * w.row_stride;
     for (; r < r1; ++r) {
       float out[kMaxDotTokens];
+      if (ahead) prefetch_range(w.data, size, static_cast<size_t>(r) * w.row_stride + ahead, w.row_stride);
       dot(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, xt, x.row_stride, n_tok, out);
       for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r)] = out[t];
     }
