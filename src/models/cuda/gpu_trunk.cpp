@@ -182,10 +182,6 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
           pcie_limit_value_ = pcie_balance_->limit();
         }
         pcie_limit_ = DeviceBuffer(sizeof(int32_t));
-        // The PCIe expert ids of every step that can have them (up to kMaxMatvecTokens tokens, a
-        // slot per expert a token and a shared one), reserved now: a decode graph recorded
-        // right after a streamed prefill must not allocate (CUDA refuses in a capture).
-        ram_ids_.get(size_t(kMaxMatvecTokens) * size_t(config_.n_expert_used + 1));
         MOE_CUDA_CHECK(cudaMemcpy(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice));
       }
       if (staging_bytes_ > 0) {
@@ -463,8 +459,6 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                            ff <= ActivationBuffer::kMaxFusedWidth
                        ? placement_.pcie_experts
                        : 0;
-  // Only the steps of up to kMaxMatvecTokens tokens read experts over PCIe: finish_loading()
-  // reserved their ids, so the decode graph's capture allocates nothing whatever ran before it.
   int32_t* ram_ids = pcie ? ram_ids_.get(size_t(rows)) : nullptr;
   if (ram_ids) up_.get(size_t(rows) * 2 * ff);
   // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
@@ -573,7 +567,7 @@ void GpuTrunk::run_step(int n, int first_logit) {
   }
   if (decode && decode_graph_valid_) {
     MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
-  } else if (decode && warm_) {
+  } else if (decode && decode_sized_) {
     // Every buffer already has its size: record the step, keep the graph, run it.
     cudaGraph_t graph = nullptr;
     MOE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -594,7 +588,7 @@ void GpuTrunk::run_step(int n, int first_logit) {
     MOE_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
   } else {
     enqueue(n, first_logit);
-    warm_ = true;
+    decode_sized_ = decode;
     decode_graph_valid_ = false;  // a larger call may have moved buffers the graph uses
   }
 }

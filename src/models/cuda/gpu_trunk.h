@@ -235,7 +235,12 @@ class GpuTrunk : public Model {
   DeviceBuffer rope_freq_;  // rope_frequencies(n_rot, rope_base)
 
   cudaGraphExec_t decode_graph_ = nullptr;
-  bool decode_graph_valid_ = false, warm_ = false;  // warm: every buffer sized by an earlier call
+  bool decode_graph_valid_ = false;
+  // The last step ran eagerly and was a decode: every buffer a decode step uses has its size,
+  // so the next can be recorded (CUDA refuses allocations inside a capture). After any other
+  // step (a prefill may take paths a decode does not, and size other buffers), the first
+  // decode runs eagerly again.
+  bool decode_sized_ = false;
   PinnedBuffer ids_host_, pos_host_, logits_host_;
   PinnedBuffer forced_host_;  // a routing source's experts for the step (Model::set_routing_source)
   // Per activation type (F32, Q8_0, Q8_K): its buffer and the view last written there.

@@ -149,7 +149,7 @@ void GpuTrunk::run_hybrid_step(int n, int first_logit, ThreadPool& pool) {
   // nothing) and returns at once; any other step enqueues some thirty launches a layer, and a
   // launch may block while the queue is full, so it enqueues from a second thread while this
   // one serves the CPU's experts.
-  const bool one_launch = n == 1 && !tracing() && warm_;
+  const bool one_launch = n == 1 && !tracing() && decode_sized_;
   std::exception_ptr enqueue_error;
   std::atomic<bool> enqueued{false};
   std::thread enqueuer;
