@@ -155,6 +155,7 @@ void bench(const BenchCliOptions& opt) {
   LoadOptions load_options = opt.load;
   load_options.context = int64_t(opt.depth) + opt.n_prompt + opt.n_gen + 1;  // what a placement keeps room for
   load_options.batch = std::min(opt.batch, std::max({opt.n_prompt, opt.depth, 1}));
+  load_options.kv_type = *kv;
   auto model = open_model(reader, load_options);
   const ModelConfig& c = model->config();
   // --routing local: experts chosen with Qwen3-Next's published locality instead of by the

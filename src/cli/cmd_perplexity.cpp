@@ -35,6 +35,7 @@ void perplexity(const PerplexityCliOptions& opt) {
   LoadOptions load = opt.load;
   load.context = opt.n_ctx;  // what a --vram-budget placement keeps room for
   load.batch = std::min(opt.batch, opt.n_ctx);
+  load.kv_type = *kv;
   auto model = open_model(reader, load);
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
 

@@ -72,6 +72,7 @@ void run(const RunOptions& opt) {
   LoadOptions load = opt.load;
   if (opt.ctx > 0) load.context = opt.ctx;  // what a --vram-budget placement keeps room for
   load.batch = opt.batch;
+  load.kv_type = kv_type(opt);
   auto model = open_model(reader, load);
   const ModelConfig& c = model->config();
 

@@ -137,6 +137,7 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
   PlacementRequest request{.vram_budget = options.vram_budget.empty() ? free_bytes : parse_bytes(options.vram_budget),
                            .n_cpu_moe = options.cpu_moe ? c.n_layer : options.n_cpu_moe,
                            .context = options.context,
+                           .kv_type = options.kv_type,
                            .ubatch = options.batch,
                            .stream_prefill = options.stream_prefill};
   if (request.vram_budget > free_bytes) {

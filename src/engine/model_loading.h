@@ -29,6 +29,7 @@ struct LoadOptions {
   int n_cpu_moe = -1;
   bool cpu_moe = false;
   int64_t context = 4096;  // KV positions the placement keeps room for
+  GgmlType kv_type = GgmlType::F16;  // and the type they are kept in
   int batch = 512;         // tokens of the largest forward pass, whose buffers the placement keeps room for
   bool stream_prefill = true;  // --no-stream-prefill: long prefills leave the CPU its experts
   int pcie_experts = -1;       // --pcie-experts N: decode reads up to N of a token's RAM experts over PCIe (-1: auto)

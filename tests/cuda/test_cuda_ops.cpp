@@ -17,6 +17,7 @@
 #include "core/thread_pool.h"
 #include "models/blocks.h"
 #include "ops/cpu/matmul.h"
+#include "ops/cpu/quantize.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
@@ -29,6 +30,27 @@ namespace moe {
 namespace {
 
 using test::Device;
+
+// A KV cache of rows of kv_dim values as the GPU keeps it in `type` (the bytes the CPU
+// engine's cache holds: f32_to_f16, or quantize_row's Q8_0 blocks), and the values it reads.
+struct HostCache {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+HostCache host_cache(cuda::KvType type, const std::vector<float>& x, int64_t kv_dim) {
+  const GgmlType t = type == cuda::KvType::F16 ? GgmlType::F16 : GgmlType::Q8_0;
+  const size_t rows = x.size() / size_t(kv_dim), row = cuda::kv_row_bytes(type, kv_dim);
+  EXPECT_EQ(row, row_bytes(t, uint64_t(kv_dim)));  // the GPU's layout is the CPU's
+  HostCache c{std::vector<uint8_t>(rows * row), std::vector<float>(x.size())};
+  for (size_t r = 0; r < rows; ++r) {
+    const std::span<const float> in(x.data() + r * size_t(kv_dim), size_t(kv_dim));
+    const std::span<std::byte> out(reinterpret_cast<std::byte*>(c.bytes.data()) + r * row, row);
+    quantize_row(t, in, out);
+    dequantize_row(t, out, std::span(c.values.data() + r * size_t(kv_dim), size_t(kv_dim)));
+  }
+  return c;
+}
+const char* kv_name(cuda::KvType type) { return type == cuda::KvType::F16 ? "f16" : "q8_0"; }
 
 TEST(CudaOps, RmsNormMatchesTheCpu) {
   SEED_TRACE();
@@ -170,38 +192,40 @@ TEST(CudaOps, ExpertProductsMatchTheCpu) {
   }
 }
 
-// Causal GQA attention over an f16 cache against a double-precision softmax, for a prefill
-// of 5 tokens after 300 cached positions and for one decode token (split over warps, and for
-// long contexts over blocks: chunks of 5 positions, and more chunks than positions).
+// Causal GQA attention over an f16 or Q8_0 cache against a double-precision softmax, for a
+// prefill of 5 tokens after 300 cached positions and for one decode token (split over warps,
+// and for long contexts over blocks: chunks of 5 positions, and more chunks than positions).
 TEST(CudaOps, AttentionMatchesADoubleReference) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
   struct Case {
     int cached, n, chunks;
   };
+  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0})
   for (int head_dim : {64, 128, 256}) {
     const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim;
     for (const auto [cached, n, chunks] : {Case{300, 5, 1}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
-      SCOPED_TRACE(fmt::format("head_dim {}, {} tokens after {}, {} chunks", head_dim, n, cached, chunks));
+      SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks", kv_name(type), head_dim, n,
+                               cached, chunks));
       const int positions = cached + n;
       const auto q = test::random_floats(rng, size_t(n * n_head * head_dim));
       const auto k = test::random_floats(rng, size_t(positions * kv_dim)), v = test::random_floats(rng, size_t(positions * kv_dim));
       std::vector<int32_t> pos(static_cast<size_t>(n));
       for (int t = 0; t < n; ++t) pos[size_t(t)] = cached + t;
-      // The cache holds f16: the reference reads the same rounded values.
-      std::vector<__half> kh(k.size()), vh(v.size());
-      for (size_t i = 0; i < k.size(); ++i) kh[i] = __float2half_rn(k[i]), vh[i] = __float2half_rn(v[i]);
+      // The reference reads the values the cache holds (rounded to f16, or quantized).
+      const HostCache kc = host_cache(type, k, kv_dim), vc = host_cache(type, v, kv_dim);
+      const std::vector<float>&kh = kc.values, &vh = vc.values;
       Device<float> dq(q), dout(q.size());
-      Device<__half> dk(kh), dv(vh);
+      Device<uint8_t> dk(kc.bytes), dv(vc.bytes);
       Device<int32_t> dpos(pos);
       const float scale = 1.0f / std::sqrt(float(head_dim));
       Device<float> partials{size_t(n_head * chunks * (head_dim + 2))};
       Device<unsigned> counters{std::vector<unsigned>(size_t(n_head), 0u)};
       if (chunks == 1) {
-        MOE_CUDA_CHECK(cuda::attend(dq.get(), dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim, scale,
-                                    dout.get(), nullptr));
+        MOE_CUDA_CHECK(cuda::attend(dq.get(), type, dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
+                                    scale, dout.get(), nullptr));
       } else {
-        MOE_CUDA_CHECK(cuda::attend_decode({.q = dq.get(), .k_cache = dk.get(), .v_cache = dv.get(), .pos = dpos.get(),
+        MOE_CUDA_CHECK(cuda::attend_decode({.q = dq.get(), .kv_type = type, .k_cache = dk.get(), .v_cache = dv.get(), .pos = dpos.get(),
                                             .n = n, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
                                             .scale = scale, .out = dout.get(), .fresh = {}, .chunks = chunks,
                                             .partials = partials.get(), .counters = counters.get()},
@@ -217,7 +241,7 @@ TEST(CudaOps, AttentionMatchesADoubleReference) {
           for (int p = 0; p <= pos[size_t(t)]; ++p) {
             double s = 0;
             for (int i = 0; i < head_dim; ++i) {
-              s += double(q[size_t((t * n_head + h) * head_dim + i)]) * double(__half2float(kh[size_t(p * kv_dim + g * head_dim + i)]));
+              s += double(q[size_t((t * n_head + h) * head_dim + i)]) * double(kh[size_t(p * kv_dim + g * head_dim + i)]);
             }
             w[size_t(p)] = s * scale;
             max = std::max(max, w[size_t(p)]);
@@ -225,7 +249,7 @@ TEST(CudaOps, AttentionMatchesADoubleReference) {
           for (auto& x : w) sum += x = std::exp(x - max);
           for (int i = 0; i < head_dim; ++i) {
             double o = 0;
-            for (size_t p = 0; p < w.size(); ++p) o += w[p] / sum * double(__half2float(vh[p * kv_dim + size_t(g * head_dim + i)]));
+            for (size_t p = 0; p < w.size(); ++p) o += w[p] / sum * double(vh[p * kv_dim + size_t(g * head_dim + i)]);
             ASSERT_NEAR(got[size_t((t * n_head + h) * head_dim + i)], o, 1e-5) << "token " << t << " head " << h << " dim " << i;
           }
         }
@@ -273,31 +297,35 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
   const auto v = test::random_floats(rng, size_t(n * n_head_kv * hd));
   const auto qn = test::random_floats(rng, size_t(hd)), kn = test::random_floats(rng, size_t(hd));
   const std::vector<int32_t> pos{4, 5, 6};
-  Device<float> q1(q), k1(k), q2(q), k2(k), dv(v), dqn(qn), dkn(kn);
+  Device<float> dv(v), dqn(qn), dkn(kn);
   Device<int32_t> dpos(pos);
   Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
-  const size_t cache = size_t(8 * n_head_kv * hd);
-  Device<__half> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
-  MOE_CUDA_CHECK(cudaMemset(kc1.get(), 0, cache * 2));
-  MOE_CUDA_CHECK(cudaMemset(vc1.get(), 0, cache * 2));
-  MOE_CUDA_CHECK(cudaMemset(kc2.get(), 0, cache * 2));
-  MOE_CUDA_CHECK(cudaMemset(vc2.get(), 0, cache * 2));
-  MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q1.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), n,
-                                          n_head, n_head_kv, hd, n_rot, freq.get(), kc1.get(), vc1.get(), nullptr));
-  MOE_CUDA_CHECK(cuda::rms_norm(q2.get(), dqn.get(), 1e-6f, n * n_head, hd, q2.get(), nullptr));
-  MOE_CUDA_CHECK(cuda::rms_norm(k2.get(), dkn.get(), 1e-6f, n * n_head_kv, hd, k2.get(), nullptr));
-  MOE_CUDA_CHECK(cuda::rope_neox(q2.get(), dpos.get(), n, n_head, hd, n_rot, freq.get(), nullptr));
-  MOE_CUDA_CHECK(cuda::rope_neox(k2.get(), dpos.get(), n, n_head_kv, hd, n_rot, freq.get(), nullptr));
-  MOE_CUDA_CHECK(cuda::store_kv(k2.get(), dv.get(), n, n_head_kv * hd, dpos.get(), kc2.get(), vc2.get(), nullptr));
-  EXPECT_EQ(q1.host(), q2.host());
-  EXPECT_EQ(k1.host(), k2.host());
-  auto bits = [](const std::vector<__half>& h) {
-    std::vector<uint16_t> out(h.size());
-    std::memcpy(out.data(), h.data(), h.size() * 2);
-    return out;
-  };
-  EXPECT_EQ(bits(kc1.host()), bits(kc2.host()));
-  EXPECT_EQ(bits(vc1.host()), bits(vc2.host()));
+  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0}) {
+    SCOPED_TRACE(kv_name(type));
+    Device<float> q1(q), k1(k), q2(q), k2(k);
+    const int64_t kv_dim = n_head_kv * hd;
+    const std::vector<uint8_t> zeros(8 * cuda::kv_row_bytes(type, kv_dim), 0);
+    Device<uint8_t> kc1(zeros), vc1(zeros), kc2(zeros), vc2(zeros);
+    MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q1.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), n,
+                                            n_head, n_head_kv, hd, n_rot, freq.get(), type, kc1.get(), vc1.get(),
+                                            nullptr));
+    MOE_CUDA_CHECK(cuda::rms_norm(q2.get(), dqn.get(), 1e-6f, n * n_head, hd, q2.get(), nullptr));
+    MOE_CUDA_CHECK(cuda::rms_norm(k2.get(), dkn.get(), 1e-6f, n * n_head_kv, hd, k2.get(), nullptr));
+    MOE_CUDA_CHECK(cuda::rope_neox(q2.get(), dpos.get(), n, n_head, hd, n_rot, freq.get(), nullptr));
+    MOE_CUDA_CHECK(cuda::rope_neox(k2.get(), dpos.get(), n, n_head_kv, hd, n_rot, freq.get(), nullptr));
+    MOE_CUDA_CHECK(cuda::store_kv(k2.get(), dv.get(), n, int(kv_dim), dpos.get(), type, kc2.get(), vc2.get(), nullptr));
+    EXPECT_EQ(q1.host(), q2.host());
+    EXPECT_EQ(k1.host(), k2.host());
+    EXPECT_EQ(kc1.host(), kc2.host());
+    EXPECT_EQ(vc1.host(), vc2.host());
+    // And the bytes are the CPU cache's: rows 4-6 as the CPU converts the same keys and values.
+    const auto keys = k2.host();
+    const size_t row = cuda::kv_row_bytes(type, kv_dim);
+    const HostCache ck = host_cache(type, keys, kv_dim), cv = host_cache(type, v, kv_dim);
+    const auto gk = kc2.host(), gv = vc2.host();
+    EXPECT_TRUE(std::equal(ck.bytes.begin(), ck.bytes.end(), gk.begin() + 4 * row));
+    EXPECT_TRUE(std::equal(cv.bytes.begin(), cv.bytes.end(), gv.begin() + 4 * row));
+  }
 }
 
 }  // namespace

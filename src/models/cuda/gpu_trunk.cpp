@@ -288,7 +288,7 @@ void GpuTrunk::ensure_cache(int64_t positions) {
   if (positions <= cache_positions_) return;
   int64_t capacity = std::max<int64_t>(cache_positions_, 256);
   while (capacity < positions) capacity *= 2;
-  const size_t row = size_t(config_.n_head_kv) * config_.head_dim * sizeof(__half);
+  const size_t row = kv_row_bytes(cache_type_, int64_t(config_.n_head_kv) * config_.head_dim);
   for (size_t il = 0; il < k_cache_.size(); ++il) {
     for (auto* cache : {&k_cache_[il], &v_cache_[il]}) {
       DeviceBuffer grown(row * size_t(capacity));
@@ -317,8 +317,8 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
   project3(w.qkv, {&w.q, &w.k, &w.v}, normed(w.q, x, w.norm, n, u), u, q);
   trace_device("attn_in", u, size_t(n) * c.n_embd);
   const int32_t* pos = pos_.get(size_t(n));
-  auto* kc = k_cache_[size_t(w.cache_layer)].as<__half>();
-  auto* vc = v_cache_[size_t(w.cache_layer)].as<__half>();
+  void* kc = k_cache_[size_t(w.cache_layer)].get();
+  void* vc = v_cache_[size_t(w.cache_layer)].get();
   const float scale = 1.0f / std::sqrt(float(hd));
   if (n == 1 && vec_dot_type(w.o.type) == GgmlType::Q8_0) {
     // Decode: the q/k norms, RoPE and KV store, the output gate and the quantization for the
@@ -327,7 +327,7 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
     const ActivationBuffer::Target out = s8.buffer.target(GgmlType::Q8_0, n, q_dim);
     const int64_t stride = s.gated ? 2 * hd : hd;  // a query head, then its gate
     MOE_CUDA_CHECK(attend_decode(
-        {.k_cache = kc, .v_cache = vc, .pos = pos, .n = n, .n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = hd,
+        {.kv_type = cache_type_, .k_cache = kc, .v_cache = vc, .pos = pos, .n = n, .n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = hd,
          .scale = scale, .gate = s.gated ? q + hd : nullptr, .gate_stride = stride, .qs = out.qs,
          .scales = out.scales,
          .fresh = {.q = q, .q_stride = stride, .k = k, .v = v, .q_norm = w.q_norm.as<float>(),
@@ -348,9 +348,9 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
     MOE_CUDA_CHECK(split_gated_heads(qg, int64_t(n) * c.n_head, hd, q, gate, stream_));
   }
   MOE_CUDA_CHECK(qk_norm_rope_store(q, k, v, w.q_norm.as<float>(), w.k_norm.as<float>(), s.rms_eps, pos, n, c.n_head,
-                                    c.n_head_kv, hd, s.n_rot, rope_freq_.as<double>(), kc, vc, stream_));
+                                    c.n_head_kv, hd, s.n_rot, rope_freq_.as<double>(), cache_type_, kc, vc, stream_));
   float* mixed = mixed_.get(size_t(n) * q_dim);
-  MOE_CUDA_CHECK(attend(q, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, scale, mixed, stream_));
+  MOE_CUDA_CHECK(attend(q, cache_type_, kc, vc, pos, n, c.n_head, c.n_head_kv, hd, scale, mixed, stream_));
   if (gate) MOE_CUDA_CHECK(sigmoid_mul(mixed, gate, int64_t(n) * q_dim, stream_));
   product(w.o, quantized(w.o, mixed, n), x, true);
   trace_device("attn_out", x, size_t(n) * c.n_embd);
@@ -606,9 +606,19 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
     fail("forward: a sequence of {} positions has recurrent state for {}: it cannot be truncated (fork it instead)",
          pos0, state_length_);
   }
-  if (entry.seq->cache_type() != GgmlType::F16) {  // the cache lives in VRAM, in f16 only for now
-    fail("gpu: a {} KV cache is not supported on the GPU yet (f16 only); use --kv-type f16, or --device cpu",
-         type_name(entry.seq->cache_type()));
+  // The cache lives in VRAM in the sequence's type; a new sequence may bring another type.
+  const GgmlType seq_type = entry.seq->cache_type();
+  if (seq_type != GgmlType::F16 && seq_type != GgmlType::Q8_0) {
+    fail("gpu: a {} KV cache is not supported on the GPU (f16 or q8_0); use --kv-type q8_0, or --device cpu",
+         type_name(seq_type));
+  }
+  if (const KvType type = seq_type == GgmlType::Q8_0 ? KvType::Q8_0 : KvType::F16; type != cache_type_) {
+    if (pos0 != 0) fail("gpu: the KV cache holds {} values; a sequence in another type must start at position 0", cache_type_ == KvType::Q8_0 ? "q8_0" : "f16");
+    cache_type_ = type;
+    for (auto& cache : k_cache_) cache = DeviceBuffer();
+    for (auto& cache : v_cache_) cache = DeviceBuffer();
+    cache_positions_ = 0;
+    decode_graph_valid_ = false;
   }
   grow_sequences(batch);
   owner_ = entry.seq;

@@ -26,6 +26,7 @@
 #include "models/cuda/gpu_weights.h"
 #include "models/model.h"
 #include "ops/cuda/activations.h"
+#include "ops/cuda/attention.h"
 #include "ops/cuda/gemm.h"
 
 namespace moe::cuda {
@@ -254,6 +255,7 @@ class GpuTrunk : public Model {
   Scratch<int32_t> ids_, experts_, ram_ids_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
+  KvType cache_type_ = KvType::F16;  // the sequence's cache type (f16 or q8_0)
   int64_t cache_positions_ = 0;
   const SequenceState* owner_ = nullptr;  // the sequence the cache (and recurrent state) holds
   int64_t state_length_ = 0;              // positions the recurrent state has consumed

@@ -1,4 +1,4 @@
-// Causal attention over a sequence's f16 KV cache, and the cache writes.
+// Causal attention over a sequence's KV cache (f16 or Q8_0), and the cache writes.
 //
 // attend: one block per (query token, head), its kSplit warps taking every kSplit-th position
 // (split-K: decode has one query token, so the positions are where the parallelism is). Lane l
@@ -19,9 +19,11 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <type_traits>
 
-#include "ops/cuda/launch.cuh"
 #include "ops/cuda/attention.h"
+#include "ops/cuda/kv_values.cuh"
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/last_block.cuh"
 #include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/rope.cuh"
@@ -34,7 +36,8 @@ constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kSplit = 8, kBatch = 4;
 
 // kChunked: split over a.chunks blocks a head (else one block a head: no merge between blocks).
-template <bool kChunked>
+// kType: a.kv_type.
+template <bool kChunked, KvType kType>
 __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) {
   wait_for_previous_kernels();
   allow_next_kernel();
@@ -46,28 +49,28 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   const int group = n_head / n_head_kv, kv_head = h / group, kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
   const int pos_t = a.pos[t];
   const FreshKv& f = a.fresh;
-  // With fresh q/k/v: this block's query, and its kv head's key and value as the cache holds
-  // them (f16), made here (warps 0-2) and read from shared memory for the current position.
+  // With fresh q/k/v: this block's query, and its kv head's key and value as the cache keeps
+  // them (rounded to its type), made here (warps 0-2) and read from shared memory for the
+  // current position. The first block of each kv head stores them.
   __shared__ float q_fresh[kMaxRopeHeadDim], k_fresh[kMaxRopeHeadDim], scratch[2][kMaxRopeHeadDim];
-  __shared__ __half k_half[kMaxRopeHeadDim], v_half[kMaxRopeHeadDim];
+  __shared__ float k_kept[kMaxRopeHeadDim], v_kept[kMaxRopeHeadDim];
   if (f.q) {
+    const bool stores = h % group == 0 && chunk == 0;
+    const int64_t at = int64_t(pos_t) * kv_dim + int64_t(kv_head) * head_dim;  // the head's first value
     if (warp == 0) {
       norm_rope_head(f.q + (int64_t(t) * n_head + h) * f.q_stride, f.q_norm, f.eps, head_dim, f.n_rot, f.freq, pos_t,
                      scratch[0], q_fresh);
     } else if (warp == 1) {
       norm_rope_head(f.k + (int64_t(t) * n_head_kv + kv_head) * head_dim, f.k_norm, f.eps, head_dim, f.n_rot, f.freq,
                      pos_t, scratch[1], k_fresh);
-      for (int i = lane; i < head_dim; i += 32) k_half[i] = __float2half_rn(k_fresh[i]);
+      for (int i = lane; i < head_dim; i += 32) k_kept[i] = kv_keep_lanes<kType>(stores ? f.k_cache : nullptr, at + i - lane, k_fresh[i]);
     } else if (warp == 2) {
       for (int i = lane; i < head_dim; i += 32) {
-        v_half[i] = __float2half_rn(f.v[(int64_t(t) * n_head_kv + kv_head) * head_dim + i]);
+        const float v = f.v[(int64_t(t) * n_head_kv + kv_head) * head_dim + i];
+        v_kept[i] = kv_keep_lanes<kType>(stores ? f.v_cache : nullptr, at + i - lane, v);
       }
     }
     __syncthreads();
-    if (h % group == 0 && chunk == 0 && warp == 3) {  // one block per kv head stores them
-      const int64_t at = int64_t(pos_t) * kv_dim + int64_t(kv_head) * head_dim;
-      for (int i = lane; i < head_dim; i += 32) f.k_cache[at + i] = k_half[i], f.v_cache[at + i] = v_half[i];
-    }
   }
   const float* qh = f.q ? q_fresh : a.q + (int64_t(t) * n_head + h) * head_dim;
   float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
@@ -83,17 +86,21 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   // kBatch positions a warp at a time: their keys and values are loaded together (one memory
   // latency, not two a position), then taken in order with the same arithmetic.
   for (int p0 = begin + warp; p0 < end; p0 += kSplit * kBatch) {
-    __half kb[kBatch][kMaxDimsPerLane], vb[kBatch][kMaxDimsPerLane];
+    float kb[kBatch][kMaxDimsPerLane], vb[kBatch][kMaxDimsPerLane];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int p = p0 + b * kSplit;
       if (p >= end) break;
-      const bool fresh_p = f.q && p == pos_t;
-      const __half* kp = fresh_p ? k_half : a.k_cache + int64_t(p) * kv_dim + kv_head * head_dim;
-      const __half* vp = fresh_p ? v_half : a.v_cache + int64_t(p) * kv_dim + kv_head * head_dim;
+      const int64_t head_at = int64_t(p) * kv_dim + kv_head * head_dim;
 #pragma unroll
       for (int i = 0; i < kMaxDimsPerLane; ++i) {
-        if (i < per_lane) kb[b][i] = kp[lane + 32 * i], vb[b][i] = vp[lane + 32 * i];
+        if (i >= per_lane) continue;
+        if (f.q && p == pos_t) {
+          kb[b][i] = k_kept[lane + 32 * i], vb[b][i] = v_kept[lane + 32 * i];
+        } else {
+          kb[b][i] = kv_value<kType>(a.k_cache, head_at + lane + 32 * i);
+          vb[b][i] = kv_value<kType>(a.v_cache, head_at + lane + 32 * i);
+        }
       }
     }
 #pragma unroll
@@ -102,14 +109,14 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
       float s = 0.0f;
 #pragma unroll
       for (int i = 0; i < kMaxDimsPerLane; ++i) {
-        if (i < per_lane) s += qv[i] * __half2float(kb[b][i]);
+        if (i < per_lane) s += qv[i] * kb[b][i];
       }
       s = warp_sum(s);
       s *= a.scale;
       const float new_max = fmaxf(max, s), correction = expf(max - new_max), weight = expf(s - new_max);
 #pragma unroll
       for (int i = 0; i < kMaxDimsPerLane; ++i) {
-        if (i < per_lane) acc[i] = acc[i] * correction + weight * __half2float(vb[b][i]);
+        if (i < per_lane) acc[i] = acc[i] * correction + weight * vb[b][i];
       }
       sum = sum * correction + weight;
       max = new_max;
@@ -186,17 +193,84 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
 constexpr int kPrefillRows = 64, kPrefillTile = 32, kPrefillWarps = 8;
 constexpr int kRowsPerWarp = kPrefillRows / kPrefillWarps;
 
-template <int kDims>  // head_dim / 32
+// A tile of kPrefillTile positions' keys and values in shared memory, as the cache keeps them:
+// f16 values, or Q8_0's int8 values with their blocks' scales beside them (dequantized as they
+// are read, so the tile takes half the space; a consumer GPU's 99 KiB must hold it with the
+// query rows at head_dim 256). Key rows are padded so that lanes reading the same dim of
+// different rows fall in different banks.
+template <int kDims, KvType kType>
+struct PrefillTile {
+  static constexpr int kHeadDim = 32 * kDims;
+  using Value = std::conditional_t<kType == KvType::F16, __half, int8_t>;
+  static constexpr int kKeyPitch = kHeadDim + (kType == KvType::F16 ? 2 : 4);
+  static constexpr size_t kBytes =
+      size_t(kPrefillTile) * ((kKeyPitch + kHeadDim) * sizeof(Value) + (kType == KvType::F16 ? 0 : 2 * kDims * 4));
+
+  Value* keys;    // [kPrefillTile][kKeyPitch]
+  Value* values;  // [kPrefillTile][kHeadDim]
+  float* scales;  // Q8_0: [kPrefillTile][kDims] of the keys, then of the values
+
+  __device__ explicit PrefillTile(void* at)
+      : keys(static_cast<Value*>(at)),
+        values(keys + kPrefillTile * kKeyPitch),
+        scales(reinterpret_cast<float*>(values + kPrefillTile * kHeadDim)) {}
+
+  // The block loads positions p0 .. p0 + kPrefillTile - 1 of kv head `kv_head` (zeros past last).
+  __device__ void load(const void* k, const void* v, int p0, int last, int kv_head, int kv_dim, int tid) {
+    for (int i = tid; i < kPrefillTile * kHeadDim / 2; i += 32 * kPrefillWarps) {
+      const int j = i / (kHeadDim / 2), d = 2 * (i % (kHeadDim / 2)), p = p0 + j;
+      const int64_t at = int64_t(p) * kv_dim + kv_head * kHeadDim + d;
+      if constexpr (kType == KvType::F16) {
+        const __half2 zero = __float2half2_rn(0.0f);
+        *reinterpret_cast<__half2*>(keys + j * kKeyPitch + d) = p <= last ? *reinterpret_cast<const __half2*>(
+                                                                                  static_cast<const __half*>(k) + at)
+                                                                            : zero;
+        *reinterpret_cast<__half2*>(values + j * kHeadDim + d) =
+            p <= last ? *reinterpret_cast<const __half2*>(static_cast<const __half*>(v) + at) : zero;
+      } else {
+        const int64_t block = at >> 5, in_block = at & 31;
+        const auto* kb = static_cast<const uint8_t*>(k) + block * int64_t(kKvQ8BlockBytes);
+        const auto* vb = static_cast<const uint8_t*>(v) + block * int64_t(kKvQ8BlockBytes);
+        keys[j * kKeyPitch + d] = p <= last ? int8_t(kb[2 + in_block]) : int8_t(0);
+        keys[j * kKeyPitch + d + 1] = p <= last ? int8_t(kb[3 + in_block]) : int8_t(0);
+        values[j * kHeadDim + d] = p <= last ? int8_t(vb[2 + in_block]) : int8_t(0);
+        values[j * kHeadDim + d + 1] = p <= last ? int8_t(vb[3 + in_block]) : int8_t(0);
+        if (in_block == 0) {
+          scales[j * kDims + d / 32] = p <= last ? __half2float(*reinterpret_cast<const __half*>(kb)) : 0.0f;
+          scales[(kPrefillTile + j) * kDims + d / 32] = p <= last ? __half2float(*reinterpret_cast<const __half*>(vb)) : 0.0f;
+        }
+      }
+    }
+  }
+  // Dims d and d + 1 (d even) of position j's key.
+  __device__ float2 key_pair(int j, int d) const {
+    if constexpr (kType == KvType::F16) {
+      return __half22float2(*reinterpret_cast<const __half2*>(keys + j * kKeyPitch + d));
+    } else {
+      const float sc = scales[j * kDims + d / 32];
+      return {sc * float(keys[j * kKeyPitch + d]), sc * float(keys[j * kKeyPitch + d + 1])};
+    }
+  }
+  // Dim 32 i + lane of position j's value.
+  __device__ float value(int j, int i, int lane) const {
+    if constexpr (kType == KvType::F16) {
+      return __half2float(values[j * kHeadDim + lane + 32 * i]);
+    } else {
+      return scales[(kPrefillTile + j) * kDims + i] * float(values[j * kHeadDim + lane + 32 * i]);
+    }
+  }
+};
+
+template <int kDims, KvType kType>  // head_dim / 32, the cache's type
 __global__ void __launch_bounds__(32 * kPrefillWarps)
-    attend_prefill_kernel(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
+    attend_prefill_kernel(const float* __restrict__ q, const void* __restrict__ k, const void* __restrict__ v,
                           const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv, float scale,
                           float* __restrict__ out) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  constexpr int kHeadDim = 32 * kDims, kKeyPitch = kHeadDim + 2;  // the pad spreads lanes' rows over banks
-  extern __shared__ __align__(16) float q_rows[];                  // [kPrefillRows][kHeadDim]
-  auto* keys = reinterpret_cast<__half*>(q_rows + kPrefillRows * kHeadDim);  // [kPrefillTile][kKeyPitch]
-  __half* values = keys + kPrefillTile * kKeyPitch;                         // [kPrefillTile][kHeadDim]
+  constexpr int kHeadDim = 32 * kDims;
+  extern __shared__ __align__(16) float q_rows[];  // [kPrefillRows][kHeadDim], then the tile
+  PrefillTile<kDims, kType> tile(q_rows + kPrefillRows * kHeadDim);
   const int group = n_head / n_head_kv, tokens = kPrefillRows / group;
   const int kv_head = blockIdx.y, t0 = blockIdx.x * tokens, lane = threadIdx.x, warp = threadIdx.y;
   const int tid = warp * 32 + lane, kv_dim = n_head_kv * kHeadDim;
@@ -219,15 +293,7 @@ __global__ void __launch_bounds__(32 * kPrefillWarps)
   }
   for (int p0 = 0; p0 <= last; p0 += kPrefillTile) {
     __syncthreads();  // the previous tile is read by all (and the query rows are in)
-    for (int i = tid; i < kPrefillTile * kHeadDim / 2; i += 32 * kPrefillWarps) {
-      const int j = i / (kHeadDim / 2), d = 2 * (i % (kHeadDim / 2)), p = p0 + j;
-      const int64_t at = int64_t(p) * kv_dim + kv_head * kHeadDim + d;
-      const __half2 zero = __float2half2_rn(0.0f);
-      const auto* kp = reinterpret_cast<const __half2*>(k + at);
-      const auto* vp = reinterpret_cast<const __half2*>(v + at);
-      *reinterpret_cast<__half2*>(keys + j * kKeyPitch + d) = p <= last ? *kp : zero;
-      *reinterpret_cast<__half2*>(values + j * kHeadDim + d) = p <= last ? *vp : zero;
-    }
+    tile.load(k, v, p0, last, kv_head, kv_dim, tid);
     __syncthreads();
     // Lane j scores position p0 + j for each of the warp's rows: one key read serves them all.
     const int r0 = warp * kRowsPerWarp;
@@ -241,10 +307,9 @@ __global__ void __launch_bounds__(32 * kPrefillWarps)
     }
     if (!any) continue;  // warp-uniform
     float dot[kRowsPerWarp] = {};
-    const __half* kr = keys + lane * kKeyPitch;
 #pragma unroll 4
     for (int d = 0; d < kHeadDim; d += 2) {
-      const float2 kv = __half22float2(*reinterpret_cast<const __half2*>(kr + d));
+      const float2 kv = tile.key_pair(lane, d);
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr) {
         const float2 qv = *reinterpret_cast<const float2*>(q_rows + (r0 + rr) * kHeadDim + d);
@@ -274,7 +339,7 @@ __global__ void __launch_bounds__(32 * kPrefillWarps)
     for (int j = 0; j < count; ++j) {
       float vj[kDims];
 #pragma unroll
-      for (int i = 0; i < kDims; ++i) vj[i] = __half2float(values[j * kHeadDim + lane + 32 * i]);
+      for (int i = 0; i < kDims; ++i) vj[i] = tile.value(j, i, lane);
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr) {
         const float wj = __shfl_sync(0xFFFFFFFFu, weight[rr], j);
@@ -293,49 +358,59 @@ __global__ void __launch_bounds__(32 * kPrefillWarps)
   }
 }
 
-template <int kDims>
-cudaError_t launch_prefill(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
+template <int kDims, KvType kType>
+cudaError_t launch_prefill(const float* q, const void* k, const void* v, const int32_t* pos, int n, int n_head,
                            int n_head_kv, float scale, float* out, cudaStream_t stream) {
-  constexpr int kHeadDim = 32 * kDims;
-  const int bytes = kPrefillRows * kHeadDim * 4 + kPrefillTile * (2 * kHeadDim + 2) * 2;
-  const cudaError_t e =
-      cudaFuncSetAttribute(attend_prefill_kernel<kDims>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  const int bytes = int(kPrefillRows * 32 * kDims * 4 + PrefillTile<kDims, kType>::kBytes);
+  const auto kernel = attend_prefill_kernel<kDims, kType>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return e;
   const int tokens = kPrefillRows / (n_head / n_head_kv);
   const dim3 grid(unsigned((n + tokens - 1) / tokens), unsigned(n_head_kv)), block(32, kPrefillWarps);
-  return launch(attend_prefill_kernel<kDims>, grid, block, size_t(bytes), stream, q, k, v, pos, n, n_head, n_head_kv,
-                scale, out);
+  return launch(kernel, grid, block, size_t(bytes), stream, q, k, v, pos, n, n_head, n_head_kv, scale, out);
 }
 
+template <KvType kType>
+cudaError_t prefill_for_head_dim(const float* q, const void* k, const void* v, const int32_t* pos, int n, int n_head,
+                                 int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream) {
+  switch (head_dim) {
+    case 64: return launch_prefill<2, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+    case 128: return launch_prefill<4, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+    case 256: return launch_prefill<8, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+    default: return cudaErrorNotSupported;  // the caller falls back to the decode kernel
+  }
+}
+
+// One warp per 32 values (kv_dim is a multiple of 32): value `lane` of them in each lane.
+template <KvType kType>
 __global__ void store_kv_kernel(const float* __restrict__ k, const float* __restrict__ v, int n, int kv_dim,
-                                const int32_t* __restrict__ pos, __half* kc, __half* vc) {
+                                const int32_t* __restrict__ pos, void* kc, void* vc) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(n) * kv_dim) return;
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.y + threadIdx.y) * 32 + threadIdx.x;
+  if (i >= int64_t(n) * kv_dim) return;  // whole warps
   const int t = int(i / kv_dim), d = int(i % kv_dim);
-  const int64_t at = int64_t(pos[t]) * kv_dim + d;
-  kc[at] = __float2half_rn(k[i]);
-  vc[at] = __float2half_rn(v[i]);
+  const int64_t at = int64_t(pos[t]) * kv_dim + d - threadIdx.x;
+  kv_keep_lanes<kType>(kc, at, k[i]);
+  kv_keep_lanes<kType>(vc, at, v[i]);
 }
 
 }  // namespace
 
-cudaError_t attend(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
+cudaError_t attend(const float* q, KvType type, const void* k, const void* v, const int32_t* pos, int n, int n_head,
                    int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream) {
   if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const int group = n_head / n_head_kv;
   if (n > 1 && kPrefillRows % group == 0) {  // prefill: the tokens of a block share the keys they read
-    switch (head_dim) {
-      case 64: return launch_prefill<2>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
-      case 128: return launch_prefill<4>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
-      case 256: return launch_prefill<8>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
-      default: break;
-    }
+    const cudaError_t e =
+        type == KvType::F16
+            ? prefill_for_head_dim<KvType::F16>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream)
+            : prefill_for_head_dim<KvType::Q8_0>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream);
+    if (e != cudaErrorNotSupported) return e;
   }
-  return attend_decode({.q = q, .k_cache = k, .v_cache = v, .pos = pos, .n = n, .n_head = n_head, .n_head_kv = n_head_kv,
-                        .head_dim = head_dim, .scale = scale, .out = out, .fresh = {}},
+  return attend_decode({.q = q, .kv_type = type, .k_cache = k, .v_cache = v, .pos = pos, .n = n, .n_head = n_head,
+                        .n_head_kv = n_head_kv, .head_dim = head_dim, .scale = scale, .out = out, .fresh = {}},
                        stream);
 }
 
@@ -350,19 +425,26 @@ cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream) {
   }
   if (a.chunks < 1 || (a.chunks > 1 && (a.partials == nullptr || a.counters == nullptr))) return cudaErrorInvalidValue;
   if (a.n == 0) return cudaSuccess;
+  const bool q8 = a.kv_type == KvType::Q8_0;
   if (a.chunks > 1) {
-    launch(attend_kernel<true>, unsigned(int64_t(a.n) * a.n_head * a.chunks), dim3(32, kSplit), 0, stream, a);
+    const auto kernel = q8 ? attend_kernel<true, KvType::Q8_0> : attend_kernel<true, KvType::F16>;
+    launch(kernel, unsigned(int64_t(a.n) * a.n_head * a.chunks), dim3(32, kSplit), 0, stream, a);
   } else {
-    launch(attend_kernel<false>, unsigned(int64_t(a.n) * a.n_head), dim3(32, kSplit), 0, stream, a);
+    const auto kernel = q8 ? attend_kernel<false, KvType::Q8_0> : attend_kernel<false, KvType::F16>;
+    launch(kernel, unsigned(int64_t(a.n) * a.n_head), dim3(32, kSplit), 0, stream, a);
   }
   return cudaGetLastError();
 }
 
-cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const int32_t* pos, __half* k_cache,
-                     __half* v_cache, cudaStream_t stream) {
-  const int64_t total = int64_t(n) * kv_dim;
-  if (total == 0) return cudaSuccess;
-  launch(store_kv_kernel, unsigned((total + 255) / 256), 256, 0, stream, k, v, n, kv_dim, pos, k_cache, v_cache);
+cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const int32_t* pos, KvType type,
+                     void* k_cache, void* v_cache, cudaStream_t stream) {
+  if (kv_dim % 32 != 0) return cudaErrorInvalidValue;
+  const int64_t warps = int64_t(n) * kv_dim / 32;
+  if (warps == 0) return cudaSuccess;
+  constexpr int kWarpsPerBlock = 8;
+  const auto kernel = type == KvType::F16 ? store_kv_kernel<KvType::F16> : store_kv_kernel<KvType::Q8_0>;
+  launch(kernel, unsigned((warps + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(32, kWarpsPerBlock), 0, stream, k, v, n,
+         kv_dim, pos, k_cache, v_cache);
   return cudaGetLastError();
 }
 

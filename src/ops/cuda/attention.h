@@ -1,6 +1,7 @@
 #pragma once
-// Attention on the GPU over one sequence's KV cache in f16, [position][n_head_kv * head_dim].
-// Quantized cache types (q8_0, q4_0) and a paged layout come with the server's batching.
+// Attention on the GPU over one sequence's KV cache, [position][n_head_kv * head_dim], in f16
+// or in Q8_0. A paged layout comes with the server's batching.
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_fp16.h>
@@ -8,22 +9,32 @@
 
 namespace moe::cuda {
 
+// How the cache keeps its values: f16, or Q8_0 blocks in ggml's layout (per 32 values of a
+// position an f16 scale, then 32 int8: the bytes the CPU engine's q8_0 cache holds, so both
+// engines attend over the same numbers). A Q8_0 block never straddles two heads (head_dim is a
+// multiple of 32).
+enum class KvType : uint8_t { F16, Q8_0 };
+constexpr size_t kKvQ8BlockBytes = 34;
+constexpr size_t kv_row_bytes(KvType type, int64_t kv_dim) {
+  return type == KvType::F16 ? size_t(kv_dim) * 2 : size_t(kv_dim) / 32 * kKvQ8BlockBytes;
+}
+
 // Writes the keys and values of n tokens (f32 [n][kv_dim]) at positions pos[t] (device).
-cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const int32_t* pos, __half* k_cache,
-                     __half* v_cache, cudaStream_t stream);
+cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const int32_t* pos, KvType type,
+                     void* k_cache, void* v_cache, cudaStream_t stream);
 
 // out[t][h] = softmax over p <= pos[t] of (q[t][h] . k[p][h / group] * scale) applied to v:
 // causal GQA attention of n query tokens (f32 [n][n_head][head_dim], normed and rotated);
 // head_dim a multiple of 32 up to 256.
-cudaError_t attend(const float* q, const __half* k, const __half* v, const int32_t* pos, int n, int n_head,
+cudaError_t attend(const float* q, KvType type, const void* k, const void* v, const int32_t* pos, int n, int n_head,
                    int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream);
 
 // The current token's raw query, key and value, for decode attention that norms, rotates and
 // stores them itself: the work of qk_norm_rope_store() (ops.h) in the attention launch, one
 // query token only. Each block norms and rotates its query head and its kv head's key (q_norm,
 // k_norm, eps, RoPE of the first n_rot dims with the table freq), uses the key and value of the
-// current position from shared memory, and the first query block of each kv head writes them
-// to the caches.
+// current position from shared memory (as the cache keeps them: rounded to its type), and the
+// first query block of each kv head writes them to the caches.
 struct FreshKv {
   const float* q = nullptr;  // head h at q + h * q_stride (2 * head_dim: Qwen3-Next's gate after each query)
   int64_t q_stride = 0;
@@ -34,8 +45,8 @@ struct FreshKv {
   float eps = 1e-6f;
   int n_rot = 0;
   const double* freq = nullptr;
-  __half* k_cache = nullptr;  // the caches attention reads, written at the token's position
-  __half* v_cache = nullptr;
+  void* k_cache = nullptr;  // the caches attention reads, written at the token's position
+  void* v_cache = nullptr;
 };
 
 // attend() by the decode kernel (whatever n), and what decode fuses into it: the output gated
@@ -46,8 +57,9 @@ struct FreshKv {
 // sigmoid_mul(), the Q8_0 quantization and qk_norm_rope_store(). out may be null.
 struct DecodeAttention {
   const float* q = nullptr;  // [n][n_head][head_dim], normed and rotated
-  const __half* k_cache = nullptr;
-  const __half* v_cache = nullptr;
+  KvType kv_type = KvType::F16;
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
   const int32_t* pos = nullptr;
   int n = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
   float scale = 1.0f;

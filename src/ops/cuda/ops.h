@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "core/ggml_type.h"
+#include "ops/cuda/attention.h"
 
 namespace moe::cuda {
 
@@ -69,11 +70,11 @@ cudaError_t sigmoid_mul(float* x, const float* gate, int64_t n, cudaStream_t str
 
 // Per head of n tokens, in place: RMSNorm (weights q_norm / k_norm), then NEOX RoPE of the
 // first n_rot dims at position pos[t]; the keys and the values (v, untouched) are then stored in
-// the f16 cache at pos[t]. Each step is the arithmetic of rms_norm(), rope_neox() and
-// store_kv(), fused: q [n][n_head][head_dim], k and v [n][n_head_kv][head_dim].
+// the cache (f16 or Q8_0, attention.h) at pos[t]. Each step is the arithmetic of rms_norm(),
+// rope_neox() and store_kv(), fused: q [n][n_head][head_dim], k and v [n][n_head_kv][head_dim].
 cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* q_norm, const float* k_norm, float eps,
                                const int32_t* pos, int n, int n_head, int n_head_kv, int head_dim, int n_rot,
-                               const double* freq, void* k_cache, void* v_cache, cudaStream_t stream);
+                               const double* freq, KvType type, void* k_cache, void* v_cache, cudaStream_t stream);
 
 // MoE routing, per token: softmax over its n_expert router logits, the k most probable
 // experts (ties to the lower id), their probabilities (divided by their sum when

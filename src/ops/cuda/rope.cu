@@ -1,6 +1,7 @@
 // NEOX RoPE: one thread per rotated pair (i, i + n_rot / 2) of one head of one token.
 #include <cuda_fp16.h>
 
+#include "ops/cuda/kv_values.cuh"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/rope.cuh"
@@ -31,11 +32,12 @@ __global__ void rope_neox_kernel(float* x, const int32_t* __restrict__ pos, int 
 constexpr int kHeadsPerBlock = 4;
 
 // One warp per head (the n_head query heads of a token, then its n_head_kv key heads).
+template <KvType kType>
 __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __restrict__ v,
                                           const float* __restrict__ q_norm, const float* __restrict__ k_norm,
                                           float eps, const int32_t* __restrict__ pos, int n, int n_head, int n_head_kv,
-                                          int head_dim, int n_rot, const double* __restrict__ freq, __half* k_cache,
-                                          __half* v_cache) {
+                                          int head_dim, int n_rot, const double* __restrict__ freq, void* k_cache,
+                                          void* v_cache) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int heads = n_head + n_head_kv;
@@ -47,11 +49,11 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
   const float* w = is_q ? q_norm : k_norm;
   __shared__ float normed[kHeadsPerBlock][kMaxRopeHeadDim];
   norm_rope_head(x, w, eps, head_dim, n_rot, freq, pos[t], normed[threadIdx.y], x);
-  if (!is_q) {  // each lane stores the values it wrote
+  if (!is_q) {  // the warp stores the head, 32 values at a time, each lane the values it wrote
     for (int i = lane; i < head_dim; i += 32) {
-      const int64_t at = int64_t(pos[t]) * n_head_kv * head_dim + int64_t(hh - n_head) * head_dim + i;
-      k_cache[at] = __float2half_rn(x[i]);
-      v_cache[at] = __float2half_rn(v[(int64_t(t) * n_head_kv + hh - n_head) * head_dim + i]);
+      const int64_t at = int64_t(pos[t]) * n_head_kv * head_dim + int64_t(hh - n_head) * head_dim + i - lane;
+      kv_keep_lanes<kType>(k_cache, at, x[i]);
+      kv_keep_lanes<kType>(v_cache, at, v[(int64_t(t) * n_head_kv + hh - n_head) * head_dim + i]);
     }
   }
 }
@@ -60,14 +62,17 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
 
 cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* q_norm, const float* k_norm, float eps,
                                const int32_t* pos, int n, int n_head, int n_head_kv, int head_dim, int n_rot,
-                               const double* freq, void* k_cache, void* v_cache, cudaStream_t stream) {
-  if (head_dim > kMaxRopeHeadDim || n_rot > head_dim || n_rot % 2 != 0) return cudaErrorInvalidValue;
+                               const double* freq, KvType type, void* k_cache, void* v_cache, cudaStream_t stream) {
+  if (head_dim > kMaxRopeHeadDim || head_dim % 32 != 0 || n_rot > head_dim || n_rot % 2 != 0) {
+    return cudaErrorInvalidValue;
+  }
   const int64_t heads = int64_t(n) * (n_head + n_head_kv);
   if (heads == 0) return cudaSuccess;
   const dim3 block(32, kHeadsPerBlock), grid(unsigned((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
-  launch(qk_norm_rope_store_kernel, grid, block, 0, stream, q, k, v, q_norm, k_norm, eps, pos, n, n_head, n_head_kv,
-                                                        head_dim, n_rot, freq, static_cast<__half*>(k_cache),
-                                                        static_cast<__half*>(v_cache));
+  const auto kernel =
+      type == KvType::F16 ? qk_norm_rope_store_kernel<KvType::F16> : qk_norm_rope_store_kernel<KvType::Q8_0>;
+  launch(kernel, grid, block, 0, stream, q, k, v, q_norm, k_norm, eps, pos, n, n_head, n_head_kv, head_dim, n_rot, freq,
+         k_cache, v_cache);
   return cudaGetLastError();
 }
 
