@@ -39,14 +39,19 @@ for arch in qwen3moe qwen3 qwen3next; do
     threshold=$([ "$type" = f32 ] && echo 1e-3 || echo 5e-2)
     "$build/moeserve" synth --arch "$arch" --preset tiny --type "$type" -o "$tiny/m.gguf" >/dev/null 2>&1
     run "compare_${arch}_$type" bash -c "'$build/moeserve' compare -m '$tiny/m.gguf' --device cuda -p 12 -n 4 --threshold $threshold -o json > '$out/logs/compare_${arch}_$type.out'"
+    # The same with a q8_0 KV cache on both sides (the same bytes stored; keys a rounding step
+    # apart now and then move a score by a step's worth).
+    [ "$type" = q8_0 ] && run "compare_${arch}_${type}_kvq8" bash -c "'$build/moeserve' compare -m '$tiny/m.gguf' --device cuda -p 12 -n 4 --kv-type q8_0 --threshold $threshold -o json > '$out/logs/compare_${arch}_${type}_kvq8.out'"
   done
 done
 rm -rf "$tiny"
 # Benchmarks (JSON on stdout, kept whole in results.json).
 run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out/logs/bench_cuda_matvec.out'"
-# The hybrid's CPU side alone on this machine's cores (a table in its log), 4 KiB and 2 MiB pages.
+# The hybrid's CPU side alone on this machine's cores (a table in its log), 4 KiB and 2 MiB pages:
+# expert_sum with weight prefetch off and at the default, and a plain read of the same bytes.
 for thp in 0 1; do
-  run "bench_expert_sum_thp$thp" "$build/bench/bench_expert_sum" --layers 4 --tokens 32 --threads 8,16 --thp $thp
+  run "bench_expert_sum_thp$thp" "$build/bench/bench_expert_sum" --layers 4 --tokens 32 --threads 8,16 --thp $thp \
+    --mode sum,read --prefetch 0,4096
 done
 # Whole models (synth files in /dev/shm, one at a time): Qwen3-Next-80B shapes cut to 12 layers
 # (20 GiB) and Qwen3-30B-A3B shapes (30 GiB), prefill and decode on the GPU. MOE_GPU_BENCH_MODELS=0
