@@ -64,11 +64,11 @@ void ThreadPool::worker_main(int thread) {
     // Wait for a new generation: spin first, then sleep.
     uint64_t gen = generation_.load(std::memory_order_acquire);
     if (gen == seen) {
-      if (const uint32_t spin_us = spin_us_.load(std::memory_order_relaxed); spin_us > 0) {
-        const uint64_t deadline = now_us() + spin_us;
+      if (spin_us_.load(std::memory_order_relaxed) > 0) {
+        const uint64_t start = now_us();
         for (uint32_t i = 1; (gen = generation_.load(std::memory_order_acquire)) == seen; ++i) {
           cpu_relax();
-          if ((i & 255) == 0 && now_us() >= deadline) break;
+          if ((i & 255) == 0 && now_us() - start >= spin_us_.load(std::memory_order_relaxed)) break;
         }
       }
       while (gen == seen) {

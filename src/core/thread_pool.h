@@ -34,8 +34,12 @@ class ThreadPool {
   // rethrown here after all tasks have stopped.
   void parallel_for(size_t n_tasks, FunctionRef<void(size_t task, int thread)> fn);
 
-  // How long an idle worker spins before it sleeps (microseconds). 0 sleeps at once.
+  // How long an idle worker spins before it sleeps (microseconds). 0 sleeps at once. Workers
+  // already spinning follow a change at once (a shorter spin puts them to sleep).
   void set_spin_us(uint32_t us) { spin_us_.store(us, std::memory_order_relaxed); }
+  uint32_t spin_us() const { return spin_us_.load(std::memory_order_relaxed); }
+  // Workers asleep now (waiting for a job without spinning).
+  int sleeping_workers() const { return sleepers_.load(); }
 
  private:
   void worker_main(int thread);

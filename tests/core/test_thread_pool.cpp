@@ -65,6 +65,23 @@ TEST(ThreadPool, WakesSleepingWorkers) {
   }
 }
 
+// A long spin keeps idle workers awake (the hybrid engine's CPU side between two layers); a
+// shorter one set while they spin puts them to sleep at once, not when the long one ends.
+TEST(ThreadPool, WorkersFollowAChangeOfTheSpinWhileSpinning) {
+  ThreadPool pool(3);
+  pool.set_spin_us(60'000'000);
+  EXPECT_EQ(pool.spin_us(), 60'000'000u);
+  pool.parallel_for(10, [](size_t, int) {});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(pool.sleeping_workers(), 0);
+  pool.set_spin_us(0);
+  for (int i = 0; i < 2000 && pool.sleeping_workers() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(pool.sleeping_workers(), 2);
+  std::atomic<int> count{0};
+  pool.parallel_for(10, [&](size_t, int) { count.fetch_add(1); });
+  EXPECT_EQ(count.load(), 10);
+}
+
 TEST(ThreadPool, RethrowsTaskExceptionsAndStaysUsable) {
   ThreadPool pool(2);
   EXPECT_THROW(pool.parallel_for(100,

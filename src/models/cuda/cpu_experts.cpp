@@ -75,6 +75,18 @@ void CpuExperts::release() {
 
 void CpuExperts::serve(int n, ThreadPool& pool, cudaStream_t stream, const std::atomic<bool>& enqueued) {
   MOE_ASSERT(n <= capacity_);
+  // Between two layers the GPU runs for up to a millisecond (attention, its own experts, those
+  // it reads over PCIe): longer than the pool's idle spin, so its workers fell asleep and each
+  // layer began by waking them, which slowed the CPU's share; the slower CPU made the PCIe
+  // balance hand the GPU more experts, the GPU's layers grew longer still (Qwen3-Next-80B in
+  // 16 GiB on the H200 machine: 76% of the RAM experts over PCIe, 31.5 t/s against 41.4 with
+  // none). The workers spin through the whole step instead and sleep again after it.
+  struct RestoreSpin {
+    ThreadPool& pool;
+    uint32_t us;
+    ~RestoreSpin() { pool.set_spin_us(us); }
+  } restore{pool, pool.spin_us()};
+  pool.set_spin_us(kStepSpinUs);
   const size_t slots = size_t(n) * size_t(k_), floats = size_t(n) * size_t(n_embd_);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto t0 = Clock::now();

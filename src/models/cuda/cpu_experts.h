@@ -23,6 +23,10 @@ namespace moe::cuda {
 
 class CpuExperts {
  public:
+  // How long the thread pool's idle workers spin during a step (microseconds): longer than
+  // any step, so that they never sleep between two layers.
+  static constexpr uint32_t kStepSpinUs = 100'000;
+
   // n_embd: a row's width; k: slots a token, of which k_routed are routed experts (the rest: a
   // shared expert run as one more, always on the GPU).
   CpuExperts(int64_t n_embd, int k, int k_routed) : n_embd_(n_embd), k_(k), k_routed_(k_routed) {}
