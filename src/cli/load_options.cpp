@@ -156,7 +156,8 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
                                   // auto: any number of a token's experts, as the balance of the two sides says
                                   .pcie_experts = options.pcie_experts < 0 ? c.n_expert_used : options.pcie_experts,
                                   .pcie_auto = options.pcie_experts < 0,
-                                  .cache_copies = options.cache_copies});
+                                  .cache_copies = options.cache_copies,
+                                  .kv_positions = request.context});
 }
 #endif
 

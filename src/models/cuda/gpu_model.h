@@ -35,6 +35,9 @@ struct HybridPlacement {
   // The VRAM experts follow the routing (engine/expert_cache.h): up to this many copies a layer
   // a decode step; 0 keeps the first ones of each layer.
   int cache_copies = 0;
+  // The KV positions the plan kept room for: the cache grows to no more than this while a
+  // sequence fits in it (else by doubling, as without a plan). 0: no plan.
+  int64_t kv_positions = 0;
 };
 constexpr int kStreamMinTokens = 256;
 

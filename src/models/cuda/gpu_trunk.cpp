@@ -288,6 +288,8 @@ void GpuTrunk::ensure_cache(int64_t positions) {
   if (positions <= cache_positions_) return;
   int64_t capacity = std::max<int64_t>(cache_positions_, 256);
   while (capacity < positions) capacity *= 2;
+  // A hybrid plan counted its KV positions, not the doubling's (4097 positions would take 8192).
+  if (placement_.kv_positions >= positions) capacity = std::min(capacity, placement_.kv_positions);
   const size_t row = kv_row_bytes(cache_type_, int64_t(config_.n_head_kv) * config_.head_dim);
   for (size_t il = 0; il < k_cache_.size(); ++il) {
     for (auto* cache : {&k_cache_[il], &v_cache_[il]}) {
