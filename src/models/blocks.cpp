@@ -1,7 +1,6 @@
 #include "models/blocks.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -182,80 +181,12 @@ Route route_token(std::span<const float> logits, int k, bool renormalize) {
   return r;
 }
 
-namespace {
-
-// expert_sum for one token (a decode step), with the general path's numbers: every product row,
-// SwiGLU value and conversion is computed as there, and the sum runs in rank order from zero.
-// What changes is the work around them: no grouping by expert (each has one row), SwiGLU inside
-// the gate/up tasks and the weighted sum inside the down tasks (each task takes a block of output
-// rows across every expert), so a layer is two parallel jobs with only the conversions between.
-// The hybrid engine's CPU runs this 48 times a token.
-void expert_sum_one_token(const MoeLayer& w, std::span<const float> u, std::span<const int32_t> experts,
-                          std::span<const float> weights, std::span<float> out, ThreadPool& pool, Scratch& scratch) {
-  const int64_t n_embd = w.gate.first.cols, ff = w.gate.first.rows;
-  std::array<int, 64> ranks{};  // the ranks that have an expert here, in order
-  size_t m = 0;
-  MOE_ASSERT(experts.size() <= ranks.size());
-  for (size_t r = 0; r < experts.size(); ++r) {
-    if (experts[r] < 0) continue;
-    MOE_ASSERT(experts[r] < w.gate.n_expert);
-    ranks[m++] = int(r);
-  }
-  if (m == 0) {
-    std::fill(out.begin(), out.end(), 0.0f);
-    return;
-  }
-  scratch.input.quantize(vec_dot_type(w.gate.first.type), u, 1, n_embd);
-  const ActivationView& in = scratch.input.view();
-  // Row i of g / up: the expert of rank ranks[i].
-  const auto g = sized(scratch.g, m * size_t(ff)), up = sized(scratch.up, m * size_t(ff));
-  std::vector<RowProduct> gate_up;  // gate, then up, per expert
-  gate_up.reserve(2 * m);
-  for (size_t i = 0; i < m; ++i) {
-    const int e = experts[size_t(ranks[i])];
-    gate_up.emplace_back(w.gate.expert(e), in, g.subspan(i * size_t(ff), size_t(ff)));
-    gate_up.emplace_back(w.up.expert(e), in, up.subspan(i * size_t(ff), size_t(ff)));
-  }
-  const size_t blocks_ff = size_t((ff + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
-  pool.parallel_for(m * blocks_ff, [&](size_t task, int) {
-    const size_t i = task / blocks_ff;
-    const int64_t r0 = int64_t(task % blocks_ff) * kMatmulRowsPerTask, r1 = std::min(ff, r0 + kMatmulRowsPerTask);
-    gate_up[2 * i].rows(r0, r1);
-    gate_up[2 * i + 1].rows(r0, r1);
-    const size_t at = i * size_t(ff) + size_t(r0), len = size_t(r1 - r0);
-    swiglu(g.subspan(at, len), up.subspan(at, len), g.subspan(at, len));
-  });
-
-  scratch.hidden.quantize(vec_dot_type(w.down.first.type), g, int64_t(m), ff);
-  const ActivationView& hidden = scratch.hidden.view();
-  const auto expert_out = sized(scratch.expert_out, m * size_t(n_embd));
-  std::vector<RowProduct> down;
-  down.reserve(m);
-  for (size_t i = 0; i < m; ++i) {
-    const ActivationView row{hidden.type, hidden.cols, 1, hidden.data + i * hidden.row_stride, hidden.row_stride};
-    down.emplace_back(w.down.expert(experts[size_t(ranks[i])]), row, expert_out.subspan(i * size_t(n_embd), size_t(n_embd)));
-  }
-  const size_t blocks_out = size_t((n_embd + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
-  pool.parallel_for(blocks_out, [&](size_t task, int) {
-    const int64_t o0 = int64_t(task) * kMatmulRowsPerTask, o1 = std::min(n_embd, o0 + kMatmulRowsPerTask);
-    for (const RowProduct& product : down) product.rows(o0, o1);
-    for (int64_t o = o0; o < o1; ++o) {
-      float sum = 0.0f;
-      for (size_t i = 0; i < m; ++i) sum += weights[size_t(ranks[i])] * expert_out[i * size_t(n_embd) + size_t(o)];
-      out[size_t(o)] = sum;
-    }
-  });
-}
-
-}  // namespace
-
 void expert_sum(const MoeLayer& w, std::span<const float> u, int n, std::span<const int32_t> experts,
                 std::span<const float> weights, std::span<float> out, ThreadPool& pool, Scratch& scratch) {
   const int n_expert = w.gate.n_expert, k = n > 0 ? int(experts.size() / size_t(n)) : 0;
   const int64_t n_embd = w.gate.first.cols, ff = w.gate.first.rows;
   MOE_ASSERT(experts.size() == size_t(n) * size_t(k) && weights.size() == experts.size());
   MOE_ASSERT(u.size() == size_t(n) * size_t(n_embd) && out.size() == u.size());
-  if (n == 1 && experts.size() <= 64) return expert_sum_one_token(w, u, experts, weights, out, pool, scratch);
 
   // Which (token, rank) slots each expert serves.
   std::vector<std::vector<std::pair<int, int>>> served(static_cast<size_t>(n_expert));
