@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "core/thread_pool.h"
 #include "models/blocks.h"
+#include "ops/cpu/quantize.h"
 
 namespace moe {
 namespace {
@@ -35,6 +37,26 @@ struct RandomExperts {
     layer.gate = stacked(gate, ff, d);
     layer.up = stacked(up, ff, d);
     layer.down = stacked(down, d, ff);
+  }
+
+  // The same experts in Q8_0 (the layer views `q8`, which must outlive it).
+  MoeLayer quantized(std::vector<std::byte>& q8) const {
+    const size_t rb_d = row_bytes(GgmlType::Q8_0, uint64_t(d)), rb_ff = row_bytes(GgmlType::Q8_0, uint64_t(ff));
+    const size_t gate_bytes = size_t(n_expert) * size_t(ff) * rb_d, down_bytes = size_t(n_expert) * size_t(d) * rb_ff;
+    q8.assign(2 * gate_bytes + down_bytes, std::byte{0});
+    auto convert = [&](const std::vector<float>& m, int64_t rows, int64_t cols, size_t at) {
+      const size_t rb = row_bytes(GgmlType::Q8_0, uint64_t(cols));
+      for (size_t r = 0; r < size_t(n_expert) * size_t(rows); ++r) {
+        quantize_row(GgmlType::Q8_0, std::span(m.data() + r * size_t(cols), size_t(cols)),
+                     std::span(q8.data() + at + r * rb, rb));
+      }
+      return ExpertWeights{WeightView::packed(GgmlType::Q8_0, rows, cols, q8.data() + at), size_t(rows) * rb, n_expert};
+    };
+    MoeLayer q;
+    q.gate = convert(gate, ff, d, 0);
+    q.up = convert(up, ff, d, gate_bytes);
+    q.down = convert(down, d, ff, 2 * gate_bytes);
+    return q;
   }
 
   // out[t] = sum_r weight * down_e(silu(gate_e u) * up_e u), in double.
@@ -104,6 +126,42 @@ TEST(ExpertSum, MatchesTheReferenceAndSplitsIntoParts) {
   std::vector<float> empty(u.size(), 7.0f);
   expert_sum(x.layer, u, n, none, weights, empty, pool, scratch);
   for (float v : empty) EXPECT_EQ(v, 0.0f);
+}
+
+// A token's sum does not depend on the tokens that share the call (one token alone, as the
+// hybrid engine's decode step, against the same token twice: other kernels, the same bits), for
+// float and Q8_0 experts, any thread count and slots left to elsewhere.
+TEST(ExpertSum, OneTokenAloneGivesTheBitsOfASharedCall) {
+  const RandomExperts x(5);
+  std::vector<std::byte> q8;
+  const MoeLayer q8_layer = x.quantized(q8);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<float> u(size_t(x.d));
+  for (float& v : u) v = normal(rng);
+  const std::vector<int32_t> ids{4, -1, 1, -2, 5, 0};
+  const std::vector<float> weights{0.31f, 0.2f, 0.17f, 0.1f, 0.13f, 0.09f};
+  std::vector<float> u2 = u;
+  u2.insert(u2.end(), u.begin(), u.end());
+  std::vector<int32_t> ids2 = ids;
+  ids2.insert(ids2.end(), ids.begin(), ids.end());
+  std::vector<float> weights2 = weights;
+  weights2.insert(weights2.end(), weights.begin(), weights.end());
+  for (const MoeLayer* layer : {&x.layer, &q8_layer}) {
+    for (int threads : {1, 3}) {
+      SCOPED_TRACE(std::string(layer == &x.layer ? "f32" : "q8_0") + ", " + std::to_string(threads) + " threads");
+      ThreadPool pool(threads);
+      Scratch scratch;
+      std::vector<float> one(u.size()), two(u2.size());
+      expert_sum(*layer, u, 1, ids, weights, one, pool, scratch);
+      expert_sum(*layer, u2, 2, ids2, weights2, two, pool, scratch);
+      EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
+      const auto ref = x.reference(u, 1, ids, weights);  // and near the double loop (f32: 1e-4)
+      for (size_t i = 0; i < ref.size(); ++i) {
+        EXPECT_NEAR(one[i], ref[i], (layer == &x.layer ? 1e-4 : 5e-2) * (1 + std::fabs(ref[i]))) << i;
+      }
+    }
+  }
 }
 
 }  // namespace
