@@ -127,7 +127,9 @@ void fill_blocks(std::byte* p, size_t bytes, uint64_t seed) {
 __attribute__((target("avx2"))) uint64_t read_bytes(const std::byte* p, size_t bytes) {
   __m256i acc = _mm256_setzero_si256();
   size_t i = 0;
-  for (; i + 32 <= bytes; i += 32) acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+  for (; i + 32 <= bytes; i += 32) {
+    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+  }
   return uint64_t(_mm256_extract_epi64(acc, 0) ^ _mm256_extract_epi64(acc, 3));
 }
 

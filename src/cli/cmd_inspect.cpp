@@ -253,7 +253,8 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("--kv-type", opt->kv_type, "With --vram-budget: KV cache type (f32, f16, q8_0, q4_0)");
   cmd->add_option("-b,--batch-size", opt->ubatch, "With --vram-budget: tokens of the largest forward pass")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--vram-reserve", opt->vram_reserve, "With --vram-budget: VRAM the CUDA runtime keeps (default 1.25GiB)");
+  cmd->add_option("--vram-reserve", opt->vram_reserve,
+                  "With --vram-budget: VRAM the CUDA runtime keeps (default 1.25GiB)");
   cmd->add_option("--ram-bw", opt->ram_gb_s, "With --vram-budget: RAM read bandwidth in GB/s (default: measured)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--gpu-bw", opt->gpu_gb_s, "With --vram-budget: GPU memory bandwidth in GB/s (default: the GPU's peak)")

@@ -75,7 +75,9 @@ TEST(ThreadPool, WorkersFollowAChangeOfTheSpinWhileSpinning) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(pool.sleeping_workers(), 0);
   pool.set_spin_us(0);
-  for (int i = 0; i < 2000 && pool.sleeping_workers() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 2000 && pool.sleeping_workers() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   EXPECT_EQ(pool.sleeping_workers(), 2);
   std::atomic<int> count{0};
   pool.parallel_for(10, [&](size_t, int) { count.fetch_add(1); });

@@ -176,66 +176,68 @@ TEST(CudaFused, DecodeAttentionGatedAndQuantizedEqualsItsParts) {
 TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
-  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0})
-  for (int head_dim : {64, 128, 256}) {
-    for (bool gated : {false, true}) {
-      const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, n_rot = gated ? head_dim / 4 : head_dim;
-      for (int position : {0, 1, 40}) {
-        SCOPED_TRACE(fmt::format("{} cache, head_dim {}, gated {}, position {}",
-                                 type == cuda::KvType::F16 ? "f16" : "q8_0", head_dim, gated, position));
-        const int64_t q_dim = int64_t(n_head) * head_dim, q_stride = gated ? 2 * head_dim : head_dim;
-        const auto qg = test::random_floats(rng, size_t(n_head * q_stride), 2.0f);
-        const auto k = test::random_floats(rng, size_t(kv_dim), 2.0f), v = test::random_floats(rng, size_t(kv_dim));
-        const auto qn = test::random_floats(rng, size_t(head_dim)), kn = test::random_floats(rng, size_t(head_dim));
-        // Earlier positions: random bytes, made valid values (f16 of [-1, 1), Q8_0 scales small).
-        std::vector<uint8_t> cache(64 * cuda::kv_row_bytes(type, kv_dim));
-        if (type == cuda::KvType::F16) {
-          for (size_t i = 0; i < cache.size(); i += 2) {
-            const __half h = __float2half_rn(std::uniform_real_distribution<float>(-1, 1)(rng));
-            std::memcpy(&cache[i], &h, 2);
+  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0}) {
+    for (int head_dim : {64, 128, 256}) {
+      for (bool gated : {false, true}) {
+        const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, n_rot = gated ? head_dim / 4 : head_dim;
+        for (int position : {0, 1, 40}) {
+          SCOPED_TRACE(fmt::format("{} cache, head_dim {}, gated {}, position {}",
+                                   type == cuda::KvType::F16 ? "f16" : "q8_0", head_dim, gated, position));
+          const int64_t q_dim = int64_t(n_head) * head_dim, q_stride = gated ? 2 * head_dim : head_dim;
+          const auto qg = test::random_floats(rng, size_t(n_head * q_stride), 2.0f);
+          const auto k = test::random_floats(rng, size_t(kv_dim), 2.0f), v = test::random_floats(rng, size_t(kv_dim));
+          const auto qn = test::random_floats(rng, size_t(head_dim)), kn = test::random_floats(rng, size_t(head_dim));
+          // Earlier positions: random bytes, made valid values (f16 of [-1, 1), Q8_0 scales small).
+          std::vector<uint8_t> cache(64 * cuda::kv_row_bytes(type, kv_dim));
+          if (type == cuda::KvType::F16) {
+            for (size_t i = 0; i < cache.size(); i += 2) {
+              const __half h = __float2half_rn(std::uniform_real_distribution<float>(-1, 1)(rng));
+              std::memcpy(&cache[i], &h, 2);
+            }
+          } else {
+            for (size_t i = 0; i < cache.size(); ++i) cache[i] = uint8_t(rng());
+            for (size_t b = 0; b < cache.size(); b += cuda::kKvQ8BlockBytes) {
+              const __half d = __float2half_rn(std::uniform_real_distribution<float>(0, 0.01f)(rng));
+              std::memcpy(&cache[b], &d, 2);
+            }
           }
-        } else {
-          for (size_t i = 0; i < cache.size(); ++i) cache[i] = uint8_t(rng());
-          for (size_t b = 0; b < cache.size(); b += cuda::kKvQ8BlockBytes) {
-            const __half d = __float2half_rn(std::uniform_real_distribution<float>(0, 0.01f)(rng));
-            std::memcpy(&cache[b], &d, 2);
+          Device<uint8_t> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
+          Device<float> dqg(qg), dk(k), dv(v), dqn(qn), dkn(kn), q{size_t(q_dim)}, gate{size_t(q_dim)};
+          Device<float> o1{size_t(q_dim)}, o2{size_t(q_dim)}, k1(k);
+          Device<int32_t> dpos(std::vector<int32_t>{position});
+          Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
+          // The parts.
+          if (gated) {
+            MOE_CUDA_CHECK(cuda::split_gated_heads(dqg.get(), n_head, head_dim, q.get(), gate.get(), nullptr));
+          } else {
+            MOE_CUDA_CHECK(cudaMemcpy(q.get(), dqg.get(), size_t(q_dim) * 4, cudaMemcpyDeviceToDevice));
           }
+          MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), 1,
+                                                  n_head, n_head_kv, head_dim, n_rot, freq.get(), type, kc1.get(),
+                                                  vc1.get(), nullptr));
+          cuda::ActivationBuffer parts, fused;
+          const auto q8 = parts.target(GgmlType::Q8_0, 1, q_dim);
+          MOE_CUDA_CHECK(cuda::attend_decode({.q = q.get(), .kv_type = type, .k_cache = kc1.get(), .v_cache = vc1.get(),
+                                              .pos = dpos.get(),
+                                              .n = 1, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
+                                              .scale = 0.1f, .gate = gated ? gate.get() : nullptr, .out = o1.get(),
+                                              .qs = q8.qs, .scales = q8.scales, .fresh = {}},
+                                             nullptr));
+          // One launch.
+          const auto f8 = fused.target(GgmlType::Q8_0, 1, q_dim);
+          MOE_CUDA_CHECK(cuda::attend_decode(
+              {.kv_type = type, .k_cache = kc2.get(), .v_cache = vc2.get(), .pos = dpos.get(), .n = 1, .n_head = n_head,
+               .n_head_kv = n_head_kv, .head_dim = head_dim, .scale = 0.1f, .gate = gated ? dqg.get() + head_dim : nullptr,
+               .gate_stride = q_stride, .out = o2.get(), .qs = f8.qs, .scales = f8.scales,
+               .fresh = {.q = dqg.get(), .q_stride = q_stride, .k = dk.get(), .v = dv.get(), .q_norm = dqn.get(),
+                         .k_norm = dkn.get(), .eps = 1e-6f, .n_rot = n_rot, .freq = freq.get(), .k_cache = kc2.get(),
+                         .v_cache = vc2.get()}},
+              nullptr));
+          EXPECT_EQ(o2.host(), o1.host());
+          EXPECT_TRUE(download(f8.view) == download(q8.view));
+          EXPECT_EQ(kc2.host(), kc1.host());
+          EXPECT_EQ(vc2.host(), vc1.host());
         }
-        Device<uint8_t> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
-        Device<float> dqg(qg), dk(k), dv(v), dqn(qn), dkn(kn), q{size_t(q_dim)}, gate{size_t(q_dim)};
-        Device<float> o1{size_t(q_dim)}, o2{size_t(q_dim)}, k1(k);
-        Device<int32_t> dpos(std::vector<int32_t>{position});
-        Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
-        // The parts.
-        if (gated) {
-          MOE_CUDA_CHECK(cuda::split_gated_heads(dqg.get(), n_head, head_dim, q.get(), gate.get(), nullptr));
-        } else {
-          MOE_CUDA_CHECK(cudaMemcpy(q.get(), dqg.get(), size_t(q_dim) * 4, cudaMemcpyDeviceToDevice));
-        }
-        MOE_CUDA_CHECK(cuda::qk_norm_rope_store(q.get(), k1.get(), dv.get(), dqn.get(), dkn.get(), 1e-6f, dpos.get(), 1,
-                                                n_head, n_head_kv, head_dim, n_rot, freq.get(), type, kc1.get(),
-                                                vc1.get(), nullptr));
-        cuda::ActivationBuffer parts, fused;
-        const auto q8 = parts.target(GgmlType::Q8_0, 1, q_dim);
-        MOE_CUDA_CHECK(cuda::attend_decode({.q = q.get(), .kv_type = type, .k_cache = kc1.get(), .v_cache = vc1.get(), .pos = dpos.get(),
-                                            .n = 1, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
-                                            .scale = 0.1f, .gate = gated ? gate.get() : nullptr, .out = o1.get(),
-                                            .qs = q8.qs, .scales = q8.scales, .fresh = {}},
-                                           nullptr));
-        // One launch.
-        const auto f8 = fused.target(GgmlType::Q8_0, 1, q_dim);
-        MOE_CUDA_CHECK(cuda::attend_decode(
-            {.kv_type = type, .k_cache = kc2.get(), .v_cache = vc2.get(), .pos = dpos.get(), .n = 1, .n_head = n_head,
-             .n_head_kv = n_head_kv, .head_dim = head_dim, .scale = 0.1f, .gate = gated ? dqg.get() + head_dim : nullptr,
-             .gate_stride = q_stride, .out = o2.get(), .qs = f8.qs, .scales = f8.scales,
-             .fresh = {.q = dqg.get(), .q_stride = q_stride, .k = dk.get(), .v = dv.get(), .q_norm = dqn.get(),
-                       .k_norm = dkn.get(), .eps = 1e-6f, .n_rot = n_rot, .freq = freq.get(), .k_cache = kc2.get(),
-                       .v_cache = vc2.get()}},
-            nullptr));
-        EXPECT_EQ(o2.host(), o1.host());
-        EXPECT_TRUE(download(f8.view) == download(q8.view));
-        EXPECT_EQ(kc2.host(), kc1.host());
-        EXPECT_EQ(vc2.host(), vc1.host());
       }
     }
   }

@@ -201,56 +201,58 @@ TEST(CudaOps, AttentionMatchesADoubleReference) {
   struct Case {
     int cached, n, chunks;
   };
-  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0})
-  for (int head_dim : {64, 128, 256}) {
-    const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim;
-    for (const auto [cached, n, chunks] : {Case{300, 5, 1}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
-      SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks", kv_name(type), head_dim, n,
-                               cached, chunks));
-      const int positions = cached + n;
-      const auto q = test::random_floats(rng, size_t(n * n_head * head_dim));
-      const auto k = test::random_floats(rng, size_t(positions * kv_dim)), v = test::random_floats(rng, size_t(positions * kv_dim));
-      std::vector<int32_t> pos(static_cast<size_t>(n));
-      for (int t = 0; t < n; ++t) pos[size_t(t)] = cached + t;
-      // The reference reads the values the cache holds (rounded to f16, or quantized).
-      const HostCache kc = host_cache(type, k, kv_dim), vc = host_cache(type, v, kv_dim);
-      const std::vector<float>&kh = kc.values, &vh = vc.values;
-      Device<float> dq(q), dout(q.size());
-      Device<uint8_t> dk(kc.bytes), dv(vc.bytes);
-      Device<int32_t> dpos(pos);
-      const float scale = 1.0f / std::sqrt(float(head_dim));
-      Device<float> partials{size_t(n_head * chunks * (head_dim + 2))};
-      Device<unsigned> counters{std::vector<unsigned>(size_t(n_head), 0u)};
-      if (chunks == 1) {
-        MOE_CUDA_CHECK(cuda::attend(dq.get(), type, dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
-                                    scale, dout.get(), nullptr));
-      } else {
-        MOE_CUDA_CHECK(cuda::attend_decode({.q = dq.get(), .kv_type = type, .k_cache = dk.get(), .v_cache = dv.get(), .pos = dpos.get(),
-                                            .n = n, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
-                                            .scale = scale, .out = dout.get(), .fresh = {}, .chunks = chunks,
-                                            .partials = partials.get(), .counters = counters.get()},
-                                           nullptr));
-        EXPECT_EQ(counters.host(), std::vector<unsigned>(size_t(n_head), 0u));  // left zero for the next launch
-      }
-      const auto got = dout.host();
-      for (int t = 0; t < n; ++t) {
-        for (int h = 0; h < n_head; ++h) {
-          const int g = h / (n_head / n_head_kv);
-          std::vector<double> w(size_t(pos[size_t(t)] + 1));
-          double max = -1e300, sum = 0;
-          for (int p = 0; p <= pos[size_t(t)]; ++p) {
-            double s = 0;
-            for (int i = 0; i < head_dim; ++i) {
-              s += double(q[size_t((t * n_head + h) * head_dim + i)]) * double(kh[size_t(p * kv_dim + g * head_dim + i)]);
+  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0}) {
+    for (int head_dim : {64, 128, 256}) {
+      const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim;
+      for (const auto [cached, n, chunks] : {Case{300, 5, 1}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
+        SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks", kv_name(type), head_dim, n,
+                                 cached, chunks));
+        const int positions = cached + n;
+        const auto q = test::random_floats(rng, size_t(n * n_head * head_dim));
+        const auto k = test::random_floats(rng, size_t(positions * kv_dim)), v = test::random_floats(rng, size_t(positions * kv_dim));
+        std::vector<int32_t> pos(static_cast<size_t>(n));
+        for (int t = 0; t < n; ++t) pos[size_t(t)] = cached + t;
+        // The reference reads the values the cache holds (rounded to f16, or quantized).
+        const HostCache kc = host_cache(type, k, kv_dim), vc = host_cache(type, v, kv_dim);
+        const std::vector<float>&kh = kc.values, &vh = vc.values;
+        Device<float> dq(q), dout(q.size());
+        Device<uint8_t> dk(kc.bytes), dv(vc.bytes);
+        Device<int32_t> dpos(pos);
+        const float scale = 1.0f / std::sqrt(float(head_dim));
+        Device<float> partials{size_t(n_head * chunks * (head_dim + 2))};
+        Device<unsigned> counters{std::vector<unsigned>(size_t(n_head), 0u)};
+        if (chunks == 1) {
+          MOE_CUDA_CHECK(cuda::attend(dq.get(), type, dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
+                                      scale, dout.get(), nullptr));
+        } else {
+          MOE_CUDA_CHECK(cuda::attend_decode({.q = dq.get(), .kv_type = type, .k_cache = dk.get(), .v_cache = dv.get(),
+                                              .pos = dpos.get(),
+                                              .n = n, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
+                                              .scale = scale, .out = dout.get(), .fresh = {}, .chunks = chunks,
+                                              .partials = partials.get(), .counters = counters.get()},
+                                             nullptr));
+          EXPECT_EQ(counters.host(), std::vector<unsigned>(size_t(n_head), 0u));  // left zero for the next launch
+        }
+        const auto got = dout.host();
+        for (int t = 0; t < n; ++t) {
+          for (int h = 0; h < n_head; ++h) {
+            const int g = h / (n_head / n_head_kv);
+            std::vector<double> w(size_t(pos[size_t(t)] + 1));
+            double max = -1e300, sum = 0;
+            for (int p = 0; p <= pos[size_t(t)]; ++p) {
+              double s = 0;
+              for (int i = 0; i < head_dim; ++i) {
+                s += double(q[size_t((t * n_head + h) * head_dim + i)]) * double(kh[size_t(p * kv_dim + g * head_dim + i)]);
+              }
+              w[size_t(p)] = s * scale;
+              max = std::max(max, w[size_t(p)]);
             }
-            w[size_t(p)] = s * scale;
-            max = std::max(max, w[size_t(p)]);
-          }
-          for (auto& x : w) sum += x = std::exp(x - max);
-          for (int i = 0; i < head_dim; ++i) {
-            double o = 0;
-            for (size_t p = 0; p < w.size(); ++p) o += w[p] / sum * double(vh[p * kv_dim + size_t(g * head_dim + i)]);
-            ASSERT_NEAR(got[size_t((t * n_head + h) * head_dim + i)], o, 1e-5) << "token " << t << " head " << h << " dim " << i;
+            for (auto& x : w) sum += x = std::exp(x - max);
+            for (int i = 0; i < head_dim; ++i) {
+              double o = 0;
+              for (size_t p = 0; p < w.size(); ++p) o += w[p] / sum * double(vh[p * kv_dim + size_t(g * head_dim + i)]);
+              ASSERT_NEAR(got[size_t((t * n_head + h) * head_dim + i)], o, 1e-5) << "token " << t << " head " << h << " dim " << i;
+            }
           }
         }
       }

@@ -329,7 +329,8 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
     const ActivationBuffer::Target out = s8.buffer.target(GgmlType::Q8_0, n, q_dim);
     const int64_t stride = s.gated ? 2 * hd : hd;  // a query head, then its gate
     MOE_CUDA_CHECK(attend_decode(
-        {.kv_type = cache_type_, .k_cache = kc, .v_cache = vc, .pos = pos, .n = n, .n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = hd,
+        {.kv_type = cache_type_, .k_cache = kc, .v_cache = vc, .pos = pos, .n = n, .n_head = c.n_head,
+         .n_head_kv = c.n_head_kv, .head_dim = hd,
          .scale = scale, .gate = s.gated ? q + hd : nullptr, .gate_stride = stride, .qs = out.qs,
          .scales = out.scales,
          .fresh = {.q = q, .q_stride = stride, .k = k, .v = v, .q_norm = w.q_norm.as<float>(),
@@ -615,7 +616,10 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
          type_name(seq_type));
   }
   if (const KvType type = seq_type == GgmlType::Q8_0 ? KvType::Q8_0 : KvType::F16; type != cache_type_) {
-    if (pos0 != 0) fail("gpu: the KV cache holds {} values; a sequence in another type must start at position 0", cache_type_ == KvType::Q8_0 ? "q8_0" : "f16");
+    if (pos0 != 0) {
+      fail("gpu: the KV cache holds {} values; a sequence in another type must start at position 0",
+           cache_type_ == KvType::Q8_0 ? "q8_0" : "f16");
+    }
     cache_type_ = type;
     for (auto& cache : k_cache_) cache = DeviceBuffer();
     for (auto& cache : v_cache_) cache = DeviceBuffer();

@@ -63,7 +63,9 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     } else if (warp == 1) {
       norm_rope_head(f.k + (int64_t(t) * n_head_kv + kv_head) * head_dim, f.k_norm, f.eps, head_dim, f.n_rot, f.freq,
                      pos_t, scratch[1], k_fresh);
-      for (int i = lane; i < head_dim; i += 32) k_kept[i] = kv_keep_lanes<kType>(stores ? f.k_cache : nullptr, at + i - lane, k_fresh[i]);
+      for (int i = lane; i < head_dim; i += 32) {
+        k_kept[i] = kv_keep_lanes<kType>(stores ? f.k_cache : nullptr, at + i - lane, k_fresh[i]);
+      }
     } else if (warp == 2) {
       for (int i = lane; i < head_dim; i += 32) {
         const float v = f.v[(int64_t(t) * n_head_kv + kv_head) * head_dim + i];
@@ -236,8 +238,10 @@ struct PrefillTile {
         values[j * kHeadDim + d] = p <= last ? int8_t(vb[2 + in_block]) : int8_t(0);
         values[j * kHeadDim + d + 1] = p <= last ? int8_t(vb[3 + in_block]) : int8_t(0);
         if (in_block == 0) {
-          scales[j * kDims + d / 32] = p <= last ? __half2float(*reinterpret_cast<const __half*>(kb)) : 0.0f;
-          scales[(kPrefillTile + j) * kDims + d / 32] = p <= last ? __half2float(*reinterpret_cast<const __half*>(vb)) : 0.0f;
+          const float dk = __half2float(*reinterpret_cast<const __half*>(kb));
+          const float dv = __half2float(*reinterpret_cast<const __half*>(vb));
+          scales[j * kDims + d / 32] = p <= last ? dk : 0.0f;
+          scales[(kPrefillTile + j) * kDims + d / 32] = p <= last ? dv : 0.0f;
         }
       }
     }
