@@ -615,11 +615,8 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
     fail("gpu: a {} KV cache is not supported on the GPU (f16 or q8_0); use --kv-type q8_0, or --device cpu",
          type_name(seq_type));
   }
+  // (Only a new sequence, at position 0, can bring one: see the owner check above.)
   if (const KvType type = seq_type == GgmlType::Q8_0 ? KvType::Q8_0 : KvType::F16; type != cache_type_) {
-    if (pos0 != 0) {
-      fail("gpu: the KV cache holds {} values; a sequence in another type must start at position 0",
-           cache_type_ == KvType::Q8_0 ? "q8_0" : "f16");
-    }
     cache_type_ = type;
     for (auto& cache : k_cache_) cache = DeviceBuffer();
     for (auto& cache : v_cache_) cache = DeviceBuffer();

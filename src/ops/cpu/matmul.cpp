@@ -15,7 +15,8 @@ std::atomic<size_t> g_prefetch_bytes{kDefaultWeightPrefetchBytes};
 
 // Requests bytes [from, from + count) of the `size` bytes at base (clipped), a line at a time.
 inline void prefetch_range(const std::byte* base, size_t size, size_t from, size_t count) {
-  for (size_t at = from; at < std::min(size, from + count); at += 64) {
+  const size_t stop = std::min(size, from + count);
+  for (size_t at = from; at < stop; at += 64) {
     _mm_prefetch(reinterpret_cast<const char*>(base + at), _MM_HINT_T0);
   }
 }

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "ops/cuda/attention.h"
-#include "ops/cuda/warp.cuh"
+#include "ops/cuda/quantize_block.cuh"
 
 namespace moe::cuda {
 
@@ -35,19 +35,13 @@ __device__ __forceinline__ float kv_keep_lanes(void* cache, int64_t i, float v) 
     if (cache) static_cast<__half*>(cache)[i + lane] = h;
     return __half2float(h);
   } else {
-    // quantize_row_q8_0's arithmetic: the scale from the largest magnitude, the reciprocal
-    // multiplied and rounded half away from zero, the scale kept in f16.
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int8_t q = int8_t(roundf(v * id));
-    const __half dh = __float2half_rn(d);
+    const LaneQ8_0 r = round_lanes_q8_0(v);
     if (cache) {
       auto* block = static_cast<uint8_t*>(cache) + (i >> 5) * int64_t(kKvQ8BlockBytes);
-      block[2 + lane] = uint8_t(q);
-      if (lane == 0) *reinterpret_cast<__half*>(block) = dh;
+      block[2 + lane] = uint8_t(r.q);
+      if (lane == 0) *reinterpret_cast<__half*>(block) = r.d;
     }
-    return __half2float(dh) * float(q);
+    return __half2float(r.d) * float(r.q);
   }
 }
 

@@ -11,13 +11,25 @@
 
 namespace moe::cuda {
 
-// One warp quantizes one Q8_0 block: lane i holds value i of the block ...
-__device__ inline void quantize_lanes_q8_0(float v, int8_t* qs, float* scale) {
+// The Q8_0 rounding of one warp's 32 values (lane i holds value i): quantize_row_q8_0's
+// arithmetic (the scale from the largest magnitude, the reciprocal multiplied and rounded half
+// away from zero), each lane's int8 and the block's scale as the f16 it is kept in.
+struct LaneQ8_0 {
+  int8_t q;
+  __half d;
+};
+__device__ inline LaneQ8_0 round_lanes_q8_0(float v) {
   const float amax = warp_max(fabsf(v));
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  qs[threadIdx.x] = int8_t(roundf(v * id));
-  if (threadIdx.x == 0) *scale = __half2float(__float2half_rn(d));
+  return {int8_t(roundf(v * id)), __float2half_rn(d)};
+}
+
+// One warp quantizes one Q8_0 block: lane i holds value i of the block ...
+__device__ inline void quantize_lanes_q8_0(float v, int8_t* qs, float* scale) {
+  const LaneQ8_0 r = round_lanes_q8_0(v);
+  qs[threadIdx.x] = r.q;
+  if (threadIdx.x == 0) *scale = __half2float(r.d);
 }
 
 // ... the 32 values at x (Q8_0) ...
