@@ -84,10 +84,18 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
          "RAM are computed by the GPU reading them over PCIe while the CPU computes the others (quantized weights). "
          "auto (the default): N follows the balance of the two sides, step by step; 0: none")
       ->type_name("N|auto");
-  cmd.add_option("--expert-cache", options.cache_copies,
-                 "With part of the experts in RAM: the VRAM experts follow the routing (LRU), up to N experts copied "
-                 "in a layer a step (default 0: the first experts of each layer stay)")
-      ->check(CLI::NonNegativeNumber);
+  cmd.add_option_function<std::string>(
+         "--expert-cache",
+         [&options](const std::string& value) {
+           if (value != "on" && value != "off") {
+             throw CLI::ValidationError("--expert-cache", "'" + value + "' is neither on nor off");
+           }
+           options.expert_cache = value == "on";
+         },
+         "With part of the experts in RAM and PCIe experts: on (the default): the experts the GPU reads over PCIe "
+         "land in VRAM, in place of the least recently used, so that the VRAM experts follow the routing; off: each "
+         "layer keeps its first experts")
+      ->type_name("on|off");
   cmd.add_option("--weight-prefetch", options.weight_prefetch,
                  fmt::format("Tuning: how far ahead (bytes) the CPU's decode products request weights from RAM, 0 for "
                              "none (default {}; bench_expert_sum measures the choices)",
@@ -156,7 +164,7 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
                                   // auto: any number of a token's experts, as the balance of the two sides says
                                   .pcie_experts = options.pcie_experts < 0 ? c.n_expert_used : options.pcie_experts,
                                   .pcie_auto = options.pcie_experts < 0,
-                                  .cache_copies = options.cache_copies,
+                                  .expert_cache = options.expert_cache,
                                   .kv_positions = request.context});
 }
 #endif

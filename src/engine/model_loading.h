@@ -33,7 +33,7 @@ struct LoadOptions {
   int batch = 512;         // tokens of the largest forward pass, whose buffers the placement keeps room for
   bool stream_prefill = true;  // --no-stream-prefill: long prefills leave the CPU its experts
   int pcie_experts = -1;       // --pcie-experts N: decode reads up to N of a token's RAM experts over PCIe (-1: auto)
-  int cache_copies = 0;        // --expert-cache N: the VRAM experts follow the routing, N copies a layer a step
+  bool expert_cache = true;    // --expert-cache on|off: the PCIe experts land in VRAM slots (LRU)
   int64_t weight_prefetch = -1;  // --weight-prefetch BYTES: the CPU's decode products ask this far ahead (-1: default)
   bool hybrid() const { return !vram_budget.empty() || n_cpu_moe >= 0 || cpu_moe; }
 };

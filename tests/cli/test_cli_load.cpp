@@ -100,6 +100,17 @@ TEST(CliLoad, HybridPlacementRunsWhereThereIsAGpuAndSaysWhyNotElsewhere) {
     EXPECT_EQ(r.exit_code, gpu ? 0 : 1) << good << ": " << r.err;
     EXPECT_EQ(r.err.find("neither auto nor a count"), std::string::npos) << good << ": " << r.err;
   }
+  // --expert-cache is on or off (the count it took before is refused, not misread).
+  for (const char* bad : {"4", "yes", ""}) {
+    const auto r = test::run_cli(bench + " --cpu-moe --expert-cache '" + bad + "'", dir.file("err"));
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.err.find("neither on nor off"), std::string::npos) << bad << ": " << r.err;
+  }
+  for (const char* good : {"on", "off"}) {
+    const auto r = test::run_cli(bench + " --cpu-moe --expert-cache " + good, dir.file("err"));
+    EXPECT_EQ(r.exit_code, gpu ? 0 : 1) << good << ": " << r.err;
+    EXPECT_EQ(r.err.find("neither on nor off"), std::string::npos) << good << ": " << r.err;
+  }
 }
 
 TEST(CliLoad, PerplexityTakesTheSameOptions) {

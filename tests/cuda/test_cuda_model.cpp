@@ -200,14 +200,17 @@ TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
       const auto on_gpu = run(*gpu, tokens, 16);
       for (const int in_vram : {0, 3}) {
         for (const int pcie : {1, k, -1}) {  // -1: auto, up to k as the balance says
+         for (const bool cache : {false, true}) {  // the PCIe experts land in VRAM slots
+          if (cache && in_vram == 0) continue;  // no slot to land in
           const auto hybrid = cuda::load_hybrid_model(reader, 0,
                                                       {.vram_experts = std::vector<int>(size_t(n_layer), in_vram),
                                                        .pcie_experts = pcie < 0 ? k : pcie,
-                                                       .pcie_auto = pcie < 0});
+                                                       .pcie_auto = pcie < 0,
+                                                       .expert_cache = cache});
           const auto on_hybrid = run(*hybrid, tokens, 16);
           const double diff = max_diff_over_std(on_hybrid, on_gpu);
-          std::printf("%s %s, %d in VRAM, %d over PCIe: against the GPU engine %.2e\n", arch.c_str(), type.c_str(),
-                      in_vram, pcie, diff);
+          std::printf("%s %s, %d in VRAM, %d over PCIe%s: against the GPU engine %.2e\n", arch.c_str(), type.c_str(),
+                      in_vram, pcie, cache ? ", expert cache" : "", diff);
           EXPECT_LT(diff, type == "f32" ? 1e-3 : 0.1);
           // Decode steps only (the prompt's 16 tokens leave the CPU its slots): with no expert in
           // VRAM, exactly `pcie` of each token's k slots a layer. The PCIe kernels take
@@ -226,6 +229,7 @@ TEST(HybridModel, PcieExpertsAgreeWithTheGpuEngine) {
           } else {
             EXPECT_GT(split.pcie_slots, 0u);
           }
+         }
         }
       }
     }
@@ -258,8 +262,9 @@ TEST(GpuModel, ARoutingSourceReplacesTheRouterAsOnTheCpu) {
 }
 
 // The expert cache (--expert-cache): with every token routed to experts 6 and 2 and experts 0-2
-// in VRAM, expert 6 is copied into a slot (evicting 0 or 1, never 2, which the step used) and
-// from then on found in VRAM; the logits stay the all-GPU engine's through the swaps.
+// in VRAM, the first decode step reads expert 6 over PCIe into a slot (evicting 0, the least
+// recently used, never 2, which the step uses) and every later step finds it in VRAM; the
+// logits stay the all-GPU engine's through the swap.
 TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
   test::TempDir dir;
   for (const std::string arch : {"qwen3moe", "qwen3next"}) {
@@ -268,20 +273,19 @@ TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
     const auto gpu = cuda::load_gpu_model(reader, 0);
     const int n_layer = gpu->config().n_layer;
     const auto hybrid = cuda::load_hybrid_model(
-        reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3), .cache_copies = 1});
+        reader, 0, {.vram_experts = std::vector<int>(size_t(n_layer), 3), .pcie_experts = 1, .expert_cache = true});
     test::FixedRouting forced({6, 2});
     gpu->set_routing_source(&forced);
     hybrid->set_routing_source(&forced);
     const auto tokens = prompt_tokens(30, gpu->config().n_vocab);
     const auto on_gpu = run(*gpu, tokens, 10), on_hybrid = run(*hybrid, tokens, 10);
     EXPECT_LT(max_diff_over_std(on_hybrid, on_gpu), 0.1);
-    // 10 prompt tokens (one pass) and 20 decode steps, 2 slots each a layer: without the cache
-    // expert 6 would stay on the CPU (30 a layer); with it, the prompt's 10 and a step or two
-    // while its copy lands.
+    // 10 prompt tokens (one pass: the CPU computes expert 6) and 20 decode steps, 2 slots each
+    // a layer: one copy over PCIe a layer, then hits only.
     const auto split = hybrid->expert_split();
     EXPECT_EQ(split.routed_slots, uint64_t(30) * uint64_t(n_layer) * 2u);
-    EXPECT_GE(split.cpu_slots, uint64_t(10) * uint64_t(n_layer));
-    EXPECT_LE(split.cpu_slots, uint64_t(13) * uint64_t(n_layer));
+    EXPECT_EQ(split.cpu_slots, uint64_t(10) * uint64_t(n_layer));
+    EXPECT_EQ(split.pcie_slots, uint64_t(n_layer));
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include "../ops/ops_test_util.h"
 #include "core/thread_pool.h"
+#include "engine/expert_cache.h"
 #include "models/blocks.h"
 #include "ops/cpu/matmul.h"
 #include "ops/cpu/quantize.h"
@@ -22,6 +23,7 @@
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/handoff.h"
+#include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 #include "cuda_test_util.h"
@@ -340,15 +342,14 @@ namespace {
 // (zeroed): what CpuExperts lays out, without the class.
 struct HostHandoff {
   HostHandoff(int n, int k, int64_t d, int layers)
-      : host(2 * size_t(n) * size_t(d) * sizeof(float) + size_t(n) * size_t(k) * 12 +
+      : host(2 * size_t(n) * size_t(d) * sizeof(float) + size_t(n) * size_t(k) * 8 +
              3 * size_t(layers) * sizeof(unsigned)) {
     std::memset(host.get(), 0, host.bytes());
     h.u = host.as<float>();
     h.sum = h.u + size_t(n) * size_t(d);
     h.experts = reinterpret_cast<int32_t*>(h.sum + size_t(n) * size_t(d));
     h.weights = reinterpret_cast<float*>(h.experts + n * k);
-    h.routed = reinterpret_cast<int32_t*>(h.weights + n * k);
-    h.ready = reinterpret_cast<unsigned*>(h.routed + n * k);
+    h.ready = reinterpret_cast<unsigned*>(h.weights + n * k);
     h.done = h.ready + layers;
     h.waited = h.done + layers;
   }
@@ -387,7 +388,6 @@ TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
   EXPECT_EQ(ram_ids.host(), (std::vector<int32_t>{-2, -2, 7, -2, -2, 4, -2, -2}));
   EXPECT_EQ(std::vector<int32_t>(h.experts, h.experts + n * k), (std::vector<int32_t>{5, -1, -2, -1, 3, -2, -1, -1}));
   EXPECT_EQ(std::vector<float>(h.weights, h.weights + n * k), weights);
-  EXPECT_EQ(std::vector<int32_t>(h.routed, h.routed + n * k), routed);
   EXPECT_EQ(std::vector<float>(h.u, h.u + n * d), u);
   EXPECT_EQ(counter.host()[0], 0u);
 
@@ -440,6 +440,122 @@ TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
     EXPECT_EQ(h.waited[layer], 1u);
     const auto x = rows.host();
     for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 2.0f) << i;
+  }
+}
+
+// The expert cache's decisions on the GPU (publish_experts with ExpertSlots) are the host
+// model's (engine/expert_cache.h), pick by pick, over many steps of random routing with a
+// shared expert and a PCIe limit that changes: the slots the products read, what goes to the
+// CPU and over PCIe, the expert -> slot table and the slots' experts.
+TEST(CudaOps, TheExpertCacheDecidesAsItsHostModel) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int n_expert = 40, n_slots = 9, k_routed = 5, k = k_routed + 1;  // + a shared expert
+  const int64_t d = 8;
+  ExpertCache model(n_expert, n_slots);
+  std::vector<int32_t> slot_of(n_expert + 1, -1), state(2 * n_slots + 1, 0);
+  for (int s = 0; s < n_slots; ++s) slot_of[size_t(s)] = s, state[size_t(s)] = s;
+  slot_of[n_expert] = n_slots;  // the shared expert's slot, past the routed ones
+  test::Device<int32_t> slots(slot_of), cache_state(state);
+  int32_t* p = cache_state.get();
+  const cuda::ExpertSlots cache{.expert_of = p, .stamp = reinterpret_cast<uint32_t*>(p + n_slots),
+                                .tick = reinterpret_cast<uint32_t*>(p + 2 * n_slots), .n_slots = n_slots};
+  test::Device<unsigned> counter(std::vector<unsigned>{0});
+  const std::vector<float> u(size_t(8 * d), 1.0f);
+  test::Device<float> rows(u);
+  for (int step = 0; step < 300; ++step) {
+    const int n = 1 + int(rng() % 8), limit = int(rng() % 4);
+    std::vector<int32_t> routed, routed_only;  // with and without the shared expert (last rank)
+    for (int t = 0; t < n; ++t) {
+      // Distinct experts a token, mostly from a small set, so that hits and repeats across the
+      // step's tokens happen.
+      std::vector<int32_t> token;
+      while (int(token.size()) < k_routed) {
+        const int32_t e = int32_t(rng() % 3 == 0 ? rng() % n_expert : rng() % 14);
+        if (std::find(token.begin(), token.end(), e) == token.end()) token.push_back(e);
+      }
+      routed_only.insert(routed_only.end(), token.begin(), token.end());
+      routed.insert(routed.end(), token.begin(), token.end());
+      routed.push_back(n_expert);
+    }
+    std::vector<float> weights(routed.size(), 0.5f);
+    HostHandoff handoff(n, k, d, 1);
+    test::Device<int32_t> experts(routed), ram_ids(routed.size()), device_limit(std::vector<int32_t>{limit});
+    test::Device<float> w(weights);
+    MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), handoff.h, 0,
+                                         counter.get(), nullptr, 3, ram_ids.get(), device_limit.get(), &cache));
+    const auto got = experts.host(), got_ram = ram_ids.host();
+    // The host model sees the routed experts only: the shared expert is always in its slot.
+    const ExpertCache::Step want = model.step(routed_only, k_routed, limit);
+    for (int t = 0; t < n; ++t) {
+      for (int r = 0; r < k; ++r) {
+        const size_t i = size_t(t * k + r);
+        SCOPED_TRACE(fmt::format("step {} token {} rank {}", step, t, r));
+        if (r == k_routed) {
+          ASSERT_EQ(got[i], n_slots);
+          ASSERT_EQ(handoff.h.experts[i], -1);
+          continue;
+        }
+        const size_t j = size_t(t * k_routed + r);
+        ASSERT_EQ(got[i], want.slot[j] >= 0 ? want.slot[j] : -1);
+        ASSERT_EQ(got_ram[i], want.filled[j] ? routed_only[j] : -2);
+        ASSERT_EQ(handoff.h.experts[i], want.filled[j] ? -2 : want.slot[j] >= 0 ? -1 : routed_only[j]);
+      }
+    }
+    const auto table = slots.host(), held = cache_state.host();
+    for (int e = 0; e < n_expert; ++e) ASSERT_EQ(table[size_t(e)], model.slot_of(e)) << "expert " << e;
+    for (int s = 0; s < n_slots; ++s) ASSERT_EQ(held[size_t(s)], model.expert_in(s)) << "slot " << s;
+    ASSERT_EQ(held[size_t(2 * n_slots)], step + 1);  // the tick
+  }
+}
+
+// The expert cache's copies (fill_expert_slots): experts' Q8_0 rows from pinned host memory
+// into VRAM slots, split (bytes as relayout_q8_0_split leaves them) or as they are; entries
+// with no expert copy nothing, and nothing outside the chosen slots is touched.
+TEST(CudaOps, ExpertFillsCopyTheRowsIntoTheirSlots) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int n_expert = 6, n_slots = 4;
+  const int64_t rows = 37, cols = 256;  // rows over several blocks' chunks (7 rows of 2176 bytes a block at 2048)
+  for (const cuda::GpuLayout layout : {cuda::GpuLayout::Q8_0Split, cuda::GpuLayout::Gguf}) {
+    const size_t src_row = size_t(cols / 32 * 34);  // 272 bytes: whole 16-byte units
+    const size_t src_expert = src_row * size_t(rows);
+    cuda::PinnedBuffer ram(src_expert * n_expert);
+    auto* bytes = ram.as<uint8_t>();
+    for (size_t i = 0; i < ram.bytes(); ++i) bytes[i] = uint8_t(rng());
+    const size_t dst_row = layout == cuda::GpuLayout::Gguf ? src_row : cuda::q8_0_split_stride(cols) + 16;
+    const size_t dst_expert = dst_row * size_t(rows) + 64;
+    std::vector<uint8_t> before(dst_expert * n_slots);
+    for (auto& b : before) b = uint8_t(rng());
+    test::Device<uint8_t> vram(before);
+    cuda::ExpertRows m[cuda::kMaxExpertMatrices];
+    m[0] = {.src = bytes, .src_expert_stride = src_expert, .src_row_stride = src_row, .dst = vram.get(),
+            .dst_expert_stride = dst_expert, .dst_row_stride = dst_row, .rows = rows, .cols = cols,
+            .dst_layout = layout};
+    // Three entries: expert 4 into slot 2, nothing, expert 1 into slot 0.
+    test::Device<int32_t> ids(std::vector<int32_t>{4, -2, 1}), to(std::vector<int32_t>{2, 3, 0});
+    MOE_CUDA_CHECK(cuda::fill_expert_slots(m, 1, ids.get(), to.get(), 3, nullptr));
+    // The expected slots: the same rows relaid by the upload's kernel, or copied.
+    std::vector<uint8_t> want = before;
+    for (const auto& [e, s] : {std::pair{4, 2}, std::pair{1, 0}}) {
+      if (layout == cuda::GpuLayout::Gguf) {
+        for (int64_t r = 0; r < rows; ++r) {
+          std::memcpy(&want[size_t(s) * dst_expert + size_t(r) * dst_row], bytes + size_t(e) * src_expert + size_t(r) * src_row,
+                      src_row);
+        }
+      } else {
+        test::Device<uint8_t> src(std::vector<uint8_t>(bytes + size_t(e) * src_expert, bytes + size_t(e + 1) * src_expert));
+        test::Device<uint8_t> slot(std::vector<uint8_t>(want.begin() + ptrdiff_t(size_t(s) * dst_expert),
+                                                        want.begin() + ptrdiff_t(size_t(s + 1) * dst_expert)));
+        MOE_CUDA_CHECK(cuda::relayout_q8_0_split(src.get(), src_row, rows, cols, slot.get(), dst_row, nullptr));
+        const auto relaid = slot.host();
+        std::copy(relaid.begin(), relaid.end(), want.begin() + ptrdiff_t(size_t(s) * dst_expert));
+      }
+    }
+    EXPECT_EQ(vram.host(), want) << (layout == cuda::GpuLayout::Gguf ? "gguf" : "split");
+    // Misaligned rows are refused, not copied wrongly.
+    m[0].src_row_stride = src_row + 2;
+    EXPECT_EQ(cuda::fill_expert_slots(m, 1, ids.get(), to.get(), 3, nullptr), cudaErrorInvalidValue);
   }
 }
 

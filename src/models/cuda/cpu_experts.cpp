@@ -44,12 +44,11 @@ bool CpuExperts::reserve(int n) {
   const size_t floats = 2 * size_t(n) * size_t(n_embd_), slots = size_t(n) * size_t(k_);
   // Pinned memory is mapped into the GPU's address space at the same address (unified
   // addressing, every 64-bit CUDA platform): the kernels use these pointers as they are.
-  rows_ = PinnedBuffer(floats * sizeof(float) + slots * (2 * sizeof(int32_t) + sizeof(float)));
+  rows_ = PinnedBuffer(floats * sizeof(float) + slots * (sizeof(int32_t) + sizeof(float)));
   handoff_.u = rows_.as<float>();
   handoff_.sum = handoff_.u + size_t(n) * size_t(n_embd_);
   handoff_.experts = reinterpret_cast<int32_t*>(handoff_.sum + size_t(n) * size_t(n_embd_));
   handoff_.weights = reinterpret_cast<float*>(handoff_.experts + slots);
-  handoff_.routed = reinterpret_cast<int32_t*>(handoff_.weights + slots);
   capacity_ = n;
   return true;
 }
@@ -110,7 +109,6 @@ void CpuExperts::serve(int n, ThreadPool& pool, cudaStream_t stream, const std::
                {handoff_.sum, floats}, pool, scratch_);
     store_flag(handoff_.done + l, 1);
     stats_.cpu_compute_s += since(t1);
-    if (observer_) observer_(int(l), {handoff_.routed, slots});  // the GPU has gone on already
     stats_.routed_slots += uint64_t(n) * uint64_t(k_routed_);
   }
 }

@@ -7,7 +7,6 @@
 // the stream waits for (ops/cuda/handoff.h). Layers are served in order, one step at a time.
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <vector>
 
@@ -42,12 +41,6 @@ class CpuExperts {
   bool reserve(int n);
   const ExpertHandoff& handoff() const { return handoff_; }
 
-  // Called by serve() with each layer's routing (every slot's expert id, [n][k]) while the
-  // layer's hand-off holds it: what the expert cache learns from.
-  void set_observer(std::function<void(int layer, std::span<const int32_t> routed)> observer) {
-    observer_ = std::move(observer);
-  }
-
   // Before a step is launched: every flag down.
   void arm();
   // Of the step served last (its stream finished), the layers whose GPU add waited for the
@@ -71,7 +64,6 @@ class CpuExperts {
   int capacity_ = 0;
   ExpertHandoff handoff_;
   moe::Scratch scratch_;
-  std::function<void(int, std::span<const int32_t>)> observer_;
   Model::ExpertSplit stats_;
 };
 

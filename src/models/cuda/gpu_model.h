@@ -32,9 +32,10 @@ struct HybridPlacement {
   // pcie_experts is the most; the number taken follows the balance of the two sides, step by
   // step (engine/pcie_balance.h).
   bool pcie_auto = false;
-  // The VRAM experts follow the routing (engine/expert_cache.h): up to this many copies a layer
-  // a decode step; 0 keeps the first ones of each layer.
-  int cache_copies = 0;
+  // The VRAM experts follow the routing (engine/expert_cache.h): the PCIe experts of a decode
+  // step land in the least recently used slots instead of going straight into their products.
+  // Off: each layer keeps its first experts.
+  bool expert_cache = false;
   // The KV positions the plan kept room for: the cache grows to no more than this while a
   // sequence fits in it (else by doubling, as without a plan). 0: no plan.
   int64_t kv_positions = 0;

@@ -34,9 +34,6 @@ GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
 }
 
 GpuTrunk::~GpuTrunk() {
-  if (cache_stream_) cudaStreamSynchronize(cache_stream_);
-  for (cudaEvent_t e : in_flight_events_) cudaEventDestroy(e);
-  if (cache_stream_) cudaStreamDestroy(cache_stream_);
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -98,6 +95,23 @@ GpuFfn GpuTrunk::upload_ffn(const std::array<WeightView, 3>& w) {
   return f;
 }
 
+namespace {
+
+// Whether the expert cache's copies (fill_expert_slots) take a hybrid layer's experts: rows and
+// experts 16-byte aligned in RAM and in VRAM, and Q8_0 wherever VRAM splits the rows.
+bool fill_fits(const GpuMoe& m) {
+  auto fits = [](const ExpertWeights& ram, const GpuMatrix& vram) {
+    const bool split = vram.layout == GpuLayout::Q8_0Split;
+    return ram.first.row_stride % 16 == 0 && ram.expert_stride % 16 == 0 &&
+           reinterpret_cast<uintptr_t>(ram.first.data) % 16 == 0 && vram.row_stride % 16 == 0 &&
+           vram.expert_stride % 16 == 0 &&
+           (split ? ram.first.type == GgmlType::Q8_0 : vram.row_stride == ram.first.row_stride);
+  };
+  return fits(m.ram->gate, *m.gate_up) && fits(m.ram->up, *m.gate_up) && fits(m.ram->down, m.down);
+}
+
+}  // namespace
+
 GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shared) {
   const ModelConfig& c = config_;
   const int64_t d = c.n_embd, ff = c.n_ff_expert;
@@ -156,10 +170,20 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
     m.slot_of = DeviceBuffer(slot_of.size() * sizeof(int32_t));
     MOE_CUDA_CHECK(cudaMemcpy(m.slot_of.get(), slot_of.data(), m.slot_of.bytes(), cudaMemcpyHostToDevice));
-    // The device table's address outlives the move of m; the matrices share their buffers.
-    if (placement_.cache_copies > 0 && m.gate_up && m.gate_up->layout == GpuLayout::Q8_0Split &&
-        m.down.layout == GpuLayout::Q8_0Split) {
-      cache_layers_.push_back({.gate_up = *m.gate_up, .down = m.down, .slot_of = m.slot_of.as<int32_t>(), .ram = *m.ram});
+    if (placement_.expert_cache && n_vram > 0 && m.gate_up && fill_fits(m)) {
+      // expert_of | stamp | tick: slot s holds expert s, nothing used yet. (The buffer's address
+      // outlives the move of m.)
+      std::vector<int32_t> state(2 * size_t(n_vram) + 1, 0);
+      for (int s = 0; s < n_vram; ++s) state[size_t(s)] = s;
+      m.cache_state = DeviceBuffer(state.size() * sizeof(int32_t));
+      MOE_CUDA_CHECK(cudaMemcpy(m.cache_state.get(), state.data(), m.cache_state.bytes(), cudaMemcpyHostToDevice));
+      int32_t* p = m.cache_state.as<int32_t>();
+      m.cache = ExpertSlots{.expert_of = p, .stamp = reinterpret_cast<uint32_t*>(p + n_vram),
+                            .tick = reinterpret_cast<uint32_t*>(p + 2 * n_vram), .n_slots = n_vram};
+    } else if (placement_.expert_cache) {
+      spdlog::warn("gpu: layer {}: the expert cache needs paired gate and up rows and 16-byte aligned expert rows: "
+                   "its VRAM experts stay fixed",
+                   layer);
     }
   }
   return m;
@@ -167,7 +191,7 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
 
 void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers,
                               int device) {
-  if (cpu_experts_ && (staging_bytes_ > 0 || placement_.pcie_experts > 0 || placement_.cache_copies > 0)) {
+  if (cpu_experts_ && (staging_bytes_ > 0 || placement_.pcie_experts > 0)) {
     std::string why;
     registered_ = RegisteredModel::create(reader, &why);
     if (!registered_) {
@@ -191,7 +215,9 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
       }
     }
   }
-  if (placement_.cache_copies > 0 && cpu_experts_) start_cache(placement_.cache_copies);
+  if (placement_.expert_cache && cpu_experts_ && registered_ && placement_.pcie_experts > 0) {
+    spdlog::info("gpu: the VRAM experts follow the routing: the PCIe experts land in the least recently used slots");
+  }
   attention_ = attention;
   const std::vector<double> freq = rope_frequencies(attention.n_rot, attention.rope_base);
   rope_freq_ = DeviceBuffer(freq.size() * sizeof(double));
@@ -464,12 +490,15 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
                        : 0;
   int32_t* ram_ids = pcie ? ram_ids_.get(size_t(rows)) : nullptr;
   if (ram_ids) up_.get(size_t(rows) * 2 * ff);
+  // The expert cache: the PCIe experts are copied into slots and computed there (with the rest).
+  const bool fill = pcie && w.cache.n_slots > 0;
   // Hybrid: the CPU takes the other slots of the experts not in VRAM (their ids become -1 here).
   if (hybrid) {
     MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
                                    w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, pcie ? ram_ids : nullptr,
-                                   pcie ? pcie_limit_.as<int32_t>() : nullptr));
+                                   pcie ? pcie_limit_.as<int32_t>() : nullptr, fill ? &w.cache : nullptr));
   }
+  if (fill) fill_slots(w, ram_ids, experts, rows);
   if (grouped) groups_.build(experts, rows, n_slots, stream_);
   // Rows the GPU does not compute add zero (the GEMM leaves them alone).
   if (hybrid && (grouped || !gpu_experts)) {
@@ -503,7 +532,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     experts_product(down, quantized(down, g, rows), expert_out, 1);
   }
   if (staged) expert_stream_->done(stream_);  // the next layer's copy may overwrite the buffer
-  if (pcie) ram_experts(*w.ram, uq, u, n, k, ram_ids, expert_out);
+  if (pcie && !fill) ram_experts(*w.ram, uq, u, n, k, ram_ids, expert_out);
 
   // A shared expert not run as one more expert (shapes unlike the experts'): a dense FFN of the
   // normed rows, quantized again (the experts' products have reused their buffer).
@@ -662,7 +691,6 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   }
   state_length_ = pos0 + n;
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  if (cache_) apply_cache_swaps();
   std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());
 }
 

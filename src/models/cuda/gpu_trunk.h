@@ -16,7 +16,6 @@
 
 #include <cuda_runtime.h>
 
-#include "engine/expert_cache.h"
 #include "engine/pcie_balance.h"
 #include "models/blocks.h"
 #include "models/cuda/cpu_experts.h"
@@ -75,6 +74,10 @@ struct GpuMoe {
   int n_slots = 0;
   DeviceBuffer slot_of;  // [n_expert + 1] int32, the last entry the shared expert's
   std::optional<StreamedLayer> ram;  // a hybrid layer's experts in RAM (streamed prefill, PCIe experts)
+  // With the expert cache (HybridPlacement::expert_cache): the routed slots' experts and last
+  // uses, and the layer's step count (expert_of | stamp | tick), which `cache` points into.
+  DeviceBuffer cache_state;
+  ExpertSlots cache;
 };
 
 // The input norm of the block after this one and the first matrix it reads: the block before
@@ -206,24 +209,9 @@ class GpuTrunk : public Model {
   std::optional<PcieBalance> pcie_balance_;
   bool last_step_pcie_ = false;  // the step before read experts over PCIe (a decode step)
 
-  // The expert cache (HybridPlacement::cache_copies): per hybrid layer, where its VRAM experts
-  // lie and where they come from; swaps started by the routing the CPU saw, copied on a stream
-  // of their own between steps, their table updates uploaded before the next launch.
-  struct CacheLayer {
-    GpuMatrix gate_up, down;  // the VRAM experts (paired gate and up rows, Q8_0 split layout)
-    int32_t* slot_of = nullptr;  // the device table the kernels read
-    StreamedLayer ram;
-  };
-  void start_cache(int max_copies);
-  void apply_cache_swaps();  // after a step: land finished copies, start new ones, upload tables
-  std::vector<CacheLayer> cache_layers_;
-  std::optional<ExpertCache> cache_;
-  std::vector<ExpertCache::Swap> started_, in_flight_;
-  std::vector<cudaEvent_t> in_flight_events_;
-  cudaStream_t cache_stream_ = nullptr;
-  DeviceBuffer cache_temp_;      // one expert matrix's raw rows on its way to a slot
-  PinnedBuffer cache_tables_;    // [hybrid layer][n_expert + 1] the host's copy of every table
-  std::vector<bool> cache_dirty_;
+  // The expert cache: the layer's PCIe experts copied into the slots its publish chose
+  // (ram_ids: the experts, experts: their slots), where the VRAM experts' products find them.
+  void fill_slots(const GpuMoe& w, const int32_t* ram_ids, const int32_t* slots, int rows);
   std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
   DeviceBuffer publish_counter_;           // publish_experts()'s
   size_t weight_bytes_ = 0;

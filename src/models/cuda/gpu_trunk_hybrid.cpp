@@ -1,5 +1,5 @@
 // The parts of GpuTrunk that only the hybrid placement uses (gpu_model.h, HybridPlacement):
-// the GPU's PCIe experts, the expert cache's swaps between steps, and a step served with the
+// the GPU's PCIe experts, the expert cache's copies into VRAM slots, and a step served with the
 // CPU's experts beside it (cpu_experts.h). The rest of the class is in gpu_trunk.cpp.
 #include "models/cuda/gpu_trunk.h"
 
@@ -39,92 +39,19 @@ void GpuTrunk::ram_experts(const StreamedLayer& ram, const DeviceActivations& uq
                         expert_out, stream_, down.layout);
 }
 
-// ---- the expert cache ----
-
-void GpuTrunk::start_cache(int max_copies) {
-  if (int(cache_layers_.size()) != cpu_experts_->n_layers() || !registered_) {
-    spdlog::warn("gpu: the expert cache needs every hybrid layer's experts in Q8_0 with paired gate and up rows, and "
-                 "the model registered with the driver: the VRAM experts stay fixed");
-    cache_layers_.clear();
-    return;
-  }
-  const ModelConfig& c = config_;
-  std::vector<int> slots;
-  size_t temp = 0;
-  for (const CacheLayer& L : cache_layers_) {
-    slots.push_back(0);
-    temp = std::max({temp, L.ram.gate.first.bytes(), L.ram.down.first.bytes()});
-  }
-  // The slots a layer has: its VRAM experts (the table's entries >= 0 below the shared one's).
-  cache_tables_ = PinnedBuffer(cache_layers_.size() * size_t(c.n_expert + 1) * sizeof(int32_t));
-  for (size_t l = 0; l < cache_layers_.size(); ++l) {
-    int32_t* table = cache_tables_.as<int32_t>() + l * size_t(c.n_expert + 1);
-    MOE_CUDA_CHECK(cudaMemcpy(table, cache_layers_[l].slot_of, size_t(c.n_expert + 1) * sizeof(int32_t),
-                              cudaMemcpyDeviceToHost));
-    slots[l] = int(std::count_if(table, table + c.n_expert, [](int32_t s) { return s >= 0; }));
-  }
-  cache_.emplace(c.n_expert, slots, max_copies);
-  cache_dirty_.assign(cache_layers_.size(), false);
-  cache_temp_ = DeviceBuffer(temp);
-  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cache_stream_, cudaStreamNonBlocking));
-  cpu_experts_->set_observer([this, n_expert = c.n_expert, ids = std::vector<int32_t>()](
-                                  int layer, std::span<const int32_t> routed) mutable {
-    ids.assign(routed.begin(), routed.end());  // the routed experts (not a shared expert run as one more)
-    for (int32_t& e : ids) e = e < n_expert ? e : -1;
-    for (const auto& swap : cache_->observe(layer, ids)) started_.push_back(swap);
-  });
-  spdlog::info("gpu: the VRAM experts follow the routing, up to {} copies a layer a step", max_copies);
-}
-
-void GpuTrunk::apply_cache_swaps() {
-  const int n_expert = config_.n_expert;
-  auto table = [&](int layer) { return cache_tables_.as<int32_t>() + size_t(layer) * size_t(n_expert + 1); };
-  // Copies that have landed: their experts are resident from the next step on.
-  for (size_t i = 0; i < in_flight_.size();) {
-    if (cudaEventQuery(in_flight_events_[i]) != cudaSuccess) {
-      ++i;
-      continue;
-    }
-    const ExpertCache::Swap& s = in_flight_[i];
-    cache_->complete(s);
-    table(s.layer)[s.expert_in] = s.slot;
-    cache_dirty_[size_t(s.layer)] = true;
-    cudaEventDestroy(in_flight_events_[i]);
-    in_flight_.erase(in_flight_.begin() + ptrdiff_t(i));
-    in_flight_events_.erase(in_flight_events_.begin() + ptrdiff_t(i));
-  }
-  // Swaps the last step started: the evicted expert leaves the table now (the next step never
-  // reads its slot), the new one's rows are copied in while the next steps run.
-  for (const ExpertCache::Swap& s : started_) {
-    const CacheLayer& L = cache_layers_[size_t(s.layer)];
-    if (s.expert_out >= 0) table(s.layer)[s.expert_out] = -1;
-    cache_dirty_[size_t(s.layer)] = true;
-    const int64_t ff = L.ram.gate.first.rows;
-    auto copy_in = [&](const ExpertWeights& from, std::byte* to, size_t to_stride) {
-      const WeightView& f = from.first;
-      MOE_CUDA_CHECK(cudaMemcpyAsync(cache_temp_.get(), f.data + size_t(s.expert_in) * from.expert_stride, f.bytes(),
-                                     cudaMemcpyHostToDevice, cache_stream_));
-      MOE_CUDA_CHECK(relayout_q8_0_split(cache_temp_.get(), f.row_stride, f.rows, f.cols, to, to_stride, cache_stream_));
-    };
-    std::byte* gu = const_cast<std::byte*>(L.gate_up.base) + size_t(s.slot) * L.gate_up.expert_stride;
-    copy_in(L.ram.gate, gu, L.gate_up.row_stride);
-    copy_in(L.ram.up, gu + size_t(ff) * L.gate_up.row_stride, L.gate_up.row_stride);
-    copy_in(L.ram.down, const_cast<std::byte*>(L.down.base) + size_t(s.slot) * L.down.expert_stride,
-            L.down.row_stride);
-    cudaEvent_t done = nullptr;
-    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    MOE_CUDA_CHECK(cudaEventRecord(done, cache_stream_));
-    in_flight_.push_back(s);
-    in_flight_events_.push_back(done);
-  }
-  started_.clear();
-  // The tables the next step reads, in stream order before it.
-  for (size_t l = 0; l < cache_layers_.size(); ++l) {
-    if (!cache_dirty_[l]) continue;
-    MOE_CUDA_CHECK(cudaMemcpyAsync(cache_layers_[l].slot_of, table(int(l)), size_t(n_expert + 1) * sizeof(int32_t),
-                                   cudaMemcpyHostToDevice, stream_));
-    cache_dirty_[l] = false;
-  }
+void GpuTrunk::fill_slots(const GpuMoe& w, const int32_t* ram_ids, const int32_t* slots, int rows) {
+  const StreamedLayer& ram = *w.ram;
+  const GpuMatrix& gu = *w.gate_up;  // [gate | up] rows of each slot
+  auto matrix = [&](const ExpertWeights& from, const GpuMatrix& to, int64_t row0) {
+    return ExpertRows{.src = registered_->device(from.first.data), .src_expert_stride = from.expert_stride,
+                      .src_row_stride = from.first.row_stride,
+                      .dst = const_cast<std::byte*>(to.base) + size_t(row0) * to.row_stride,
+                      .dst_expert_stride = to.expert_stride, .dst_row_stride = to.row_stride,
+                      .rows = from.first.rows, .cols = from.first.cols, .dst_layout = to.layout};
+  };
+  const ExpertRows matrices[kMaxExpertMatrices] = {matrix(ram.gate, gu, 0), matrix(ram.up, gu, ram.gate.first.rows),
+                                                    matrix(ram.down, w.down, 0)};
+  MOE_CUDA_CHECK(fill_expert_slots(matrices, kMaxExpertMatrices, ram_ids, slots, rows, stream_));
 }
 
 // ---- hybrid steps ----

@@ -22,13 +22,22 @@ struct ExpertHandoff {
   float* u = nullptr;          // [tokens][d] the normed rows the CPU's experts read
   int32_t* experts = nullptr;  // [tokens][k] the CPU's expert ids; -1: in VRAM, -2: read over PCIe
   float* weights = nullptr;    // [tokens][k]
-  int32_t* routed = nullptr;   // [tokens][k] every slot's expert id as routed (for the expert cache)
   float* sum = nullptr;        // [tokens][d] the CPU's weighted sum of its experts
   unsigned* ready = nullptr;   // [hybrid layers] set by the GPU: u, experts and weights are there
   unsigned* done = nullptr;    // [hybrid layers] set by the CPU: sum is there
   // [hybrid layers] set by the GPU when its add found `done` down (it waited for the CPU): what
   // the PCIe share's balance (engine/pcie_balance.h) steers by. Optional.
   unsigned* waited = nullptr;
+};
+
+// A hybrid layer's VRAM experts as a cache that follows the routing (device memory; the host
+// model of the policy, with its reasons, is engine/expert_cache.h). Routed slots 0..n_slots-1
+// each hold expert_of[slot], last used in step stamp[slot] of the layer's *tick steps.
+struct ExpertSlots {
+  int32_t* expert_of = nullptr;  // [n_slots]
+  uint32_t* stamp = nullptr;     // [n_slots]
+  uint32_t* tick = nullptr;      // one
+  int n_slots = 0;
 };
 
 // experts: [n][k] routed ids (device), rewritten in place to VRAM slots (-1: the CPU's, -2:
@@ -38,10 +47,13 @@ struct ExpertHandoff {
 // elsewhere) and the CPU skips them; pcie_limit (a device int, optional) lowers that number at
 // run time, so that a captured graph follows a limit the host changes between steps. counter:
 // a device unsigned, zero, left zero (the last block raises the flag).
+// With `cache` (n <= 8 tokens), a PCIe expert is instead copied into the least recently used
+// slot the step does not use (slot_of and the cache updated here): its `experts` entry is that
+// slot, its ram_ids entry the expert (fill_expert_slots() copies it before the products run).
 cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, const float* weights, int k,
-                            const int32_t* slot_of, const ExpertHandoff& handoff, int layer, unsigned* counter,
+                            int32_t* slot_of, const ExpertHandoff& handoff, int layer, unsigned* counter,
                             cudaStream_t stream, int pcie_slots = 0, int32_t* ram_ids = nullptr,
-                            const int32_t* pcie_limit = nullptr);
+                            const int32_t* pcie_limit = nullptr, const ExpertSlots* cache = nullptr);
 
 // Waits for the CPU's `done` of `layer` (raising handoff.waited[layer], where there is one, if
 // it had to), then x[n][d] += handoff.sum.

@@ -25,4 +25,23 @@ inline size_t q8_0_split_stride(int64_t cols) { return (size_t(cols) + size_t(co
 cudaError_t relayout_q8_0_split(const void* src, size_t src_stride, int64_t rows, int64_t cols, void* dst,
                                 size_t dst_stride, cudaStream_t stream);
 
+// One expert matrix in RAM (src: device-addressable host memory, the registered mapping; the
+// file's rows) and its place in a VRAM slot (Q8_0 split rows, or the file's rows as they are).
+struct ExpertRows {
+  const void* src = nullptr;
+  size_t src_expert_stride = 0, src_row_stride = 0;
+  void* dst = nullptr;
+  size_t dst_expert_stride = 0, dst_row_stride = 0;
+  int64_t rows = 0, cols = 0;
+  GpuLayout dst_layout = GpuLayout::Gguf;
+};
+constexpr int kMaxExpertMatrices = 3;  // gate, up, down
+
+// The expert cache's copies (handoff.h's ExpertSlots): for each i < count with ids[i] >= 0,
+// expert ids[i]'s rows of every matrix into VRAM slot slots[i], read over PCIe. Every source
+// row stride, expert stride and address a multiple of 16 bytes; a Gguf destination has the
+// source's row stride.
+cudaError_t fill_expert_slots(const ExpertRows (&matrices)[kMaxExpertMatrices], int n_matrices, const int32_t* ids,
+                              const int32_t* slots, int count, cudaStream_t stream);
+
 }  // namespace moe::cuda
