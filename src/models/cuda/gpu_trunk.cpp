@@ -170,7 +170,7 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
     m.slot_of = DeviceBuffer(slot_of.size() * sizeof(int32_t));
     MOE_CUDA_CHECK(cudaMemcpy(m.slot_of.get(), slot_of.data(), m.slot_of.bytes(), cudaMemcpyHostToDevice));
-    if (placement_.expert_cache && n_vram > 0 && m.gate_up && fill_fits(m)) {
+    if (placement_.expert_cache && n_vram > 0 && n_vram <= kMaxExpertSlots && m.gate_up && fill_fits(m)) {
       // expert_of | stamp | tick: slot s holds expert s, nothing used yet. (The buffer's address
       // outlives the move of m.)
       std::vector<int32_t> state(2 * size_t(n_vram) + 1, 0);
@@ -181,9 +181,9 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
       m.cache = ExpertSlots{.expert_of = p, .stamp = reinterpret_cast<uint32_t*>(p + n_vram),
                             .tick = reinterpret_cast<uint32_t*>(p + 2 * n_vram), .n_slots = n_vram};
     } else if (placement_.expert_cache) {
-      spdlog::warn("gpu: layer {}: the expert cache needs paired gate and up rows and 16-byte aligned expert rows: "
-                   "its VRAM experts stay fixed",
-                   layer);
+      spdlog::warn("gpu: layer {}: the expert cache needs paired gate and up rows, 16-byte aligned expert rows and "
+                   "at most {} VRAM experts: its VRAM experts stay fixed",
+                   layer, kMaxExpertSlots);
     }
   }
   return m;

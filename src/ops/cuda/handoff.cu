@@ -10,62 +10,99 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int32_t kCpu = -1, kOtherLaunch = -2;  // the expert kernels' "zero row" and "skip" ids
 
-// The slot of the least recently used routed expert the step does not use (stamp < tick),
-// the lowest such slot on ties; -1 if the step uses every slot. One warp, the same answer in
-// every lane.
-__device__ int least_recently_used(const ExpertSlots& c, uint32_t tick) {
-  unsigned long long best = ~0ull;  // (stamp << 32) | slot
-  for (int s = int(threadIdx.x); s < c.n_slots; s += 32) {
-    const uint32_t stamp = c.stamp[s];
-    if (stamp < tick) best = min(best, (static_cast<unsigned long long>(stamp) << 32) | unsigned(s));
-  }
-  for (int offset = 16; offset > 0; offset /= 2) best = min(best, __shfl_xor_sync(~0u, best, offset));
-  return best == ~0ull ? -1 : int(best & 0xffffffffu);
+constexpr int kMaxCacheTokens = 8;    // tokens a step with the cache (one warp decides for all of them)
+
+// The decisions are a warp's, a lane a rank of a token (k <= 32): each lane loads its expert
+// and that expert's slot at once, so that a token costs two dependent loads, not two a rank.
+
+// One token's ranks (lane r: rank r, e its expert, slot its VRAM slot or -1): which of its
+// experts not in VRAM the GPU reads over PCIe (up to pcie_most, from the last rank up).
+__device__ bool read_over_pcie(bool miss, int k, int pcie_most) {
+  const int lane = int(threadIdx.x % 32);
+  const unsigned misses = __ballot_sync(~0u, miss && lane < k);
+  const unsigned above = lane == 31 ? 0u : misses & (~0u << (lane + 1));  // misses at higher ranks
+  return miss && __popc(above) < pcie_most;
 }
 
-// The routing with the cache (warp 0 of block 0): the hits of every token mark their slots
-// first, so that no later pick of the step evicts one; then each token's misses, from its last
-// rank up, take the least recently used slots for its PCIe share. Lane 0 writes; the other
-// lanes search the stamps. n is small (a decode step's tokens).
+// A pick's outputs: the slot the expert products read (kCpu: a zero row; kOtherLaunch: the PCIe
+// launch's), the CPU's expert id (-1: in VRAM, -2: over PCIe), the weight, the PCIe id.
+__device__ void write_pick(int64_t i, int32_t slot, int32_t cpu_id, int32_t ram, int32_t* experts, const float* weights,
+                           const ExpertHandoff& h, int32_t* ram_ids) {
+  experts[i] = slot;
+  h.experts[i] = cpu_id;
+  h.weights[i] = weights[i];
+  if (ram_ids) ram_ids[i] = ram;
+}
+
+// Without the cache: a warp a token.
+__device__ void route_token(int64_t t, int k, int32_t* experts, const float* weights, const int32_t* slot_of,
+                            const ExpertHandoff& h, int pcie_most, int32_t* ram_ids) {
+  const int lane = int(threadIdx.x % 32);
+  const int64_t i = t * k + lane;
+  const int32_t e = lane < k ? experts[i] : 0, slot = lane < k ? slot_of[e] : 0;
+  const bool over_pcie = read_over_pcie(slot < 0, k, pcie_most);
+  if (lane < k) {
+    write_pick(i, slot >= 0 ? slot : over_pcie ? kOtherLaunch : kCpu, slot >= 0 ? -1 : over_pcie ? -2 : e,
+               over_pcie ? e : kOtherLaunch, experts, weights, h, ram_ids);
+  }
+}
+
+// With the cache: warp 0 of block 0 for every token of the step, the slots' stamps and experts
+// staged in shared memory. The hits of every token mark their slots first, so that no later
+// pick of the step evicts one; then each token's PCIe share takes the least recently used
+// slots the step does not use (the lowest slot on ties), in rank order from the last.
 __device__ void route_with_cache(int n, int k, int32_t* experts, const float* weights, int32_t* slot_of,
                                  const ExpertHandoff& h, int pcie_most, int32_t* ram_ids, const ExpertSlots& c) {
+  __shared__ uint32_t stamp[kMaxExpertSlots];
+  __shared__ int32_t expert_of[kMaxExpertSlots];
   const int lane = int(threadIdx.x);
   const uint32_t tick = *c.tick + 1;
-  for (int i = lane; i < n * k; i += 32) {
-    const int32_t slot = slot_of[experts[i]];
-    if (slot >= 0 && slot < c.n_slots) c.stamp[slot] = tick;  // (a shared expert's slot is past them)
+  for (int s = lane; s < c.n_slots; s += 32) stamp[s] = c.stamp[s], expert_of[s] = c.expert_of[s];
+  int32_t e[kMaxCacheTokens], slot[kMaxCacheTokens];
+#pragma unroll
+  for (int t = 0; t < kMaxCacheTokens; ++t) {
+    e[t] = t < n && lane < k ? experts[t * k + lane] : 0;
+    slot[t] = t < n && lane < k ? slot_of[e[t]] : 0;
   }
   __syncwarp();
-  for (int t = 0; t < n; ++t) {
-    int pcie_left = pcie_most;
-    for (int r = k - 1; r >= 0; --r) {
-      const int i = t * k + r;
-      const int32_t e = experts[i];
-      int32_t slot = slot_of[e], cpu_id = slot >= 0 ? -1 : e, ram = kOtherLaunch;
-      if (slot < 0 && pcie_left > 0) {
-        const int victim = least_recently_used(c, tick);
-        if (victim >= 0) {
-          --pcie_left;
-          if (lane == 0) {
-            const int32_t out = c.expert_of[victim];
-            if (out >= 0) slot_of[out] = -1;
-            slot_of[e] = victim;
-            c.expert_of[victim] = e;
-            c.stamp[victim] = tick;
-          }
-          slot = victim, cpu_id = -2, ram = e;
-        }
+#pragma unroll
+  for (int t = 0; t < kMaxCacheTokens; ++t) {
+    if (t < n && lane < k && slot[t] >= 0 && slot[t] < c.n_slots) stamp[slot[t]] = tick;  // (a shared expert's slot is past them)
+  }
+  __syncwarp();
+#pragma unroll
+  for (int t = 0; t < kMaxCacheTokens; ++t) {
+    if (t >= n) break;
+    // An expert an earlier token of the step brought in is a hit now (the only change a fill makes
+    // to a slot another pick could hold: the step's own hits are never evicted).
+    if (t > 0 && lane < k && slot[t] < 0) slot[t] = slot_of[e[t]];
+    const bool fill = read_over_pcie(slot[t] < 0, k, pcie_most);
+    int32_t cpu_id = slot[t] >= 0 ? -1 : e[t], ram = kOtherLaunch;
+    for (unsigned todo = __ballot_sync(~0u, fill && lane < k); todo != 0;) {
+      const int r = 31 - __clz(todo);  // the highest rank first
+      todo &= ~(1u << r);
+      unsigned long long best = ~0ull;  // (stamp << 32) | slot
+      for (int s = lane; s < c.n_slots; s += 32) {
+        if (stamp[s] < tick) best = min(best, (static_cast<unsigned long long>(stamp[s]) << 32) | unsigned(s));
       }
-      __syncwarp();  // every lane has read experts[i] and the tables before lane 0 writes on
+      for (int offset = 16; offset > 0; offset /= 2) best = min(best, __shfl_xor_sync(~0u, best, offset));
+      if (best == ~0ull) break;  // the step uses every slot: the rest go to the CPU
+      const int victim = int(best & 0xffffffffu);
+      const int32_t in = __shfl_sync(~0u, e[t], r);
       if (lane == 0) {
-        experts[i] = slot >= 0 ? slot : kCpu;
-        h.experts[i] = cpu_id;
-        h.weights[i] = weights[i];
-        if (ram_ids) ram_ids[i] = ram;
+        if (expert_of[victim] >= 0) slot_of[expert_of[victim]] = -1;
+        slot_of[in] = victim;
+        c.expert_of[victim] = in;
+        expert_of[victim] = in;
+        stamp[victim] = tick;
       }
+      if (lane == r) slot[t] = victim, cpu_id = -2, ram = in;
       __syncwarp();
     }
+    if (lane < k) write_pick(t * k + lane, slot[t] >= 0 ? slot[t] : kCpu, cpu_id, ram, experts, weights, h, ram_ids);
+    __syncwarp();  // slot_of's changes before the next token reads it
   }
+  for (int s = lane; s < c.n_slots; s += 32) c.stamp[s] = stamp[s];
   if (lane == 0) *c.tick = tick;
 }
 
@@ -81,18 +118,9 @@ __global__ void __launch_bounds__(kThreads)
   if (cache.n_slots > 0) {
     if (blockIdx.x == 0 && threadIdx.x < 32) route_with_cache(n, k, experts, weights, slot_of, h, pcie_most, ram_ids, cache);
   } else {
-    for (int64_t t = first; t < n; t += stride) {  // a thread a token: its slots from the last rank up
-      int pcie_left = pcie_most;
-      for (int r = k - 1; r >= 0; --r) {
-        const int64_t i = t * k + r;
-        const int32_t e = experts[i], slot = slot_of[e];
-        const bool over_pcie = slot < 0 && pcie_left > 0;
-        pcie_left -= over_pcie ? 1 : 0;
-        experts[i] = slot >= 0 ? slot : over_pcie ? kOtherLaunch : kCpu;
-        h.experts[i] = slot >= 0 ? -1 : over_pcie ? -2 : e;
-        h.weights[i] = weights[i];
-        if (ram_ids) ram_ids[i] = over_pcie ? e : kOtherLaunch;
-      }
+    constexpr int kWarps = kThreads / 32;
+    for (int64_t t = blockIdx.x * kWarps + threadIdx.x / 32; t < n; t += int64_t(gridDim.x) * kWarps) {
+      route_token(t, k, experts, weights, slot_of, h, pcie_most, ram_ids);
     }
   }
   // The rows as float4 where they are whole (d is a multiple of 4 for every model we run).
@@ -135,7 +163,10 @@ cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, 
                             cudaStream_t stream, int pcie_slots, int32_t* ram_ids, const int32_t* pcie_limit,
                             const ExpertSlots* cache) {
   if (n < 1 || k < 1 || (pcie_slots > 0 && ram_ids == nullptr)) return cudaErrorInvalidValue;
-  if (cache && (n > 8 || cache->n_slots < 1)) return cudaErrorInvalidValue;  // one warp decides for every token
+  if (k > 32) return cudaErrorInvalidValue;  // a lane a rank
+  if (cache && (n > kMaxCacheTokens || cache->n_slots < 1 || cache->n_slots > kMaxExpertSlots)) {
+    return cudaErrorInvalidValue;
+  }
   launch(publish_kernel, blocks_for(int64_t(n) * d / 4), kThreads, 0, stream, u, n, d, experts, weights, k, slot_of,
          handoff, layer, counter, pcie_slots, ram_ids, pcie_limit, cache ? *cache : ExpertSlots{});
   return cudaGetLastError();

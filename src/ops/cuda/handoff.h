@@ -33,6 +33,7 @@ struct ExpertHandoff {
 // A hybrid layer's VRAM experts as a cache that follows the routing (device memory; the host
 // model of the policy, with its reasons, is engine/expert_cache.h). Routed slots 0..n_slots-1
 // each hold expert_of[slot], last used in step stamp[slot] of the layer's *tick steps.
+constexpr int kMaxExpertSlots = 1024;  // a layer's routed slots the cache can follow
 struct ExpertSlots {
   int32_t* expert_of = nullptr;  // [n_slots]
   uint32_t* stamp = nullptr;     // [n_slots]
@@ -46,8 +47,8 @@ struct ExpertSlots {
 // ones) are the GPU's to compute from RAM over PCIe: their expert ids go to ram_ids [n][k] (-2
 // elsewhere) and the CPU skips them; pcie_limit (a device int, optional) lowers that number at
 // run time, so that a captured graph follows a limit the host changes between steps. counter:
-// a device unsigned, zero, left zero (the last block raises the flag).
-// With `cache` (n <= 8 tokens), a PCIe expert is instead copied into the least recently used
+// a device unsigned, zero, left zero (the last block raises the flag). k <= 32.
+// With `cache` (n <= 8 tokens, at most 1024 slots), a PCIe expert is instead copied into the least recently used
 // slot the step does not use (slot_of and the cache updated here): its `experts` entry is that
 // slot, its ram_ids entry the expert (fill_expert_slots() copies it before the products run).
 cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, const float* weights, int k,
