@@ -509,21 +509,27 @@ TEST(CudaOps, TheExpertCacheDecidesAsItsHostModel) {
   }
 }
 
-// The expert cache's copies (fill_expert_slots): experts' Q8_0 rows from pinned host memory
-// into VRAM slots, split (bytes as relayout_q8_0_split leaves them) or as they are; entries
+// The expert cache's copies (fill_expert_slots): experts' rows from pinned host memory into
+// VRAM slots, Q8_0 split (bytes as relayout_q8_0_split leaves them) or as they are, with
+// 16-byte rows and with rows 4-byte aligned only (Q6_K's at 512 columns: 420 bytes); entries
 // with no expert copy nothing, and nothing outside the chosen slots is touched.
 TEST(CudaOps, ExpertFillsCopyTheRowsIntoTheirSlots) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
   const int n_expert = 6, n_slots = 4;
-  const int64_t rows = 37, cols = 256;  // rows over several blocks' chunks (7 rows of 2176 bytes a block at 2048)
-  for (const cuda::GpuLayout layout : {cuda::GpuLayout::Q8_0Split, cuda::GpuLayout::Gguf}) {
-    const size_t src_row = size_t(cols / 32 * 34);  // 272 bytes: whole 16-byte units
-    const size_t src_expert = src_row * size_t(rows);
+  const int64_t rows = 137, cols = 256;  // rows over several blocks' chunks (16 KiB a block)
+  struct Case {
+    cuda::GpuLayout layout;
+    size_t src_row;
+  };
+  for (const Case c : {Case{cuda::GpuLayout::Q8_0Split, size_t(cols / 32 * 34)}, Case{cuda::GpuLayout::Gguf, 272},
+                       Case{cuda::GpuLayout::Gguf, 420}}) {
+    SCOPED_TRACE(fmt::format("{} rows of {} bytes", c.layout == cuda::GpuLayout::Gguf ? "gguf" : "split", c.src_row));
+    const size_t src_row = c.src_row, src_expert = src_row * size_t(rows);
     cuda::PinnedBuffer ram(src_expert * n_expert);
     auto* bytes = ram.as<uint8_t>();
     for (size_t i = 0; i < ram.bytes(); ++i) bytes[i] = uint8_t(rng());
-    const size_t dst_row = layout == cuda::GpuLayout::Gguf ? src_row : cuda::q8_0_split_stride(cols) + 16;
+    const size_t dst_row = c.layout == cuda::GpuLayout::Gguf ? src_row : cuda::q8_0_split_stride(cols) + 16;
     const size_t dst_expert = dst_row * size_t(rows) + 64;
     std::vector<uint8_t> before(dst_expert * n_slots);
     for (auto& b : before) b = uint8_t(rng());
@@ -531,29 +537,27 @@ TEST(CudaOps, ExpertFillsCopyTheRowsIntoTheirSlots) {
     cuda::ExpertRows m[cuda::kMaxExpertMatrices];
     m[0] = {.src = bytes, .src_expert_stride = src_expert, .src_row_stride = src_row, .dst = vram.get(),
             .dst_expert_stride = dst_expert, .dst_row_stride = dst_row, .rows = rows, .cols = cols,
-            .dst_layout = layout};
+            .dst_layout = c.layout};
     // Three entries: expert 4 into slot 2, nothing, expert 1 into slot 0.
     test::Device<int32_t> ids(std::vector<int32_t>{4, -2, 1}), to(std::vector<int32_t>{2, 3, 0});
     MOE_CUDA_CHECK(cuda::fill_expert_slots(m, 1, ids.get(), to.get(), 3, nullptr));
     // The expected slots: the same rows relaid by the upload's kernel, or copied.
     std::vector<uint8_t> want = before;
-    for (const auto& [e, s] : {std::pair{4, 2}, std::pair{1, 0}}) {
-      if (layout == cuda::GpuLayout::Gguf) {
-        for (int64_t r = 0; r < rows; ++r) {
-          std::memcpy(&want[size_t(s) * dst_expert + size_t(r) * dst_row], bytes + size_t(e) * src_expert + size_t(r) * src_row,
-                      src_row);
-        }
+    for (const auto& [e, slot] : {std::pair{4, 2}, std::pair{1, 0}}) {
+      const uint8_t* from = bytes + size_t(e) * src_expert;
+      if (c.layout == cuda::GpuLayout::Gguf) {
+        std::copy(from, from + src_expert, want.begin() + ptrdiff_t(size_t(slot) * dst_expert));
       } else {
-        test::Device<uint8_t> src(std::vector<uint8_t>(bytes + size_t(e) * src_expert, bytes + size_t(e + 1) * src_expert));
-        test::Device<uint8_t> slot(std::vector<uint8_t>(want.begin() + ptrdiff_t(size_t(s) * dst_expert),
-                                                        want.begin() + ptrdiff_t(size_t(s + 1) * dst_expert)));
-        MOE_CUDA_CHECK(cuda::relayout_q8_0_split(src.get(), src_row, rows, cols, slot.get(), dst_row, nullptr));
-        const auto relaid = slot.host();
-        std::copy(relaid.begin(), relaid.end(), want.begin() + ptrdiff_t(size_t(s) * dst_expert));
+        test::Device<uint8_t> src(std::vector<uint8_t>(from, from + src_expert));
+        test::Device<uint8_t> dst(std::vector<uint8_t>(want.begin() + ptrdiff_t(size_t(slot) * dst_expert),
+                                                       want.begin() + ptrdiff_t(size_t(slot + 1) * dst_expert)));
+        MOE_CUDA_CHECK(cuda::relayout_q8_0_split(src.get(), src_row, rows, cols, dst.get(), dst_row, nullptr));
+        const auto relaid = dst.host();
+        std::copy(relaid.begin(), relaid.end(), want.begin() + ptrdiff_t(size_t(slot) * dst_expert));
       }
     }
-    EXPECT_EQ(vram.host(), want) << (layout == cuda::GpuLayout::Gguf ? "gguf" : "split");
-    // Misaligned rows are refused, not copied wrongly.
+    EXPECT_EQ(vram.host(), want);
+    // Rows not 4-byte aligned are refused, not copied wrongly.
     m[0].src_row_stride = src_row + 2;
     EXPECT_EQ(cuda::fill_expert_slots(m, 1, ids.get(), to.get(), 3, nullptr), cudaErrorInvalidValue);
   }

@@ -98,13 +98,15 @@ GpuFfn GpuTrunk::upload_ffn(const std::array<WeightView, 3>& w) {
 namespace {
 
 // Whether the expert cache's copies (fill_expert_slots) take a hybrid layer's experts: rows and
-// experts 16-byte aligned in RAM and in VRAM, and Q8_0 wherever VRAM splits the rows.
+// experts 4-byte aligned in RAM and in VRAM (16 where VRAM splits Q8_0 rows), the file's rows
+// as they are otherwise.
 bool fill_fits(const GpuMoe& m) {
   auto fits = [](const ExpertWeights& ram, const GpuMatrix& vram) {
     const bool split = vram.layout == GpuLayout::Q8_0Split;
-    return ram.first.row_stride % 16 == 0 && ram.expert_stride % 16 == 0 &&
-           reinterpret_cast<uintptr_t>(ram.first.data) % 16 == 0 && vram.row_stride % 16 == 0 &&
-           vram.expert_stride % 16 == 0 &&
+    const size_t to = split ? 16 : 4;
+    return ram.first.row_stride % 4 == 0 && ram.expert_stride % 4 == 0 &&
+           reinterpret_cast<uintptr_t>(ram.first.data) % 4 == 0 && vram.row_stride % to == 0 &&
+           vram.expert_stride % to == 0 &&
            (split ? ram.first.type == GgmlType::Q8_0 : vram.row_stride == ram.first.row_stride);
   };
   return fits(m.ram->gate, *m.gate_up) && fits(m.ram->up, *m.gate_up) && fits(m.ram->down, m.down);
@@ -181,7 +183,7 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
       m.cache = ExpertSlots{.expert_of = p, .stamp = reinterpret_cast<uint32_t*>(p + n_vram),
                             .tick = reinterpret_cast<uint32_t*>(p + 2 * n_vram), .n_slots = n_vram};
     } else if (placement_.expert_cache) {
-      spdlog::warn("gpu: layer {}: the expert cache needs paired gate and up rows, 16-byte aligned expert rows and "
+      spdlog::warn("gpu: layer {}: the expert cache needs paired gate and up rows, 4-byte aligned expert rows and "
                    "at most {} VRAM experts: its VRAM experts stay fixed",
                    layer, kMaxExpertSlots);
     }

@@ -1,5 +1,5 @@
 // Weight relayout at upload (one thread per Q8_0 block), and the expert cache's copies of
-// experts from RAM into VRAM slots (staged through shared memory: 16-byte reads over PCIe).
+// experts from RAM into VRAM slots (16-byte reads over PCIe where the rows allow, else 4-byte).
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/layout.h"
 
@@ -30,6 +30,20 @@ struct FillArgs {
   ExpertRows m[kMaxExpertMatrices];
 };
 
+// A block's bytes [0, bytes) from src to dst, 16 bytes a thread and load where both ends and
+// the length allow it (every row format's rows at Qwen3's widths), else 4.
+__device__ void copy_bytes(const uint8_t* src, uint8_t* dst, int64_t bytes) {
+  if (((reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | uintptr_t(bytes)) & 15) == 0) {
+    const auto* in = reinterpret_cast<const uint4*>(src);
+    auto* out = reinterpret_cast<uint4*>(dst);
+    for (int64_t i = threadIdx.x; i < bytes / 16; i += kFillThreads) out[i] = in[i];
+  } else {
+    const auto* in = reinterpret_cast<const uint32_t*>(src);
+    auto* out = reinterpret_cast<uint32_t*>(dst);
+    for (int64_t i = threadIdx.x; i < bytes / 4; i += kFillThreads) out[i] = in[i];
+  }
+}
+
 // Block (x, y, z): rows chunk x of matrix z of entry y.
 __global__ void __launch_bounds__(kFillThreads)
     fill_kernel(FillArgs args, const int32_t* __restrict__ ids, const int32_t* __restrict__ slots) {
@@ -42,16 +56,14 @@ __global__ void __launch_bounds__(kFillThreads)
   const int64_t per_block = max(int64_t(1), int64_t(kFillChunk / m.src_row_stride));
   const int64_t r0 = int64_t(blockIdx.x) * per_block, rows = min(per_block, m.rows - r0);
   if (rows <= 0) return;
-  const auto* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(m.src) +
-                                                   size_t(expert) * m.src_expert_stride + size_t(r0) * m.src_row_stride);
+  const auto* src = static_cast<const uint8_t*>(m.src) + size_t(expert) * m.src_expert_stride + size_t(r0) * m.src_row_stride;
   auto* dst = static_cast<uint8_t*>(m.dst) + size_t(slots[blockIdx.y]) * m.dst_expert_stride;
-  const int64_t n16 = rows * int64_t(m.src_row_stride) / 16;
+  const int64_t chunk = rows * int64_t(m.src_row_stride);
   if (m.dst_layout == GpuLayout::Gguf) {  // the same rows, the same stride: one contiguous run
-    auto* out = reinterpret_cast<uint4*>(dst + size_t(r0) * m.dst_row_stride);
-    for (int64_t i = threadIdx.x; i < n16; i += kFillThreads) out[i] = src[i];
+    copy_bytes(src, dst + size_t(r0) * m.dst_row_stride, chunk);
     return;
   }
-  for (int64_t i = threadIdx.x; i < n16; i += kFillThreads) staged[i] = src[i];
+  copy_bytes(src, reinterpret_cast<uint8_t*>(staged), chunk);
   __syncthreads();
   // Q8_0 into the split layout: a thread a (row, block, half of its 32 values).
   const auto* bytes = reinterpret_cast<const uint8_t*>(staged);
@@ -80,9 +92,12 @@ cudaError_t fill_expert_slots(const ExpertRows (&matrices)[kMaxExpertMatrices], 
   size_t smem = 0;
   for (int z = 0; z < n_matrices; ++z) {
     const ExpertRows& m = matrices[z];
-    const auto aligned = [](size_t v) { return v % 16 == 0; };
-    if (!aligned(m.src_row_stride) || !aligned(m.src_expert_stride) || !aligned(reinterpret_cast<uintptr_t>(m.src)) ||
-        !aligned(m.dst_row_stride) || !aligned(m.dst_expert_stride) || !aligned(reinterpret_cast<uintptr_t>(m.dst)) ||
+    const auto aligned = [](size_t v, size_t to) { return v % to == 0; };
+    // Rows copied 4 bytes at a time at least; split rows are written 16 at a time.
+    const size_t dst_align = m.dst_layout == GpuLayout::Q8_0Split ? 16 : 4;
+    if (!aligned(m.src_row_stride, 4) || !aligned(m.src_expert_stride, 4) ||
+        !aligned(reinterpret_cast<uintptr_t>(m.src), 4) || !aligned(m.dst_row_stride, dst_align) ||
+        !aligned(m.dst_expert_stride, dst_align) || !aligned(reinterpret_cast<uintptr_t>(m.dst), dst_align) ||
         m.rows < 1) {
       return cudaErrorInvalidValue;
     }

@@ -38,9 +38,9 @@ struct ExpertRows {
 constexpr int kMaxExpertMatrices = 3;  // gate, up, down
 
 // The expert cache's copies (handoff.h's ExpertSlots): for each i < count with ids[i] >= 0,
-// expert ids[i]'s rows of every matrix into VRAM slot slots[i], read over PCIe. Every source
-// row stride, expert stride and address a multiple of 16 bytes; a Gguf destination has the
-// source's row stride.
+// expert ids[i]'s rows of every matrix into VRAM slot slots[i], read over PCIe (16 bytes a
+// load where rows allow, else 4). Strides and addresses multiples of 4 bytes (of 16 for a split
+// destination); a Gguf destination has the source's row stride.
 cudaError_t fill_expert_slots(const ExpertRows (&matrices)[kMaxExpertMatrices], int n_matrices, const int32_t* ids,
                               const int32_t* slots, int count, cudaStream_t stream);
 
