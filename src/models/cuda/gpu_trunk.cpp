@@ -182,10 +182,9 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
       int32_t* p = m.cache_state.as<int32_t>();
       m.cache = ExpertSlots{.expert_of = p, .stamp = reinterpret_cast<uint32_t*>(p + n_vram),
                             .tick = reinterpret_cast<uint32_t*>(p + 2 * n_vram), .n_slots = n_vram};
-    } else if (placement_.expert_cache) {
-      spdlog::warn("gpu: layer {}: the expert cache needs paired gate and up rows, 4-byte aligned expert rows and "
-                   "at most {} VRAM experts: its VRAM experts stay fixed",
-                   layer, kMaxExpertSlots);
+      ++cache_layers_;
+    } else if (placement_.expert_cache && n_vram > 0) {
+      ++fixed_layers_;
     }
   }
   return m;
@@ -217,8 +216,17 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
       }
     }
   }
-  if (placement_.expert_cache && cpu_experts_ && registered_ && placement_.pcie_experts > 0) {
-    spdlog::info("gpu: the VRAM experts follow the routing: the PCIe experts land in the least recently used slots");
+  if (fixed_layers_ > 0) {
+    spdlog::warn("gpu: the VRAM experts of {} layers stay fixed: the expert cache needs paired gate and up rows, "
+                 "4-byte aligned expert rows and at most {} VRAM experts a layer",
+                 fixed_layers_, kMaxExpertSlots);
+  }
+  if (cache_layers_ > 0 && registered_ && placement_.pcie_experts > 0) {
+    spdlog::info("gpu: the VRAM experts of {} layers follow the routing: the PCIe experts land in the least recently "
+                 "used slots",
+                 cache_layers_);
+  } else if (cache_layers_ > 0) {
+    spdlog::info("gpu: no PCIe experts: the VRAM experts stay fixed (the expert cache fills through them)");
   }
   attention_ = attention;
   const std::vector<double> freq = rope_frequencies(attention.n_rot, attention.rope_base);

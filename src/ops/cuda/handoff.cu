@@ -15,8 +15,8 @@ constexpr int kMaxCacheTokens = 8;    // tokens a step with the cache (one warp 
 // The decisions are a warp's, a lane a rank of a token (k <= 32): each lane loads its expert
 // and that expert's slot at once, so that a token costs two dependent loads, not two a rank.
 
-// One token's ranks (lane r: rank r, e its expert, slot its VRAM slot or -1): which of its
-// experts not in VRAM the GPU reads over PCIe (up to pcie_most, from the last rank up).
+// Lane r holds a token's rank r, `miss` where its expert is not in VRAM: whether the GPU reads
+// it over PCIe (up to pcie_most of the token's misses, from the last rank up).
 __device__ bool read_over_pcie(bool miss, int k, int pcie_most) {
   const int lane = int(threadIdx.x % 32);
   const unsigned misses = __ballot_sync(~0u, miss && lane < k);
