@@ -36,7 +36,7 @@ struct InspectOptions {
   bool stream_prefill = true;
   int64_t context = 4096;
   int ubatch = 512;
-  double ram_gb_s = 0, gpu_gb_s = 0, hit_rate = -1;
+  double ram_gb_s = 0, gpu_gb_s = 0, pcie_gb_s = 0, hit_rate = -1;
 };
 
 bool is_tokenizer_key(std::string_view key) { return key.starts_with("tokenizer."); }
@@ -162,7 +162,7 @@ void print_text(const gguf::Reader& r, const InspectOptions& opt) {
 
 // The bandwidths the ceilings use: as given, else RAM measured here and the first GPU's peak.
 MachineBandwidth machine_bandwidth(const InspectOptions& opt) {
-  MachineBandwidth bw{.ram_gb_s = opt.ram_gb_s, .gpu_gb_s = opt.gpu_gb_s};
+  MachineBandwidth bw{.ram_gb_s = opt.ram_gb_s, .gpu_gb_s = opt.gpu_gb_s, .pcie_gb_s = opt.pcie_gb_s};
   if (bw.ram_gb_s <= 0) {
     ThreadPool pool(int(std::max(1u, std::thread::hardware_concurrency())));
     bw.ram_gb_s = measure_ram_read_gb_s(pool);
@@ -222,6 +222,9 @@ void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
                             {"token_ram_bytes", plan.token_ram_bytes},
                             {"ram_gb_s", request.bandwidth.ram_gb_s},
                             {"gpu_gb_s", request.bandwidth.gpu_gb_s},
+                            {"pcie_gb_s", request.bandwidth.pcie_gb_s},
+                            {"pcie_share", plan.pcie_share},
+                            {"token_link_bytes", plan.token_link_bytes},
                             {"ceiling_overlapped_ts", plan.overlapped_tok_s},
                             {"ceiling_serial_ts", plan.serial_tok_s},
                             {"ceiling_ram_ts", plan.ram_bound_tok_s}};
@@ -259,10 +262,15 @@ void add_inspect_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--gpu-bw", opt->gpu_gb_s, "With --vram-budget: GPU memory bandwidth in GB/s (default: the GPU's peak)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--pcie-bw", opt->pcie_gb_s,
+                  "With --vram-budget: the GPU reading host memory over PCIe, in GB/s (bench_cuda_matvec --pcie-only "
+                  "measures it): the ceilings then count the PCIe experts and, with --routing local, the expert cache "
+                  "they fill (default: neither)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--routing", opt->routing,
                   "With --vram-budget: even (every expert equally likely: synth's random weights, the worst case) "
                   "or local (the temporal locality published for Qwen3-Next: an LRU cache of 12.5% of the experts "
-                  "hits 67%, of 25% 81%; the VRAM experts an LRU cache)")
+                  "hits 67%, of 25% 81%; the VRAM experts an LRU cache, or with --pcie-bw the runtime's cache)")
       ->check(CLI::IsMember({"even", "local"}));
   cmd->add_option("--hit-rate", opt->hit_rate,
                   "With --vram-budget: the share of routed expert bytes found in VRAM (default: routing spread "

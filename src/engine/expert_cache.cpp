@@ -52,4 +52,18 @@ ExpertCache::Step ExpertCache::step(std::span<const int32_t> routed, int k, int 
   return out;
 }
 
+CacheOutcome simulate_cache(const RoutingLocality& locality, int slots, int pcie_most, int steps, int warm_up) {
+  const int k = locality.k();
+  ExpertCache cache(locality.n_expert(), slots);
+  RoutingLocality::Layer routing(locality, 7);
+  CacheOutcome sum;
+  for (int step = 0; step < warm_up + steps; ++step) {
+    const std::vector<int> picks = routing.next(k);
+    const ExpertCache::Step s = cache.step(std::vector<int32_t>(picks.begin(), picks.end()), k, pcie_most);
+    if (step < warm_up) continue;
+    sum.hits += s.hits, sum.fills += s.fills, sum.cpu += double(k - s.hits - s.fills);
+  }
+  return {.hits = sum.hits / steps, .fills = sum.fills / steps, .cpu = sum.cpu / steps};
+}
+
 }  // namespace moe

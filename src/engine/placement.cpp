@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 #include <numeric>
 #include <string_view>
 
@@ -68,9 +69,43 @@ uint64_t activation_bytes(const ModelConfig& c, int ub, uint64_t widest) {
   return (floats * 4 + quantized + uint64_t(c.n_vocab) * 4) * 5 / 4;
 }
 
-double seconds(uint64_t bytes, double gb_s) { return double(bytes) / (gb_s * 1e9); }
+double seconds(double bytes, double gb_s) { return bytes / (gb_s * 1e9); }
+
+// Of a token's k routed experts in a layer holding `slots`, at each PCIe share 0..k: the hits,
+// the link's (filling the cache where the routing has locality) and the CPU's.
+std::vector<CacheOutcome> share_outcomes(const ModelConfig& c, int slots, const PlacementRequest& r) {
+  const int k = c.n_expert_used;
+  std::vector<CacheOutcome> out;
+  for (int share = 0; share <= k; ++share) {
+    if (r.hit_rate < 0 && r.locality && slots > 0) {
+      out.push_back(simulate_cache(*r.locality, slots, share));
+      continue;
+    }
+    // A given hit rate, or routing spread evenly: admissions change no odds, the link only
+    // moves misses off the CPU (at most `share` of a token's; on average what is missed).
+    const double h = r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0) : double(slots) / double(c.n_expert);
+    const double misses = k * (1 - h), link = std::min(double(share), misses);
+    out.push_back({.hits = k * h, .fills = link, .cpu = misses - link});
+  }
+  return out;
+}
 
 }  // namespace
+
+LayerDecode fastest_share(std::span<const CacheOutcome> outcomes, uint64_t dense, uint64_t expert,
+                          const MachineBandwidth& bw) {
+  LayerDecode best;
+  for (size_t share = 0; share < outcomes.size(); ++share) {
+    const CacheOutcome& o = outcomes[share];
+    if (o.fills > 0 && bw.pcie_gb_s <= 0) break;
+    const double gpu = seconds(double(dense) + o.hits * double(expert), bw.gpu_gb_s);
+    const double link = o.fills > 0 ? seconds(o.fills * double(expert), bw.pcie_gb_s) : 0.0;
+    const double ram = seconds((o.fills + o.cpu) * double(expert), bw.ram_gb_s);
+    const double t = std::max({gpu, link, ram});
+    if (share == 0 || t < best.seconds) best = {.share = int(share), .picks = o, .seconds = t};
+  }
+  return best;
+}
 
 PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, const PlacementRequest& r) {
   if (c.n_expert <= 0) fail("--vram-budget: {} has no routed experts to leave in RAM", c.arch);
@@ -133,26 +168,40 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
   }
 
   // Per token: the GPU reads every layer's dense weights and its experts' hits; the CPU the rest.
-  double serial = seconds(f.global_per_token, r.bandwidth.gpu_gb_s), overlapped = serial;
+  double serial = seconds(double(f.global_per_token), r.bandwidth.gpu_gb_s), overlapped = serial;
   uint64_t routed = 0, hit_bytes = 0;
+  std::map<int, std::vector<CacheOutcome>> outcomes;  // by a layer's slot count (an even spread: one or two)
+  const bool link = r.bandwidth.pcie_gb_s > 0 && r.bandwidth.gpu_gb_s > 0 && r.bandwidth.ram_gb_s > 0;
   for (int il = 0; il < c.n_layer; ++il) {
-    const uint64_t one = f.expert[size_t(il)];
-    const int slots = p.vram_experts[size_t(il)];
+    const uint64_t one = f.expert[size_t(il)], dense = f.dense[size_t(il)];
+    const int slots = p.vram_experts[size_t(il)], k = c.n_expert_used;
     p.experts_vram += one * uint64_t(slots);
     p.experts_ram += one * (n_expert - uint64_t(slots));
-    const uint64_t layer_routed = one * uint64_t(c.n_expert_used);
+    const uint64_t layer_routed = one * uint64_t(k);
+    // Without the link: the hit rate as given, of an LRU cache (copies free) on routing of the
+    // stated locality, or the layer's share of the experts.
     const double h = r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0)
                      : r.locality    ? r.locality->lru_hit_rate(slots)
                                      : double(slots) / double(c.n_expert);
-    const uint64_t gpu = f.dense[size_t(il)] + uint64_t(double(layer_routed) * h);
-    const uint64_t ram = layer_routed - uint64_t(double(layer_routed) * h);
-    routed += layer_routed;
-    hit_bytes += layer_routed - ram;
-    p.token_gpu_bytes += gpu;
-    p.token_ram_bytes += ram;
-    const double t_gpu = seconds(gpu, r.bandwidth.gpu_gb_s), t_ram = seconds(ram, r.bandwidth.ram_gb_s);
+    const double t_gpu = seconds(double(dense) + double(layer_routed) * h, r.bandwidth.gpu_gb_s);
+    const double t_ram = seconds(double(layer_routed) * (1 - h), r.bandwidth.ram_gb_s);
     serial += t_gpu + t_ram;
-    overlapped += std::max(t_gpu, t_ram);
+    LayerDecode d{.picks = {.hits = k * h, .cpu = k * (1 - h)}, .seconds = std::max(t_gpu, t_ram)};
+    if (link && slots < c.n_expert) {
+      // The PCIe experts: the link's best share for this layer (with locality the cache's hits
+      // follow it), in the "at once" ceiling and the token's bytes.
+      auto [it, fresh] = outcomes.try_emplace(slots);
+      if (fresh) it->second = share_outcomes(c, slots, r);
+      d = fastest_share(it->second, dense, one, r.bandwidth);
+    }
+    const auto hits = uint64_t(d.picks.hits * double(one));
+    routed += layer_routed;
+    hit_bytes += hits;
+    p.token_gpu_bytes += dense + hits;
+    p.token_ram_bytes += layer_routed - hits;
+    p.token_link_bytes += uint64_t(d.picks.fills * double(one));
+    p.pcie_share = std::max(p.pcie_share, d.share);
+    overlapped += d.seconds;
   }
   p.token_gpu_bytes += f.global_per_token;
   p.hit_rate = routed ? double(hit_bytes) / double(routed) : 1.0;
@@ -181,12 +230,21 @@ std::string describe(const PlacementPlan& p, const PlacementRequest& r) {
                                               : fmt::format("{} to {} of {} a layer", *fewest, *most, p.n_expert);
   line("routed experts in VRAM", p.experts_vram, fmt::format("{} ({} each)", counts, format_bytes(p.expert_bytes)));
   line("routed experts left in RAM", p.experts_ram, "read in place from the mapped file");
+  const bool link = r.bandwidth.pcie_gb_s > 0 && r.bandwidth.gpu_gb_s > 0 && r.bandwidth.ram_gb_s > 0 &&
+                    p.experts_ram > 0;
   s += fmt::format("decode, one sequence: {} a token from VRAM, {} from RAM ({} of the routed expert bytes in VRAM, {})\n",
                    format_bytes(p.token_gpu_bytes), format_bytes(p.token_ram_bytes),
                    fmt::format("{:.1f}%", 100.0 * p.hit_rate),
                    r.hit_rate >= 0 ? "the given hit rate"
-                   : r.locality    ? "routing with the stated locality, the VRAM experts an LRU cache"
+                   : r.locality    ? (link ? "routing with the stated locality, the VRAM experts a cache the PCIe "
+                                             "experts fill"
+                                           : "routing with the stated locality, the VRAM experts an LRU cache")
                                    : "routing spread evenly over the experts");
+  if (link) {
+    s += fmt::format("PCIe experts at {:.0f} GB/s: at best {} of a token's {} experts a layer over the link ({} a token, "
+                     "read from RAM too)\n",
+                     r.bandwidth.pcie_gb_s, p.pcie_share, p.n_expert_used, format_bytes(p.token_link_bytes));
+  }
   if (p.overlapped_tok_s > 0) {
     s += fmt::format("ceilings at RAM {:.0f} GB/s, GPU {:.0f} GB/s: {:.1f} tok/s with the CPU's experts and the GPU's "
                      "part at once, {:.1f} tok/s one after the other\n",

@@ -14,12 +14,18 @@
 // reads the routed experts left in RAM. With routing spread evenly over the experts (random
 // weights: synth's worst case) a layer holding s of E experts serves s / E of the routed
 // expert bytes from VRAM; with routing of a stated locality (routing_locality.h) its s experts
-// act as an LRU cache; a measured hit rate replaces either.
+// act as an LRU cache; a measured hit rate replaces either. Where the link's bandwidth is known,
+// the GPU also reads part of a token's missed experts over PCIe (the PCIe experts), which is
+// how the runtime's expert cache fills (expert_cache.h): the "at once" ceiling then takes the
+// best share for the bandwidths, every expert read from host RAM (the CPU's and the link's)
+// counted against the RAM's bandwidth.
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "core/ggml_type.h"
+#include "engine/expert_cache.h"
 #include "engine/routing_locality.h"
 #include "gguf/reader.h"
 #include "models/model.h"
@@ -28,8 +34,9 @@ namespace moe {
 
 // Bandwidths in GB/s (1e9 bytes a second); 0 where unknown.
 struct MachineBandwidth {
-  double ram_gb_s = 0;  // the CPU reading RAM, all cores
-  double gpu_gb_s = 0;  // the GPU reading its memory
+  double ram_gb_s = 0;   // the CPU reading RAM, all cores
+  double gpu_gb_s = 0;   // the GPU reading its memory
+  double pcie_gb_s = 0;  // the GPU reading host memory over the link (0: no PCIe experts in the ceilings)
 };
 
 struct PlacementRequest {
@@ -71,6 +78,8 @@ struct PlacementPlan {
 
   // Decode, one sequence: the bytes one token reads on each side and the ceilings.
   double hit_rate = 0;            // routed expert bytes served from VRAM, as a share
+  int pcie_share = 0;             // with the link's bandwidth: a token's experts a layer read over it, at best
+  uint64_t token_link_bytes = 0;  // routed experts read over the link (part of token_ram_bytes' RAM reads)
   uint64_t token_gpu_bytes = 0;   // dense weights + the routed experts found in VRAM
   uint64_t token_ram_bytes = 0;   // routed experts read from RAM
   double serial_tok_s = 0;        // the CPU's experts, then the GPU's part, one after the other
@@ -84,6 +93,18 @@ struct PlacementPlan {
 // Throws moe::Error for a budget too small for everything but the experts, saying how much is
 // needed, or for an n_cpu_moe whose VRAM layers do not fit.
 PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& config, const PlacementRequest& request);
+
+// Decode of one hybrid layer for one token at each PCIe share s (outcomes[s], s = 0..k: how many
+// of its k routed experts hit VRAM, are read over the link, fall to the CPU): the share whose
+// slowest resource is fastest. The GPU reads `dense` and the hits at gpu_gb_s, the link its
+// experts at pcie_gb_s, and host RAM serves the link's and the CPU's experts at ram_gb_s.
+struct LayerDecode {
+  int share = 0;
+  CacheOutcome picks;
+  double seconds = 0;
+};
+LayerDecode fastest_share(std::span<const CacheOutcome> outcomes, uint64_t dense, uint64_t expert,
+                          const MachineBandwidth& bandwidth);
 
 // The plan as lines for a person (inspect --vram-budget).
 std::string describe(const PlacementPlan& plan, const PlacementRequest& request);

@@ -57,6 +57,10 @@ TEST(CliInspect, VramBudgetPrintsThePlanAndItsCeilings) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("routed experts in VRAM"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("ceilings at RAM 100 GB/s, GPU 1000 GB/s"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("PCIe experts"), std::string::npos) << r.out;  // only with --pcie-bw
+  const auto linked = test::run_cli(plan + "--vram-budget 1GiB --cpu-moe --pcie-bw 50 --json", dir.file("err"));
+  ASSERT_EQ(linked.exit_code, 0) << linked.err;
+  EXPECT_EQ(nlohmann::json::parse(linked.out)["pcie_gb_s"], 50.0);
 
   const auto j = test::run_cli(plan + "--vram-budget 1GiB --cpu-moe --json", dir.file("err"));
   ASSERT_EQ(j.exit_code, 0) << j.err;

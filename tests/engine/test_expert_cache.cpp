@@ -93,21 +93,15 @@ TEST(ExpertCache, InvariantsHoldOverLongRandomRuns) {
 // of 71 gets, and the CPU's picks fall. Printed for docs/placement.md.
 TEST(ExpertCache, FollowsRoutingLocalityWithThePcieShare) {
   const RoutingLocality model(512, 10);
-  const int slots = 71, steps = 6000, warm = 1000;
+  const int slots = 71;
   std::vector<double> hit(11);
   for (int pcie = 0; pcie <= 10; pcie += 1) {
-    ExpertCache cache(512, slots);
-    RoutingLocality::Layer routing(model, 7);
-    long hits = 0, fills = 0, picks = 0;
-    for (int step = 0; step < steps; ++step) {
-      const auto p = routing.next(10);
-      const ExpertCache::Step s = cache.step(std::vector<int32_t>(p.begin(), p.end()), 10, pcie);
-      if (step < warm) continue;
-      hits += s.hits, fills += s.fills, picks += 10;
-    }
-    hit[size_t(pcie)] = double(hits) / double(picks);
-    std::printf("  PCIe share %2d of 10: hit rate %.3f, fills %.2f, CPU picks %.2f a step\n", pcie,
-                hit[size_t(pcie)], double(fills) / (steps - warm), double(picks - hits - fills) / (steps - warm));
+    const CacheOutcome o = simulate_cache(model, slots, pcie, 5000);
+    EXPECT_NEAR(o.hits + o.fills + o.cpu, 10.0, 1e-9);
+    EXPECT_LE(o.fills, pcie + 1e-9);
+    hit[size_t(pcie)] = o.hits / 10;
+    std::printf("  PCIe share %2d of 10: hit rate %.3f, fills %.2f, CPU picks %.2f a step\n", pcie, hit[size_t(pcie)],
+                o.fills, o.cpu);
   }
   std::printf("  an ideal LRU cache of %d: %.3f\n", slots, model.lru_hit_rate(slots));
   EXPECT_NEAR(hit[0], double(slots) / 512.0, 0.03);  // nothing admitted: the static share

@@ -179,7 +179,51 @@ TEST_P(PlacementTest, ActivationBuffersGrowWithThePassSize) {
   EXPECT_LE(p.used(), p64.used());
 }
 
+// With routing spread evenly the link cannot raise the ceiling: the PCIe experts are read from
+// the same RAM the CPU reads at full speed here, and admissions change no odds. The plan keeps
+// the share at 0 and every figure as without the link.
+TEST_P(PlacementTest, ThePcieExpertsNeedLocalityToPay) {
+  TinyModel m(GetParam(), "q8_0");
+  const ModelConfig& c = m.model->config();
+  const uint64_t per_round = expert_tensor_bytes(*m.reader) / uint64_t(c.n_expert);
+  PlacementRequest r = request(fixed_bytes(plan_placement(*m.reader, c, request(64 * GiB))) + per_round * 3);
+  const PlacementPlan plain = plan_placement(*m.reader, c, r);
+  r.bandwidth.pcie_gb_s = 50;
+  const PlacementPlan linked = plan_placement(*m.reader, c, r);
+  EXPECT_EQ(linked.pcie_share, 0);
+  EXPECT_EQ(linked.token_link_bytes, 0u);
+  EXPECT_EQ(linked.token_ram_bytes, plain.token_ram_bytes);
+  EXPECT_NEAR(linked.overlapped_tok_s, plain.overlapped_tok_s, 1e-9 * plain.overlapped_tok_s);
+  EXPECT_NE(describe(linked, r).find("PCIe experts at 50 GB/s: at best 0 of a token's 2"), std::string::npos)
+      << describe(linked, r);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tiny, PlacementTest, ::testing::Values("qwen3moe", "qwen3next"));
+
+// The link's share for one layer of Qwen3-Next-80B in 16 GiB (71 of 512 experts in VRAM, 3.34 MB
+// each) on the H200 machine's bandwidths, with the published locality: at 55 GB/s two of a
+// token's ten (the cache then holds over half the picks; from three the link is the slowest), a
+// layer far faster than with no link; a faster link takes more; no link, none.
+TEST(Placement, TheLinksShareBalancesItAgainstRam) {
+  const RoutingLocality locality(512, 10);
+  std::vector<CacheOutcome> outcomes;
+  for (int share = 0; share <= 10; ++share) outcomes.push_back(simulate_cache(locality, 71, share, 2000, 500));
+  const uint64_t dense = 35'000'000, expert = 3'342'336;
+  const MachineBandwidth h200{.ram_gb_s = 114, .gpu_gb_s = 4800, .pcie_gb_s = 55};
+  const LayerDecode d = fastest_share(outcomes, dense, expert, h200);
+  EXPECT_EQ(d.share, 2);
+  EXPECT_GT(d.picks.hits, 5.0);
+  const double none = std::max(double(dense + uint64_t(outcomes[0].hits * expert)) / 4800e9,
+                               outcomes[0].cpu * double(expert) / 114e9);
+  EXPECT_LT(d.seconds, 0.6 * none);
+  for (const CacheOutcome& o : outcomes) {  // no share does better
+    const double t = std::max({double(dense + uint64_t(o.hits * expert)) / 4800e9, o.fills * double(expert) / 55e9,
+                               (o.fills + o.cpu) * double(expert) / 114e9});
+    EXPECT_GE(t, d.seconds * (1 - 1e-9));
+  }
+  EXPECT_GT(fastest_share(outcomes, dense, expert, {.ram_gb_s = 114, .gpu_gb_s = 4800, .pcie_gb_s = 400}).share, 2);
+  EXPECT_EQ(fastest_share(outcomes, dense, expert, {.ram_gb_s = 114, .gpu_gb_s = 4800}).share, 0);
+}
 
 TEST(Placement, ADenseModelHasNothingToPlace) {
   TinyModel m("qwen3", "q8_0");
