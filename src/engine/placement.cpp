@@ -71,6 +71,12 @@ uint64_t activation_bytes(const ModelConfig& c, int ub, uint64_t widest) {
 
 double seconds(double bytes, double gb_s) { return bytes / (gb_s * 1e9); }
 
+// The share of a layer's picks its `slots` VRAM experts serve when none is ever swapped in: as
+// given, or with routing spread evenly the layer's share of the experts.
+double fixed_hit_rate(const PlacementRequest& r, int slots, int n_expert) {
+  return r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0) : double(slots) / double(n_expert);
+}
+
 // Of a token's k routed experts in a layer holding `slots`, at each PCIe share 0..k: the hits,
 // the link's (filling the cache where the routing has locality) and the CPU's.
 std::vector<CacheOutcome> share_outcomes(const ModelConfig& c, int slots, const PlacementRequest& r) {
@@ -83,7 +89,7 @@ std::vector<CacheOutcome> share_outcomes(const ModelConfig& c, int slots, const 
     }
     // A given hit rate, or routing spread evenly: admissions change no odds, the link only
     // moves misses off the CPU (at most `share` of a token's; on average what is missed).
-    const double h = r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0) : double(slots) / double(c.n_expert);
+    const double h = fixed_hit_rate(r, slots, c.n_expert);
     const double misses = k * (1 - h), link = std::min(double(share), misses);
     out.push_back({.hits = k * h, .fills = link, .cpu = misses - link});
   }
@@ -180,9 +186,8 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
     const uint64_t layer_routed = one * uint64_t(k);
     // Without the link: the hit rate as given, of an LRU cache (copies free) on routing of the
     // stated locality, or the layer's share of the experts.
-    const double h = r.hit_rate >= 0 ? (slots > 0 ? r.hit_rate : 0.0)
-                     : r.locality    ? r.locality->lru_hit_rate(slots)
-                                     : double(slots) / double(c.n_expert);
+    const double h =
+        r.hit_rate < 0 && r.locality ? r.locality->lru_hit_rate(slots) : fixed_hit_rate(r, slots, c.n_expert);
     const double t_gpu = seconds(double(dense) + double(layer_routed) * h, r.bandwidth.gpu_gb_s);
     const double t_ram = seconds(double(layer_routed) * (1 - h), r.bandwidth.ram_gb_s);
     serial += t_gpu + t_ram;

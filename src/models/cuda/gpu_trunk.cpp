@@ -95,25 +95,6 @@ GpuFfn GpuTrunk::upload_ffn(const std::array<WeightView, 3>& w) {
   return f;
 }
 
-namespace {
-
-// Whether the expert cache's copies (fill_expert_slots) take a hybrid layer's experts: rows and
-// experts 4-byte aligned in RAM and in VRAM (16 where VRAM splits Q8_0 rows), the file's rows
-// as they are otherwise.
-bool fill_fits(const GpuMoe& m) {
-  auto fits = [](const ExpertWeights& ram, const GpuMatrix& vram) {
-    const bool split = vram.layout == GpuLayout::Q8_0Split;
-    const size_t to = split ? 16 : 4;
-    return ram.first.row_stride % 4 == 0 && ram.expert_stride % 4 == 0 &&
-           reinterpret_cast<uintptr_t>(ram.first.data) % 4 == 0 && vram.row_stride % to == 0 &&
-           vram.expert_stride % to == 0 &&
-           (split ? ram.first.type == GgmlType::Q8_0 : vram.row_stride == ram.first.row_stride);
-  };
-  return fits(m.ram->gate, *m.gate_up) && fits(m.ram->up, *m.gate_up) && fits(m.ram->down, m.down);
-}
-
-}  // namespace
-
 GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shared) {
   const ModelConfig& c = config_;
   const int64_t d = c.n_embd, ff = c.n_ff_expert;
@@ -172,7 +153,10 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
     if (as_expert) slot_of[size_t(c.n_expert)] = n_vram;
     m.slot_of = DeviceBuffer(slot_of.size() * sizeof(int32_t));
     MOE_CUDA_CHECK(cudaMemcpy(m.slot_of.get(), slot_of.data(), m.slot_of.bytes(), cudaMemcpyHostToDevice));
-    if (placement_.expert_cache && n_vram > 0 && n_vram <= kMaxExpertSlots && m.gate_up && fill_fits(m)) {
+    ExpertRows rows[kMaxExpertMatrices];
+    if (m.gate_up) cache_rows(m, rows);
+    if (placement_.expert_cache && n_vram > 0 && n_vram <= kMaxExpertSlots && m.gate_up &&
+        std::all_of(std::begin(rows), std::end(rows), expert_rows_fit)) {
       // expert_of | stamp | tick: slot s holds expert s, nothing used yet. (The buffer's address
       // outlives the move of m.)
       std::vector<int32_t> state(2 * size_t(n_vram) + 1, 0);

@@ -212,6 +212,8 @@ class GpuTrunk : public Model {
   // The expert cache: the layer's PCIe experts copied into the slots its publish chose
   // (ram_ids: the experts, experts: their slots), where the VRAM experts' products find them.
   void fill_slots(const GpuMoe& w, const int32_t* ram_ids, const int32_t* slots, int rows);
+  // The layer's gate, up and down experts as the copies read (RAM) and write (VRAM) them.
+  void cache_rows(const GpuMoe& w, ExpertRows (&out)[kMaxExpertMatrices]) const;
   int cache_layers_ = 0, fixed_layers_ = 0;  // hybrid layers with VRAM experts, with and without the cache
   std::optional<CpuExperts> cpu_experts_;  // made by the first hybrid layer
   DeviceBuffer publish_counter_;           // publish_experts()'s

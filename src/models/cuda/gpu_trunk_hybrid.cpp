@@ -39,18 +39,27 @@ void GpuTrunk::ram_experts(const StreamedLayer& ram, const DeviceActivations& uq
                         expert_out, stream_, down.layout);
 }
 
-void GpuTrunk::fill_slots(const GpuMoe& w, const int32_t* ram_ids, const int32_t* slots, int rows) {
+void GpuTrunk::cache_rows(const GpuMoe& w, ExpertRows (&out)[kMaxExpertMatrices]) const {
   const StreamedLayer& ram = *w.ram;
   const GpuMatrix& gu = *w.gate_up;  // [gate | up] rows of each slot
+  // Before the mapping is registered (a load's check): the host's addresses, aligned as the
+  // GPU's view of them (the same offsets in pages).
+  auto src = [&](const std::byte* p) -> const void* { return registered_ ? registered_->device(p) : p; };
   auto matrix = [&](const ExpertWeights& from, const GpuMatrix& to, int64_t row0) {
-    return ExpertRows{.src = registered_->device(from.first.data), .src_expert_stride = from.expert_stride,
+    return ExpertRows{.src = src(from.first.data), .src_expert_stride = from.expert_stride,
                       .src_row_stride = from.first.row_stride,
                       .dst = const_cast<std::byte*>(to.base) + size_t(row0) * to.row_stride,
                       .dst_expert_stride = to.expert_stride, .dst_row_stride = to.row_stride,
                       .rows = from.first.rows, .cols = from.first.cols, .dst_layout = to.layout};
   };
-  const ExpertRows matrices[kMaxExpertMatrices] = {matrix(ram.gate, gu, 0), matrix(ram.up, gu, ram.gate.first.rows),
-                                                    matrix(ram.down, w.down, 0)};
+  out[0] = matrix(ram.gate, gu, 0);
+  out[1] = matrix(ram.up, gu, ram.gate.first.rows);
+  out[2] = matrix(ram.down, w.down, 0);
+}
+
+void GpuTrunk::fill_slots(const GpuMoe& w, const int32_t* ram_ids, const int32_t* slots, int rows) {
+  ExpertRows matrices[kMaxExpertMatrices];
+  cache_rows(w, matrices);
   MOE_CUDA_CHECK(fill_expert_slots(matrices, kMaxExpertMatrices, ram_ids, slots, rows, stream_));
 }
 

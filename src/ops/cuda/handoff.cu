@@ -67,7 +67,8 @@ __device__ void route_with_cache(int n, int k, int32_t* experts, const float* we
   __syncwarp();
 #pragma unroll
   for (int t = 0; t < kMaxCacheTokens; ++t) {
-    if (t < n && lane < k && slot[t] >= 0 && slot[t] < c.n_slots) stamp[slot[t]] = tick;  // (a shared expert's slot is past them)
+    // (A shared expert's slot is past the routed ones: never stamped, never evicted.)
+    if (t < n && lane < k && slot[t] >= 0 && slot[t] < c.n_slots) stamp[slot[t]] = tick;
   }
   __syncwarp();
 #pragma unroll
@@ -116,7 +117,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t stride = int64_t(gridDim.x) * kThreads, first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   const int pcie_most = pcie_limit ? min(pcie_slots, max(0, *pcie_limit)) : pcie_slots;
   if (cache.n_slots > 0) {
-    if (blockIdx.x == 0 && threadIdx.x < 32) route_with_cache(n, k, experts, weights, slot_of, h, pcie_most, ram_ids, cache);
+    if (blockIdx.x == 0 && threadIdx.x < 32) {
+      route_with_cache(n, k, experts, weights, slot_of, h, pcie_most, ram_ids, cache);
+    }
   } else {
     constexpr int kWarps = kThreads / 32;
     for (int64_t t = blockIdx.x * kWarps + threadIdx.x / 32; t < n; t += int64_t(gridDim.x) * kWarps) {

@@ -56,7 +56,8 @@ __global__ void __launch_bounds__(kFillThreads)
   const int64_t per_block = max(int64_t(1), int64_t(kFillChunk / m.src_row_stride));
   const int64_t r0 = int64_t(blockIdx.x) * per_block, rows = min(per_block, m.rows - r0);
   if (rows <= 0) return;
-  const auto* src = static_cast<const uint8_t*>(m.src) + size_t(expert) * m.src_expert_stride + size_t(r0) * m.src_row_stride;
+  const auto* src =
+      static_cast<const uint8_t*>(m.src) + size_t(expert) * m.src_expert_stride + size_t(r0) * m.src_row_stride;
   auto* dst = static_cast<uint8_t*>(m.dst) + size_t(slots[blockIdx.y]) * m.dst_expert_stride;
   const int64_t chunk = rows * int64_t(m.src_row_stride);
   if (m.dst_layout == GpuLayout::Gguf) {  // the same rows, the same stride: one contiguous run
@@ -83,6 +84,23 @@ __global__ void __launch_bounds__(kFillThreads)
 
 }  // namespace
 
+bool expert_rows_fit(const ExpertRows& m) {
+  const auto aligned = [](size_t v, size_t to) { return v % to == 0; };
+  // Rows copied 4 bytes at a time at least; split rows are written 16 at a time.
+  const bool split = m.dst_layout == GpuLayout::Q8_0Split;
+  const size_t dst_align = split ? 16 : 4;
+  if (!aligned(m.src_row_stride, 4) || !aligned(m.src_expert_stride, 4) ||
+      !aligned(reinterpret_cast<uintptr_t>(m.src), 4) || !aligned(m.dst_row_stride, dst_align) ||
+      !aligned(m.dst_expert_stride, dst_align) || !aligned(reinterpret_cast<uintptr_t>(m.dst), dst_align) ||
+      m.rows < 1) {
+    return false;
+  }
+  if (!split) return m.dst_row_stride == m.src_row_stride;
+  const size_t staged = std::max<size_t>(1, kFillChunk / m.src_row_stride) * m.src_row_stride;
+  return m.cols % 32 == 0 && m.src_row_stride >= size_t(m.cols / 32 * 34) &&
+         m.dst_row_stride >= q8_0_split_stride(m.cols) && staged <= 48 * 1024;  // the default shared memory
+}
+
 cudaError_t fill_expert_slots(const ExpertRows (&matrices)[kMaxExpertMatrices], int n_matrices, const int32_t* ids,
                               const int32_t* slots, int count, cudaStream_t stream) {
   if (n_matrices < 1 || n_matrices > kMaxExpertMatrices || count < 0) return cudaErrorInvalidValue;
@@ -92,26 +110,12 @@ cudaError_t fill_expert_slots(const ExpertRows (&matrices)[kMaxExpertMatrices], 
   size_t smem = 0;
   for (int z = 0; z < n_matrices; ++z) {
     const ExpertRows& m = matrices[z];
-    const auto aligned = [](size_t v, size_t to) { return v % to == 0; };
-    // Rows copied 4 bytes at a time at least; split rows are written 16 at a time.
-    const size_t dst_align = m.dst_layout == GpuLayout::Q8_0Split ? 16 : 4;
-    if (!aligned(m.src_row_stride, 4) || !aligned(m.src_expert_stride, 4) ||
-        !aligned(reinterpret_cast<uintptr_t>(m.src), 4) || !aligned(m.dst_row_stride, dst_align) ||
-        !aligned(m.dst_expert_stride, dst_align) || !aligned(reinterpret_cast<uintptr_t>(m.dst), dst_align) ||
-        m.rows < 1) {
-      return cudaErrorInvalidValue;
-    }
-    if (m.dst_layout == GpuLayout::Gguf && m.dst_row_stride != m.src_row_stride) return cudaErrorInvalidValue;
-    if (m.dst_layout == GpuLayout::Q8_0Split &&
-        (m.cols % 32 != 0 || m.src_row_stride < size_t(m.cols / 32 * 34) || m.dst_row_stride < q8_0_split_stride(m.cols))) {
-      return cudaErrorInvalidValue;
-    }
+    if (!expert_rows_fit(m)) return cudaErrorInvalidValue;
     const int64_t per_block = std::max<int64_t>(1, int64_t(kFillChunk / m.src_row_stride));
     chunks = std::max(chunks, (m.rows + per_block - 1) / per_block);
     if (m.dst_layout != GpuLayout::Gguf) smem = std::max(smem, size_t(per_block) * m.src_row_stride);
     args.m[z] = m;
   }
-  if (smem > 48 * 1024) return cudaErrorInvalidValue;  // rows longer than the default shared memory
   return launch(fill_kernel, dim3(unsigned(chunks), unsigned(count), unsigned(n_matrices)), kFillThreads, smem, stream,
                 args, ids, slots);
 }

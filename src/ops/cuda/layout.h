@@ -37,10 +37,14 @@ struct ExpertRows {
 };
 constexpr int kMaxExpertMatrices = 3;  // gate, up, down
 
+// Whether fill_expert_slots() takes these rows: strides and addresses multiples of 4 bytes (of
+// 16 for a split destination), a Gguf destination with the source's row stride, split rows of
+// whole Q8_0 blocks that fit the staging shared memory.
+bool expert_rows_fit(const ExpertRows& m);
+
 // The expert cache's copies (handoff.h's ExpertSlots): for each i < count with ids[i] >= 0,
 // expert ids[i]'s rows of every matrix into VRAM slot slots[i], read over PCIe (16 bytes a
-// load where rows allow, else 4). Strides and addresses multiples of 4 bytes (of 16 for a split
-// destination); a Gguf destination has the source's row stride.
+// load where rows allow, else 4). cudaErrorInvalidValue for rows expert_rows_fit() refuses.
 cudaError_t fill_expert_slots(const ExpertRows (&matrices)[kMaxExpertMatrices], int n_matrices, const int32_t* ids,
                               const int32_t* slots, int count, cudaStream_t stream);
 
