@@ -1,7 +1,8 @@
-// The prefill GEMM against the CPU kernels on fresh random data: Q8_0, Q4_0 and float weights, rows
-// that are not a multiple of the 128-row tile, column counts that are not a multiple of the
-// 4-block stage, token counts around the 64-row tile; accumulate; and the expert form, whose
-// rows go through the expert the router gave them whatever tile they land in.
+// The prefill GEMM against the CPU kernels on fresh random data: Q8_0, Q4_0, the K-quants and
+// float weights, rows that are not a multiple of the 128-row tile, column counts that are not a
+// multiple of the 4-block stage (K-quants: odd numbers of super-blocks, so that Q6_K's 210-byte
+// blocks start on both 2-byte phases), token counts around the 64-row tile; accumulate; and the
+// expert form, whose rows go through the expert the router gave them whatever tile they land in.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -49,9 +50,10 @@ TEST(CudaGemm, DenseProductsMatchTheCpu) {
   SEED_TRACE();
   if (!cuda::device_has_gemm()) GTEST_SKIP() << "the device has no int8 mma (compute capability < 8.0)";
   std::mt19937 rng(test::test_seed());
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F32,
+                        GgmlType::F16, GgmlType::BF16}) {
     for (const auto& [rows, cols, n] : {std::tuple{200, 128, 9}, std::tuple{128, 2048 + 64, 64}, std::tuple{300, 512, 130},
-                                        std::tuple{70, 40, 17}}) {
+                                        std::tuple{70, 40, 17}, std::tuple{200, 256, 9}, std::tuple{130, 2304, 64}}) {
       if (!cuda::has_gemm(type, cols)) continue;
       const std::string what = fmt::format("{} {}x{} n={}", type_name(type), rows, cols, n);
       const auto w = test::random_blocks(rng, type, rows, cols);
@@ -76,7 +78,7 @@ TEST(CudaGemm, ExpertRowsGoThroughTheirExpert) {
   SEED_TRACE();
   if (!cuda::device_has_gemm()) GTEST_SKIP() << "the device has no int8 mma (compute capability < 8.0)";
   std::mt19937 rng(test::test_seed());
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16}) {
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16}) {
     const int n_expert = 12, rows = 160, cols = 256, n_tok = 70, k = 3, n_rows = n_tok * k;
     const size_t rb = row_bytes(type, cols), expert_bytes = rb * rows;
     const auto w = test::random_blocks(rng, type, int64_t(n_expert) * rows, cols);
@@ -159,9 +161,12 @@ TEST(CudaGemm, RejectsWhatItCannotMultiply) {
   a.type = GgmlType::Q8_K;
   a.cols = 256;
   a.n_tok = 16;
-  EXPECT_THROW(cuda::gemm(GgmlType::Q4_K, nullptr, 144, 16, a, nullptr, nullptr), Error);
+  EXPECT_TRUE(cuda::has_gemm(GgmlType::Q4_K, 256));
+  EXPECT_FALSE(cuda::has_gemm(GgmlType::Q6_K, 128));  // not a whole super-block
+  EXPECT_THROW(cuda::gemm(GgmlType::Q4_K, nullptr, 100, 16, a, nullptr, nullptr), Error);  // stride < a row
   EXPECT_THROW(cuda::gemm(GgmlType::Q8_0, nullptr, 272, 16, a, nullptr, nullptr), Error);  // Q8_K activations
   a.type = GgmlType::Q8_0;
+  EXPECT_THROW(cuda::gemm(GgmlType::Q4_K, nullptr, 144, 16, a, nullptr, nullptr), Error);  // Q8_0 activations
   EXPECT_THROW(cuda::gemm(GgmlType::Q8_0, nullptr, 100, 16, a, nullptr, nullptr), Error);  // stride < a row
   a.cols = 96;  // not whole words per staged row
   EXPECT_FALSE(cuda::has_gemm(GgmlType::Q8_0, 96));

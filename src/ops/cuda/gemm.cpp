@@ -10,6 +10,9 @@ bool has_gemm(GgmlType type, int64_t cols) {
   switch (type) {
     case GgmlType::Q8_0:
     case GgmlType::Q4_0: return cols % 64 == 0;  // rows of whole 4-byte words for the staged copies
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K: return cols % 256 == 0;  // whole super-blocks (as their format has)
     case GgmlType::F32:
     case GgmlType::F16:
     case GgmlType::BF16: return true;

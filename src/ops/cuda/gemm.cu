@@ -5,108 +5,25 @@
 // next kPipeline - 1 stages in flight while the tensor cores work on this one. The mma
 // fragments are read from the raw blocks (Q4_0 nibbles widened to int8 on the way); each
 // block's int32 products are scaled by both scales in f32 and added to f32 accumulators.
-// Float weights (the routers, F16/BF16 models) take a plain f32 tile kernel instead.
+// Float weights (the routers, F16/BF16 models) take a plain f32 tile kernel instead; the
+// K-quants their own kernel on the same tile (gemm_kquant.cu).
 #include <cuda_bf16.h>
 
-#include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/gemm_tile.cuh"
+#include "ops/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
 
-constexpr int kRowsPerBlock = 128, kCols = kGemmTileRows, kStageBlocks = 4, kThreads = 256, kPipeline = 3;
+using namespace gemm_tile;
+
 // The float kernel's tile: 8 weight rows x 32 activation rows (half a 64-row tile, so that a
 // router of 128 rows over 512 tokens still makes 256 thread blocks), 128 columns a step.
 constexpr int kFloatRows = 8, kFloatCols = 32, kFloatK = 128;  // long steps: fewer waits on loads
 static_assert(kFloatRows * kFloatCols == kThreads && kCols % kFloatCols == 0);
-constexpr int kXPitch = kStageBlocks * 32 + 16;  // bytes per staged activation row; the pad spreads banks
 constexpr int kMaxExperts = 1024;
-
-struct GemmArgs {
-  const uint8_t* w;
-  size_t expert_stride, row_stride;
-  int rows, cols, n;  // n: activation rows (dense)
-  const void* x;      // int8 values (Q8_0) or floats
-  const float* xs;    // Q8_0 scales
-  int x_row_div;
-  const int32_t* perm;
-  const ExpertTile* tiles;
-  const int32_t* n_tiles;
-  float* y;
-  bool accumulate;
-};
-
-// The thread block's tile: its expert and activation rows (-1: none), in shared memory.
-struct Tile {
-  int expert, count;
-};
-template <int kTileCols>
-__device__ bool load_tile(const GemmArgs& a, int* x_row, int* y_row, Tile& tile) {
-  int first = blockIdx.y * kTileCols;
-  tile = {0, 0};
-  if (a.tiles) {
-    if (int(blockIdx.y) >= *a.n_tiles) return false;
-    const ExpertTile t = a.tiles[blockIdx.y];
-    tile = {t.expert, t.count}, first = t.first;
-  } else {
-    tile.count = min(kTileCols, a.n - first);
-  }
-  for (int c = threadIdx.x; c < kTileCols; c += blockDim.x) {
-    const int j = c < tile.count ? (a.perm ? a.perm[first + c] : first + c) : -1;
-    x_row[c] = j < 0 ? -1 : j / a.x_row_div;
-    y_row[c] = j;
-  }
-  __syncthreads();
-  return true;
-}
-
-__device__ void store(const GemmArgs& a, const int* y_row, int count, int r, int c, float v) {
-  if (r < a.rows && c < count) {
-    float* dst = a.y + size_t(y_row[c]) * a.rows + r;
-    *dst = a.accumulate ? *dst + v : v;
-  }
-}
-
-// Copies `size` bytes (4, 8 or 16; both addresses aligned to it) from global to shared memory
-// asynchronously; only the first src_bytes are read, the rest is zero-filled.
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int size, int src_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  if (size == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-  } else if (size == 8) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-  }
-#else
-  __trap();  // device_has_gemm() keeps older devices on the matvec kernels
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;");
-#endif
-}
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
-#endif
-}
-
-__device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], const int (&b)[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-  __trap();
-#endif
-}
 
 // A weight block's mma operand words for values 4t..4t+3 (lo) and 16+4t..16+4t+3 (hi).
 template <bool kQ4>
@@ -172,12 +89,6 @@ struct SplitQ8_0Rows {
 
 template <typename Rows>
 constexpr int kQuantStageBytes = kRowsPerBlock * Rows::kRowBytes + kCols * kXPitch + kCols * kStageBlocks * 4;
-
-// |c| < 2^22 as a float with an integer add and a float add (both full rate) instead of the
-// quarter-rate int-to-float conversion: the bits of 1.5 * 2^23 + c are that float exactly.
-__device__ __forceinline__ float small_int_to_float(int c) {
-  return __int_as_float(0x4B400000 + c) - 12582912.0f;
-}
 
 // kCols activation rows a block, for dense products and expert tiles alike. (Expert tiles of
 // 32 rows measured slower on a 512-token prefill of 30B-A3B: an expert's weights are then read
@@ -372,10 +283,10 @@ cudaError_t launch_gemm(GgmlType type, GpuLayout layout, const void* w, size_t e
                         int64_t rows,
                         const DeviceActivations& x, int x_row_div, const int32_t* perm, const ExpertTile* tiles,
                         const int32_t* n_tiles, int max_tiles, float* y, bool accumulate, cudaStream_t stream) {
-  const bool quant = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
+  const bool quant = x.type != GgmlType::F32;
   GemmArgs a{static_cast<const uint8_t*>(w), expert_stride, row_stride, int(rows), int(x.cols), x.n_tok,
              quant ? static_cast<const void*>(x.qs) : static_cast<const void*>(x.f32), x.scales, x_row_div, perm,
-             tiles, n_tiles, y, accumulate};
+             tiles, n_tiles, y, accumulate, x.sums};
   const unsigned tile_count = tiles ? unsigned(max_tiles) : unsigned((x.n_tok + kCols - 1) / kCols);
   if (rows == 0 || tile_count == 0) return cudaSuccess;
   const unsigned row_blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
@@ -393,6 +304,9 @@ cudaError_t launch_gemm(GgmlType type, GpuLayout layout, const void* w, size_t e
                  ? quant_launch(gemm_quant_kernel<SplitQ8_0Rows>, kQuantStageBytes<SplitQ8_0Rows>)
                  : quant_launch(gemm_quant_kernel<GgufRows<false>>, kQuantStageBytes<GgufRows<false>>);
     case GgmlType::Q4_0: return quant_launch(gemm_quant_kernel<GgufRows<true>>, kQuantStageBytes<GgufRows<true>>);
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K: return launch_gemm_kquant(type, a, row_blocks, tile_count, stream);
     case GgmlType::F32: launch(gemm_float_kernel<float>, float_grid, kThreads, 0, stream, a); break;
     case GgmlType::F16: launch(gemm_float_kernel<__half>, float_grid, kThreads, 0, stream, a); break;
     case GgmlType::BF16: launch(gemm_float_kernel<__nv_bfloat16>, float_grid, kThreads, 0, stream, a); break;

@@ -5,7 +5,9 @@
 // Q8_0 and Q4_0 weights (block of 32, one scale) with Q8_0 activations (activations.h):
 // per 32-value block the int8 products run on the tensor cores (mma m16n8k32), and the block's
 // int32 sum is scaled by the weight's and the activation's scales in f32, as the CPU's
-// vec_dot does. Tiles of 128 weight rows x 64 activation rows, so a weight is read once per 64
+// vec_dot does; Q4_K, Q5_K and Q6_K weights (super-blocks of 256) with Q8_K activations, their
+// sub-blocks' int32 sums scaled by the integer sub-block scales and summed in int32 over half a
+// super-block first. Tiles of 128 weight rows x 64 activation rows, so a weight is read once per 64
 // tokens instead of once per 8 (matvec.h). Needs compute capability 8.0 (the callers use the
 // matvec kernels elsewhere). Checked against the CPU in tests/cuda/test_cuda_gemm.cpp.
 //
@@ -27,7 +29,8 @@ namespace moe::cuda {
 
 constexpr int kGemmTileRows = 64;  // activation rows per tile (dense products and expert tiles)
 
-// Q8_0 and Q4_0 with a multiple of 64 columns; F32, F16, BF16 (a plain f32 tile kernel).
+// Q8_0 and Q4_0 with a multiple of 64 columns, the K-quants with whole super-blocks; F32, F16,
+// BF16 (a plain f32 tile kernel).
 bool has_gemm(GgmlType type, int64_t cols);
 // Whether the current device has the tensor-core instructions the GEMM uses.
 bool device_has_gemm();
