@@ -138,7 +138,7 @@ TEST(CudaFused, SwigluDownProductsEqualTheirParts) {
 TEST(CudaFused, DecodeAttentionGatedAndQuantizedEqualsItsParts) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
-  for (int head_dim : {64, 128, 256}) {
+  for (int head_dim : {64, 96, 128, 256}) {
     for (bool gated : {false, true}) {
       SCOPED_TRACE(fmt::format("head_dim {}, gated {}", head_dim, gated));
       const int n = 2, n_head = 16, n_head_kv = 2, kv_dim = n_head_kv * head_dim, positions = 77;
@@ -169,25 +169,30 @@ TEST(CudaFused, DecodeAttentionGatedAndQuantizedEqualsItsParts) {
 }
 
 // Decode attention that norms, rotates and stores the token's own query, key and value (one
-// launch) against qk_norm_rope_store + attend: the same output, quantized bytes and caches, f16
-// or Q8_0 (where the token's key and value are rounded to the cache's values before it attends
-// to them, as the parts read them back). The gated form reads each query head with its gate
-// after it, as the product leaves them.
+// launch, one block a head or split over blocks) against qk_norm_rope_store + attend: the same
+// output, quantized bytes and caches, f16, Q8_0 or Q4_0 (where the token's key and value are
+// rounded to the cache's values before it attends to them, as the parts read them back). The
+// gated form reads each query head with its gate after it, as the product leaves them.
 TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
-  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0}) {
-    for (int head_dim : {64, 128, 256}) {
+  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0, cuda::KvType::Q4_0}) {
+    for (int head_dim : {64, 96, 128, 256}) {
       for (bool gated : {false, true}) {
         const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, n_rot = gated ? head_dim / 4 : head_dim;
-        for (int position : {0, 1, 40}) {
-          SCOPED_TRACE(fmt::format("{} cache, head_dim {}, gated {}, position {}",
-                                   type == cuda::KvType::F16 ? "f16" : "q8_0", head_dim, gated, position));
+        for (const auto [position, chunks] : {std::pair{0, 1}, std::pair{1, 1}, std::pair{40, 1}, std::pair{40, 3},
+                                              std::pair{1, 3}}) {
+          SCOPED_TRACE(fmt::format("cache type {}, head_dim {}, gated {}, position {}, {} chunks", int(type), head_dim,
+                                   gated, position, chunks));
+          // Split over blocks (chunks > 1): the same split in both, so the same merge order.
+          Device<float> partials{size_t(n_head * chunks * (head_dim + 2))};
+          Device<unsigned> counters{std::vector<unsigned>(size_t(n_head), 0u)};
           const int64_t q_dim = int64_t(n_head) * head_dim, q_stride = gated ? 2 * head_dim : head_dim;
           const auto qg = test::random_floats(rng, size_t(n_head * q_stride), 2.0f);
           const auto k = test::random_floats(rng, size_t(kv_dim), 2.0f), v = test::random_floats(rng, size_t(kv_dim));
           const auto qn = test::random_floats(rng, size_t(head_dim)), kn = test::random_floats(rng, size_t(head_dim));
-          // Earlier positions: random bytes, made valid values (f16 of [-1, 1), Q8_0 scales small).
+          // Earlier positions: random bytes, made valid values (f16 of [-1, 1), quantized blocks'
+          // scales small).
           std::vector<uint8_t> cache(64 * cuda::kv_row_bytes(type, kv_dim));
           if (type == cuda::KvType::F16) {
             for (size_t i = 0; i < cache.size(); i += 2) {
@@ -196,7 +201,8 @@ TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
             }
           } else {
             for (size_t i = 0; i < cache.size(); ++i) cache[i] = uint8_t(rng());
-            for (size_t b = 0; b < cache.size(); b += cuda::kKvQ8BlockBytes) {
+            const size_t block = cuda::kv_row_bytes(type, 32);
+            for (size_t b = 0; b < cache.size(); b += block) {
               const __half d = __float2half_rn(std::uniform_real_distribution<float>(0, 0.01f)(rng));
               std::memcpy(&cache[b], &d, 2);
             }
@@ -221,7 +227,8 @@ TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
                                               .pos = dpos.get(),
                                               .n = 1, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = head_dim,
                                               .scale = 0.1f, .gate = gated ? gate.get() : nullptr, .out = o1.get(),
-                                              .qs = q8.qs, .scales = q8.scales, .fresh = {}},
+                                              .qs = q8.qs, .scales = q8.scales, .fresh = {}, .chunks = chunks,
+                                              .partials = partials.get(), .counters = counters.get()},
                                              nullptr));
           // One launch.
           const auto f8 = fused.target(GgmlType::Q8_0, 1, q_dim);
@@ -231,7 +238,8 @@ TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
                .gate_stride = q_stride, .out = o2.get(), .qs = f8.qs, .scales = f8.scales,
                .fresh = {.q = dqg.get(), .q_stride = q_stride, .k = dk.get(), .v = dv.get(), .q_norm = dqn.get(),
                          .k_norm = dkn.get(), .eps = 1e-6f, .n_rot = n_rot, .freq = freq.get(), .k_cache = kc2.get(),
-                         .v_cache = vc2.get()}},
+                         .v_cache = vc2.get()},
+               .chunks = chunks, .partials = partials.get(), .counters = counters.get()},
               nullptr));
           EXPECT_EQ(o2.host(), o1.host());
           EXPECT_TRUE(download(f8.view) == download(q8.view));

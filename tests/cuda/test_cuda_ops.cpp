@@ -34,13 +34,13 @@ namespace {
 using test::Device;
 
 // A KV cache of rows of kv_dim values as the GPU keeps it in `type` (the bytes the CPU
-// engine's cache holds: f32_to_f16, or quantize_row's Q8_0 blocks), and the values it reads.
+// engine's cache holds: f32_to_f16, or quantize_row's Q8_0 / Q4_0 blocks), and the values it reads.
 struct HostCache {
   std::vector<uint8_t> bytes;
   std::vector<float> values;
 };
 HostCache host_cache(cuda::KvType type, const std::vector<float>& x, int64_t kv_dim) {
-  const GgmlType t = type == cuda::KvType::F16 ? GgmlType::F16 : GgmlType::Q8_0;
+  const GgmlType t = type == cuda::KvType::F16 ? GgmlType::F16 : type == cuda::KvType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
   const size_t rows = x.size() / size_t(kv_dim), row = cuda::kv_row_bytes(type, kv_dim);
   EXPECT_EQ(row, row_bytes(t, uint64_t(kv_dim)));  // the GPU's layout is the CPU's
   HostCache c{std::vector<uint8_t>(rows * row), std::vector<float>(x.size())};
@@ -52,7 +52,10 @@ HostCache host_cache(cuda::KvType type, const std::vector<float>& x, int64_t kv_
   }
   return c;
 }
-const char* kv_name(cuda::KvType type) { return type == cuda::KvType::F16 ? "f16" : "q8_0"; }
+const char* kv_name(cuda::KvType type) {
+  return type == cuda::KvType::F16 ? "f16" : type == cuda::KvType::Q8_0 ? "q8_0" : "q4_0";
+}
+constexpr cuda::KvType kKvTypes[] = {cuda::KvType::F16, cuda::KvType::Q8_0, cuda::KvType::Q4_0};
 
 TEST(CudaOps, RmsNormMatchesTheCpu) {
   SEED_TRACE();
@@ -194,17 +197,46 @@ TEST(CudaOps, ExpertProductsMatchTheCpu) {
   }
 }
 
-// Causal GQA attention over an f16 or Q8_0 cache against a double-precision softmax, for a
+// The cache's writes round as the CPU's cache does, byte for byte, also where the rules have
+// corners: an all-zero block, two values of the largest magnitude with opposite signs (the first
+// sets the sign of Q4_0's scale), values on Q4_0's rounding boundaries, and random rows.
+TEST(CudaOps, KvStoresRoundAsTheCpuCache) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int kv_dim = 128, n = 6;
+  auto x = test::random_floats(rng, size_t(n * kv_dim), 3.0f);
+  std::fill(x.begin(), x.begin() + 32, 0.0f);           // row 0, block 0: zeros
+  x[32 + 3] = -2.0f, x[32 + 20] = 2.0f;                  // block 1: a tie, the negative first
+  x[64 + 1] = 2.0f, x[64 + 30] = -2.0f;                  // block 2: a tie, the positive first
+  for (int j = 0; j < 32; ++j) x[size_t(96 + j)] = 0.25f * float(j - 16);  // block 3: on the boundaries
+  x[size_t(96)] = -4.0f;
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int t = 0; t < n; ++t) pos[size_t(t)] = t;
+  Device<float> dx(x);
+  Device<int32_t> dpos(pos);
+  for (const cuda::KvType type : kKvTypes) {
+    SCOPED_TRACE(kv_name(type));
+    const size_t bytes = size_t(n) * cuda::kv_row_bytes(type, kv_dim);
+    Device<uint8_t> kc(std::vector<uint8_t>(bytes, 0xAB)), vc(std::vector<uint8_t>(bytes, 0xAB));
+    MOE_CUDA_CHECK(cuda::store_kv(dx.get(), dx.get(), n, kv_dim, dpos.get(), type, kc.get(), vc.get(), nullptr));
+    const HostCache want = host_cache(type, x, kv_dim);
+    EXPECT_EQ(kc.host(), want.bytes);
+    EXPECT_EQ(vc.host(), want.bytes);
+  }
+}
+
+// Causal GQA attention over an f16, Q8_0 or Q4_0 cache against a double-precision softmax, for a
 // prefill of 5 tokens after 300 cached positions and for one decode token (split over warps,
-// and for long contexts over blocks: chunks of 5 positions, and more chunks than positions).
+// and for long contexts over blocks: chunks of 5 positions, and more chunks than positions);
+// head_dim 96 takes the decode kernel written for any head_dim, also for the prefill.
 TEST(CudaOps, AttentionMatchesADoubleReference) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
   struct Case {
     int cached, n, chunks;
   };
-  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0}) {
-    for (int head_dim : {64, 128, 256}) {
+  for (const cuda::KvType type : kKvTypes) {
+    for (int head_dim : {64, 96, 128, 256}) {
       const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim;
       for (const auto [cached, n, chunks] : {Case{300, 5, 1}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
         SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks", kv_name(type), head_dim, n,
@@ -304,7 +336,7 @@ TEST(CudaOps, FusedNormQuantizeAndHeadKernelsEqualTheirParts) {
   Device<float> dv(v), dqn(qn), dkn(kn);
   Device<int32_t> dpos(pos);
   Device<double> freq(cuda::rope_frequencies(n_rot, 1e6f));
-  for (const cuda::KvType type : {cuda::KvType::F16, cuda::KvType::Q8_0}) {
+  for (const cuda::KvType type : kKvTypes) {
     SCOPED_TRACE(kv_name(type));
     Device<float> q1(q), k1(k), q2(q), k2(k);
     const int64_t kv_dim = n_head_kv * hd;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "core/error.h"
@@ -20,6 +21,19 @@
 #include "ops/cuda/ops.h"
 
 namespace moe::cuda {
+namespace {
+
+// The GPU keeps the cache in the sequence's type, the bytes the CPU engine's cache holds.
+std::optional<KvType> gpu_kv_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::F16: return KvType::F16;
+    case GgmlType::Q8_0: return KvType::Q8_0;
+    case GgmlType::Q4_0: return KvType::Q4_0;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
 
 GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
     : Model(ModelOptions{.repack = false}), device_(device), placement_(std::move(placement)) {
@@ -634,13 +648,14 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   }
   // The cache lives in VRAM in the sequence's type; a new sequence may bring another type.
   const GgmlType seq_type = entry.seq->cache_type();
-  if (seq_type != GgmlType::F16 && seq_type != GgmlType::Q8_0) {
-    fail("gpu: a {} KV cache is not supported on the GPU (f16 or q8_0); use --kv-type q8_0, or --device cpu",
+  const std::optional<KvType> type = gpu_kv_type(seq_type);
+  if (!type) {
+    fail("gpu: a {} KV cache is not supported on the GPU (f16, q8_0 or q4_0); use --kv-type f16, or --device cpu",
          type_name(seq_type));
   }
   // (Only a new sequence, at position 0, can bring one: see the owner check above.)
-  if (const KvType type = seq_type == GgmlType::Q8_0 ? KvType::Q8_0 : KvType::F16; type != cache_type_) {
-    cache_type_ = type;
+  if (*type != cache_type_) {
+    cache_type_ = *type;
     for (auto& cache : k_cache_) cache = DeviceBuffer();
     for (auto& cache : v_cache_) cache = DeviceBuffer();
     cache_positions_ = 0;

@@ -246,7 +246,7 @@ class GpuTrunk : public Model {
   Scratch<int32_t> ids_, experts_, ram_ids_;
   Scratch<float> weights_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
-  KvType cache_type_ = KvType::F16;  // the sequence's cache type (f16 or q8_0)
+  KvType cache_type_ = KvType::F16;  // the sequence's cache type (f16, q8_0 or q4_0)
   int64_t cache_positions_ = 0;
   const SequenceState* owner_ = nullptr;  // the sequence the cache (and recurrent state) holds
   int64_t state_length_ = 0;              // positions the recurrent state has consumed

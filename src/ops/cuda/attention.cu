@@ -1,4 +1,4 @@
-// Causal attention over a sequence's KV cache (f16 or Q8_0), and the cache writes.
+// Causal attention over a sequence's KV cache (f16, Q8_0 or Q4_0), and the cache writes.
 //
 // attend: one block per (query token, head), its kSplit warps taking every kSplit-th position
 // (split-K: decode has one query token, so the positions are where the parallelism is). Lane l
@@ -36,22 +36,26 @@ constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kSplit = 8, kBatch = 4;
 
 // kChunked: split over a.chunks blocks a head (else one block a head: no merge between blocks).
-// kType: a.kv_type.
-template <bool kChunked, KvType kType>
+// kType: a.kv_type. kDims: head_dim / 32 (the values of a head a lane holds), or 0 for any
+// head_dim up to 256, where each value is under a branch.
+template <bool kChunked, KvType kType, int kDims>
 __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) {
+  constexpr int kLaneValues = kDims ? kDims : kMaxDimsPerLane;
   wait_for_previous_kernels();
   allow_next_kernel();
   const int chunks = kChunked ? a.chunks : 1;
   const int64_t task = blockIdx.x / chunks;  // (token, head)
   const int chunk = int(blockIdx.x % chunks);
-  const int n_head = a.n_head, n_head_kv = a.n_head_kv, head_dim = a.head_dim;
+  const int n_head = a.n_head, n_head_kv = a.n_head_kv, head_dim = kDims ? 32 * kDims : a.head_dim;
   const int t = int(task / n_head), h = int(task % n_head), lane = threadIdx.x, warp = threadIdx.y;
-  const int group = n_head / n_head_kv, kv_head = h / group, kv_dim = n_head_kv * head_dim, per_lane = head_dim / 32;
+  const int group = n_head / n_head_kv, kv_head = h / group, kv_dim = n_head_kv * head_dim;
+  const int per_lane = kDims ? kDims : head_dim / 32;
   const int pos_t = a.pos[t];
   const FreshKv& f = a.fresh;
   // With fresh q/k/v: this block's query, and its kv head's key and value as the cache keeps
-  // them (rounded to its type), made here (warps 0-2) and read from shared memory for the
-  // current position. The first block of each kv head stores them.
+  // them (rounded to its type), made here (warps 0-2) and taken from shared memory for the
+  // current position (other blocks of the head may not have stored them yet). The first block
+  // of each kv head stores them.
   __shared__ float q_fresh[kMaxRopeHeadDim], k_fresh[kMaxRopeHeadDim], scratch[2][kMaxRopeHeadDim];
   __shared__ float k_kept[kMaxRopeHeadDim], v_kept[kMaxRopeHeadDim];
   if (f.q) {
@@ -75,9 +79,9 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     __syncthreads();
   }
   const float* qh = f.q ? q_fresh : a.q + (int64_t(t) * n_head + h) * head_dim;
-  float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+  float qv[kLaneValues], acc[kLaneValues];
 #pragma unroll
-  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+  for (int i = 0; i < kLaneValues; ++i) {
     qv[i] = i < per_lane ? qh[lane + 32 * i] : 0.0f;
     acc[i] = 0.0f;
   }
@@ -86,20 +90,19 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   const int64_t visible = pos_t + 1;
   const int begin = int(visible * chunk / chunks), end = int(visible * (chunk + 1) / chunks);
   // kBatch positions a warp at a time: their keys and values are loaded together (one memory
-  // latency, not two a position), then taken in order with the same arithmetic.
+  // latency, not two a position), then taken in order with the same arithmetic. The loads are
+  // one stretch of code without branches, so that all of them go out before the first value is
+  // used: a position past the end loads the last one again (its score unused), and the current
+  // position loads the cache too (maybe not stored yet) and takes the fresh values instead where
+  // they are used.
   for (int p0 = begin + warp; p0 < end; p0 += kSplit * kBatch) {
-    float kb[kBatch][kMaxDimsPerLane], vb[kBatch][kMaxDimsPerLane];
+    float kb[kBatch][kLaneValues], vb[kBatch][kLaneValues];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
-      const int p = p0 + b * kSplit;
-      if (p >= end) break;
-      const int64_t head_at = int64_t(p) * kv_dim + kv_head * head_dim;
+      const int64_t head_at = int64_t(min(p0 + b * kSplit, end - 1)) * kv_dim + kv_head * head_dim;
 #pragma unroll
-      for (int i = 0; i < kMaxDimsPerLane; ++i) {
-        if (i >= per_lane) continue;
-        if (f.q && p == pos_t) {
-          kb[b][i] = k_kept[lane + 32 * i], vb[b][i] = v_kept[lane + 32 * i];
-        } else {
+      for (int i = 0; i < kLaneValues; ++i) {
+        if (i < per_lane) {
           kb[b][i] = kv_value<kType>(a.k_cache, head_at + lane + 32 * i);
           vb[b][i] = kv_value<kType>(a.v_cache, head_at + lane + 32 * i);
         }
@@ -108,16 +111,22 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       if (p0 + b * kSplit >= end) break;
+      if (f.q && p0 + b * kSplit == pos_t) {
+#pragma unroll
+        for (int i = 0; i < kLaneValues; ++i) {
+          if (i < per_lane) kb[b][i] = k_kept[lane + 32 * i], vb[b][i] = v_kept[lane + 32 * i];
+        }
+      }
       float s = 0.0f;
 #pragma unroll
-      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      for (int i = 0; i < kLaneValues; ++i) {
         if (i < per_lane) s += qv[i] * kb[b][i];
       }
       s = warp_sum(s);
       s *= a.scale;
       const float new_max = fmaxf(max, s), correction = expf(max - new_max), weight = expf(s - new_max);
 #pragma unroll
-      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      for (int i = 0; i < kLaneValues; ++i) {
         if (i < per_lane) acc[i] = acc[i] * correction + weight * vb[b][i];
       }
       sum = sum * correction + weight;
@@ -125,14 +134,14 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     }
   }
   // Merge: every warp's output rescaled to the largest running max.
-  __shared__ float warp_max[kSplit], warp_sum[kSplit], warp_acc[kSplit][32 * kMaxDimsPerLane];
+  __shared__ float warp_max[kSplit], warp_sum[kSplit], warp_acc[kSplit][32 * kLaneValues];
   if (lane == 0) warp_max[warp] = max, warp_sum[warp] = sum;
 #pragma unroll
-  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+  for (int i = 0; i < kLaneValues; ++i) {
     if (i < per_lane) warp_acc[warp][lane + 32 * i] = acc[i];
   }
   __syncthreads();
-  float top = -FLT_MAX, total = 0.0f, o[kMaxDimsPerLane];  // warp 0: the block's result, unnormalized
+  float top = -FLT_MAX, total = 0.0f, o[kLaneValues];  // warp 0: the block's result, unnormalized
   if (warp == 0) {
 #pragma unroll
     for (int w = 0; w < kSplit; ++w) top = fmaxf(top, warp_max[w]);
@@ -143,7 +152,7 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
       total += warp_sum[w] * scale_of[w];
     }
 #pragma unroll
-    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    for (int i = 0; i < kLaneValues; ++i) {
       o[i] = 0.0f;
       if (i >= per_lane) continue;
 #pragma unroll
@@ -157,7 +166,7 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     if (warp == 0) {
       if (lane == 0) mine[0] = top, mine[1] = total;
 #pragma unroll
-      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      for (int i = 0; i < kLaneValues; ++i) {
         if (i < per_lane) mine[2 + lane + 32 * i] = o[i];
       }
     }
@@ -167,13 +176,13 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     top = -FLT_MAX, total = 0.0f;
     for (int c = 0; c < a.chunks; ++c) top = fmaxf(top, __ldcg(all + c * (head_dim + 2)));
 #pragma unroll
-    for (int i = 0; i < kMaxDimsPerLane; ++i) o[i] = 0.0f;
+    for (int i = 0; i < kLaneValues; ++i) o[i] = 0.0f;
     for (int c = 0; c < a.chunks; ++c) {
       const float* part = all + c * (head_dim + 2);
       const float scale = expf(__ldcg(part) - top);
       total += __ldcg(part + 1) * scale;
 #pragma unroll
-      for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      for (int i = 0; i < kLaneValues; ++i) {
         if (i < per_lane) o[i] += __ldcg(part + 2 + lane + 32 * i) * scale;
       }
     }
@@ -183,7 +192,7 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   // a block of 32 dims is dim i of the 32 lanes, the lanes of quantize_block_q8_0.
   const int64_t at = (int64_t(t) * n_head + h) * head_dim, gate_stride = a.gate_stride ? a.gate_stride : head_dim;
 #pragma unroll
-  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+  for (int i = 0; i < kLaneValues; ++i) {
     if (i >= per_lane) continue;
     float v = o[i] / total;
     if (a.gate) v *= sigmoid(a.gate[(int64_t(t) * n_head + h) * gate_stride + lane + 32 * i]);
@@ -192,13 +201,24 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   }
 }
 
+template <bool kChunked, KvType kType>
+void launch_decode(const DecodeAttention& a, unsigned blocks, cudaStream_t stream) {
+  const dim3 block(32, kSplit);
+  switch (a.head_dim) {
+    case 64: launch(attend_kernel<kChunked, kType, 2>, blocks, block, 0, stream, a); break;
+    case 128: launch(attend_kernel<kChunked, kType, 4>, blocks, block, 0, stream, a); break;
+    case 256: launch(attend_kernel<kChunked, kType, 8>, blocks, block, 0, stream, a); break;
+    default: launch(attend_kernel<kChunked, kType, 0>, blocks, block, 0, stream, a); break;
+  }
+}
+
 constexpr int kPrefillRows = 64, kPrefillTile = 32, kPrefillWarps = 8;
 constexpr int kRowsPerWarp = kPrefillRows / kPrefillWarps;
 
 // A tile of kPrefillTile positions' keys and values in shared memory, as the cache keeps them:
-// f16 values, or Q8_0's int8 values with their blocks' scales beside them (dequantized as they
-// are read, so the tile takes half the space; a consumer GPU's 99 KiB must hold it with the
-// query rows at head_dim 256). Key rows are padded so that lanes reading the same dim of
+// f16 values, or a quantized cache's integers as int8 (Q4_0's levels less 8) with their blocks'
+// scales beside them (dequantized as they are read, so the tile takes half the space; a
+// consumer GPU's 99 KiB must hold it with the query rows at head_dim 256). Key rows are padded so that lanes reading the same dim of
 // different rows fall in different banks.
 template <int kDims, KvType kType>
 struct PrefillTile {
@@ -210,7 +230,7 @@ struct PrefillTile {
 
   Value* keys;    // [kPrefillTile][kKeyPitch]
   Value* values;  // [kPrefillTile][kHeadDim]
-  float* scales;  // Q8_0: [kPrefillTile][kDims] of the keys, then of the values
+  float* scales;  // quantized: [kPrefillTile][kDims] of the keys, then of the values
 
   __device__ explicit PrefillTile(void* at)
       : keys(static_cast<Value*>(at)),
@@ -230,18 +250,18 @@ struct PrefillTile {
         *reinterpret_cast<__half2*>(values + j * kHeadDim + d) =
             p <= last ? *reinterpret_cast<const __half2*>(static_cast<const __half*>(v) + at) : zero;
       } else {
-        const int64_t block = at >> 5, in_block = at & 31;
-        const auto* kb = static_cast<const uint8_t*>(k) + block * int64_t(kKvQ8BlockBytes);
-        const auto* vb = static_cast<const uint8_t*>(v) + block * int64_t(kKvQ8BlockBytes);
-        keys[j * kKeyPitch + d] = p <= last ? int8_t(kb[2 + in_block]) : int8_t(0);
-        keys[j * kKeyPitch + d + 1] = p <= last ? int8_t(kb[3 + in_block]) : int8_t(0);
-        values[j * kHeadDim + d] = p <= last ? int8_t(vb[2 + in_block]) : int8_t(0);
-        values[j * kHeadDim + d + 1] = p <= last ? int8_t(vb[3 + in_block]) : int8_t(0);
+        const int64_t block = at >> 5;
+        const int in_block = int(at & 31);
+        const auto* kb = static_cast<const uint8_t*>(k) + block * kKvBlockBytes<kType>;
+        const auto* vb = static_cast<const uint8_t*>(v) + block * kKvBlockBytes<kType>;
+        const bool in = p <= last;
+        keys[j * kKeyPitch + d] = in ? int8_t(kv_block_int<kType>(kb, in_block)) : int8_t(0);
+        keys[j * kKeyPitch + d + 1] = in ? int8_t(kv_block_int<kType>(kb, in_block + 1)) : int8_t(0);
+        values[j * kHeadDim + d] = in ? int8_t(kv_block_int<kType>(vb, in_block)) : int8_t(0);
+        values[j * kHeadDim + d + 1] = in ? int8_t(kv_block_int<kType>(vb, in_block + 1)) : int8_t(0);
         if (in_block == 0) {
-          const float dk = __half2float(*reinterpret_cast<const __half*>(kb));
-          const float dv = __half2float(*reinterpret_cast<const __half*>(vb));
-          scales[j * kDims + d / 32] = p <= last ? dk : 0.0f;
-          scales[(kPrefillTile + j) * kDims + d / 32] = p <= last ? dv : 0.0f;
+          scales[j * kDims + d / 32] = in ? kv_block_scale(kb) : 0.0f;
+          scales[(kPrefillTile + j) * kDims + d / 32] = in ? kv_block_scale(vb) : 0.0f;
         }
       }
     }
@@ -407,10 +427,9 @@ cudaError_t attend(const float* q, KvType type, const void* k, const void* v, co
   if (n == 0) return cudaSuccess;
   const int group = n_head / n_head_kv;
   if (n > 1 && kPrefillRows % group == 0) {  // prefill: the tokens of a block share the keys they read
-    const cudaError_t e =
-        type == KvType::F16
-            ? prefill_for_head_dim<KvType::F16>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream)
-            : prefill_for_head_dim<KvType::Q8_0>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream);
+    const cudaError_t e = with_kv_type(type, [&](auto t) {
+      return prefill_for_head_dim<decltype(t)::value>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream);
+    });
     if (e != cudaErrorNotSupported) return e;
   }
   return attend_decode({.q = q, .kv_type = type, .k_cache = k, .v_cache = v, .pos = pos, .n = n, .n_head = n_head,
@@ -429,14 +448,13 @@ cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream) {
   }
   if (a.chunks < 1 || (a.chunks > 1 && (a.partials == nullptr || a.counters == nullptr))) return cudaErrorInvalidValue;
   if (a.n == 0) return cudaSuccess;
-  const bool q8 = a.kv_type == KvType::Q8_0;
-  if (a.chunks > 1) {
-    const auto kernel = q8 ? attend_kernel<true, KvType::Q8_0> : attend_kernel<true, KvType::F16>;
-    launch(kernel, unsigned(int64_t(a.n) * a.n_head * a.chunks), dim3(32, kSplit), 0, stream, a);
-  } else {
-    const auto kernel = q8 ? attend_kernel<false, KvType::Q8_0> : attend_kernel<false, KvType::F16>;
-    launch(kernel, unsigned(int64_t(a.n) * a.n_head), dim3(32, kSplit), 0, stream, a);
-  }
+  with_kv_type(a.kv_type, [&](auto t) {
+    if (a.chunks > 1) {
+      launch_decode<true, decltype(t)::value>(a, unsigned(int64_t(a.n) * a.n_head * a.chunks), stream);
+    } else {
+      launch_decode<false, decltype(t)::value>(a, unsigned(int64_t(a.n) * a.n_head), stream);
+    }
+  });
   return cudaGetLastError();
 }
 
@@ -446,9 +464,10 @@ cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const in
   const int64_t warps = int64_t(n) * kv_dim / 32;
   if (warps == 0) return cudaSuccess;
   constexpr int kWarpsPerBlock = 8;
-  const auto kernel = type == KvType::F16 ? store_kv_kernel<KvType::F16> : store_kv_kernel<KvType::Q8_0>;
-  launch(kernel, unsigned((warps + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(32, kWarpsPerBlock), 0, stream, k, v, n,
-         kv_dim, pos, k_cache, v_cache);
+  with_kv_type(type, [&](auto t) {
+    launch(store_kv_kernel<decltype(t)::value>, unsigned((warps + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(32, kWarpsPerBlock),
+           0, stream, k, v, n, kv_dim, pos, k_cache, v_cache);
+  });
   return cudaGetLastError();
 }
 

@@ -1,6 +1,6 @@
 #pragma once
-// Attention on the GPU over one sequence's KV cache, [position][n_head_kv * head_dim], in f16
-// or in Q8_0. A paged layout comes with the server's batching.
+// Attention on the GPU over one sequence's KV cache, [position][n_head_kv * head_dim], in f16,
+// Q8_0 or Q4_0. A paged layout comes with the server's batching.
 #include <cstddef>
 #include <cstdint>
 
@@ -9,14 +9,19 @@
 
 namespace moe::cuda {
 
-// How the cache keeps its values: f16, or Q8_0 blocks in ggml's layout (per 32 values of a
-// position an f16 scale, then 32 int8: the bytes the CPU engine's q8_0 cache holds, so both
-// engines attend over the same numbers). A Q8_0 block never straddles two heads (head_dim is a
-// multiple of 32).
-enum class KvType : uint8_t { F16, Q8_0 };
-constexpr size_t kKvQ8BlockBytes = 34;
+// How the cache keeps its values: f16, or Q8_0 / Q4_0 blocks in ggml's layout (per 32 values of
+// a position an f16 scale, then 32 int8, or 16 bytes of nibbles: value j in the low nibble of
+// byte j, value j + 16 in its high nibble). These are the bytes the CPU engine's q8_0 / q4_0
+// cache holds, so both engines attend over the same numbers. A block never straddles two heads
+// (head_dim is a multiple of 32).
+enum class KvType : uint8_t { F16, Q8_0, Q4_0 };
+constexpr size_t kKvQ8BlockBytes = 34, kKvQ4BlockBytes = 18;
 constexpr size_t kv_row_bytes(KvType type, int64_t kv_dim) {
-  return type == KvType::F16 ? size_t(kv_dim) * 2 : size_t(kv_dim) / 32 * kKvQ8BlockBytes;
+  switch (type) {
+    case KvType::Q8_0: return size_t(kv_dim) / 32 * kKvQ8BlockBytes;
+    case KvType::Q4_0: return size_t(kv_dim) / 32 * kKvQ4BlockBytes;
+    default: return size_t(kv_dim) * 2;
+  }
 }
 
 // Writes the keys and values of n tokens (f32 [n][kv_dim]) at positions pos[t] (device).

@@ -1,16 +1,35 @@
 #pragma once
-// Reading and writing the KV cache's values in either of its types (attention.h's KvType), for
+// Reading and writing the KV cache's values in any of its types (attention.h's KvType), for
 // the kernels that store keys and values (rope.cu, attention.cu) and those that read them.
 // Writes round as the CPU engine's cache does (quantize_row / f32_to_f16), so a value stored on
 // either side reads back as the same float.
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/cuda/attention.h"
 #include "ops/cuda/quantize_block.cuh"
 
 namespace moe::cuda {
+
+// Bytes of one block of 32 values of a quantized cache.
+template <KvType kType>
+constexpr int64_t kKvBlockBytes = int64_t(kType == KvType::Q8_0 ? kKvQ8BlockBytes : kKvQ4BlockBytes);
+
+// Value j (0..31) of a quantized block as the integer its scale multiplies (Q4_0: level - 8).
+template <KvType kType>
+__device__ __forceinline__ int kv_block_int(const uint8_t* block, int j) {
+  if constexpr (kType == KvType::Q8_0) {
+    return int8_t(block[2 + j]);
+  } else {
+    const int byte = block[2 + (j & 15)];
+    return (j < 16 ? byte & 15 : byte >> 4) - 8;
+  }
+}
+__device__ __forceinline__ float kv_block_scale(const uint8_t* block) {
+  return __half2float(*reinterpret_cast<const __half*>(block));
+}
 
 // Value i of a cache (i counts values: position * kv_dim + dim).
 template <KvType kType>
@@ -18,30 +37,49 @@ __device__ __forceinline__ float kv_value(const void* cache, int64_t i) {
   if constexpr (kType == KvType::F16) {
     return __half2float(static_cast<const __half*>(cache)[i]);
   } else {
-    const auto* block = static_cast<const uint8_t*>(cache) + (i >> 5) * int64_t(kKvQ8BlockBytes);
-    return __half2float(*reinterpret_cast<const __half*>(block)) * float(int8_t(block[2 + (i & 31)]));
+    const auto* block = static_cast<const uint8_t*>(cache) + (i >> 5) * kKvBlockBytes<kType>;
+    return kv_block_scale(block) * float(kv_block_int<kType>(block, int(i & 31)));
   }
 }
 
 // One warp keeps 32 consecutive values, value `lane` of them in each lane, starting at value i
 // (a multiple of 32), and returns each lane's value as the cache now reads it. With cache null
-// nothing is written: the value is only rounded (Q8_0: with the scale of the warp's 32).
+// nothing is written: the value is only rounded (Q8_0, Q4_0: with the scale of the warp's 32).
 // Every lane of the warp must take part.
 template <KvType kType>
 __device__ __forceinline__ float kv_keep_lanes(void* cache, int64_t i, float v) {
   const int lane = threadIdx.x & 31;
+  auto* block = cache ? static_cast<uint8_t*>(cache) + (i >> 5) * kKvBlockBytes<kType> : nullptr;
   if constexpr (kType == KvType::F16) {
     const __half h = __float2half_rn(v);
     if (cache) static_cast<__half*>(cache)[i + lane] = h;
     return __half2float(h);
-  } else {
+  } else if constexpr (kType == KvType::Q8_0) {
     const LaneQ8_0 r = round_lanes_q8_0(v);
-    if (cache) {
-      auto* block = static_cast<uint8_t*>(cache) + (i >> 5) * int64_t(kKvQ8BlockBytes);
+    if (block) {
       block[2 + lane] = uint8_t(r.q);
       if (lane == 0) *reinterpret_cast<__half*>(block) = r.d;
     }
     return __half2float(r.d) * float(r.q);
+  } else {
+    const LaneQ4_0 r = round_lanes_q4_0(v);
+    const int high = __shfl_down_sync(0xFFFFFFFFu, r.q, 16);  // lane j < 16 packs values j and j + 16
+    if (block) {
+      if (lane < 16) block[2 + lane] = uint8_t(r.q | (high << 4));
+      if (lane == 0) *reinterpret_cast<__half*>(block) = r.d;
+    }
+    return __half2float(r.d) * float(r.q - 8);
+  }
+}
+
+// Calls f(std::integral_constant<KvType, T>{}) with the cache type given at run time, for the
+// launchers that pick a kernel instantiation.
+template <class F>
+decltype(auto) with_kv_type(KvType type, F&& f) {
+  switch (type) {
+    case KvType::Q8_0: return f(std::integral_constant<KvType, KvType::Q8_0>{});
+    case KvType::Q4_0: return f(std::integral_constant<KvType, KvType::Q4_0>{});
+    default: return f(std::integral_constant<KvType, KvType::F16>{});
   }
 }
 

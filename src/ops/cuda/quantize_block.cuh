@@ -25,6 +25,28 @@ __device__ inline LaneQ8_0 round_lanes_q8_0(float v) {
   return {int8_t(roundf(v * id)), __float2half_rn(d)};
 }
 
+// The Q4_0 rounding of one warp's 32 values (lane i holds value i): quantize_row_q4_0's
+// arithmetic: the scale maps the value of largest magnitude (with its sign, the first on ties)
+// to -8; each value times the reciprocal plus 8.5, truncated (no fused multiply-add, as the CPU
+// build computes it) and capped at 15. Each lane's level (0..15) and the block's f16 scale.
+struct LaneQ4_0 {
+  int q;
+  __half d;
+};
+__device__ inline LaneQ4_0 round_lanes_q4_0(float v) {
+  float amax = fabsf(v), max = v;
+  int first = threadIdx.x & 31;
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const float a = __shfl_xor_sync(0xFFFFFFFFu, amax, off), m = __shfl_xor_sync(0xFFFFFFFFu, max, off);
+    const int f = __shfl_xor_sync(0xFFFFFFFFu, first, off);
+    if (a > amax || (a == amax && f < first)) amax = a, max = m, first = f;
+  }
+  const float d = (amax == 0.0f ? 0.0f : max) / -8.0f;  // all zero: the CPU keeps max at +0
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  return {min(15, __float2int_rz(__fadd_rn(__fmul_rn(v, id), 8.5f))), __float2half_rn(d)};
+}
+
 // One warp quantizes one Q8_0 block: lane i holds value i of the block ...
 __device__ inline void quantize_lanes_q8_0(float v, int8_t* qs, float* scale) {
   const LaneQ8_0 r = round_lanes_q8_0(v);

@@ -69,10 +69,10 @@ cudaError_t qk_norm_rope_store(float* q, float* k, const float* v, const float* 
   const int64_t heads = int64_t(n) * (n_head + n_head_kv);
   if (heads == 0) return cudaSuccess;
   const dim3 block(32, kHeadsPerBlock), grid(unsigned((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
-  const auto kernel =
-      type == KvType::F16 ? qk_norm_rope_store_kernel<KvType::F16> : qk_norm_rope_store_kernel<KvType::Q8_0>;
-  launch(kernel, grid, block, 0, stream, q, k, v, q_norm, k_norm, eps, pos, n, n_head, n_head_kv, head_dim, n_rot, freq,
-         k_cache, v_cache);
+  with_kv_type(type, [&](auto t) {
+    launch(qk_norm_rope_store_kernel<decltype(t)::value>, grid, block, 0, stream, q, k, v, q_norm, k_norm, eps, pos, n, n_head,
+           n_head_kv, head_dim, n_rot, freq, k_cache, v_cache);
+  });
   return cudaGetLastError();
 }
 
