@@ -19,11 +19,17 @@
 #include "core/nvml.h"
 #include "core/units.h"
 #include "engine/bench.h"
+#include "core/memory_bandwidth.h"
+#include "core/thread_pool.h"
 #include "engine/model_loading.h"
+#include "engine/placement.h"
 #include "engine/routing_locality.h"
 #include "gguf/reader.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
+#ifdef MOE_HAVE_CUDA
+#include "ops/cuda/device.h"
+#endif
 
 namespace moe::cli {
 namespace {
@@ -32,6 +38,7 @@ struct BenchCliOptions {
   std::string model, kv_type = "f16", output = "md", routing = "plain";
   int n_prompt = 512, n_gen = 128, depth = 0, reps = 5, threads = 0, batch = 512;
   double mem_bw_gb_s = 0;  // 0: the model's device's, if it reports one (a GPU), else no roofline
+  double ram_gb_s = 0, pcie_gb_s = 0;  // a hybrid placement's ceiling: RAM and link reads (0: measured)
   bool no_warmup = false;
   // Populate by default, so the first repetition does not measure the disk.
   LoadOptions load{.prefault = Prefault::Populate};
@@ -80,9 +87,33 @@ double weight_gb_s(const ModelFootprint& fp, const BenchResult& r) {
   return double(fp.weight_bytes_per_token) * r.avg_ts() / 1e9;
 }
 
+// What a decode test is measured against: the bandwidth roofline of the model's device, and for
+// a hybrid placement the plan's own ceiling (inspect's "at once" figure: the CPU's and the GPU's
+// parts overlapped, the PCIe experts and, with --routing local, the expert cache counted).
+struct Ceilings {
+  double mem_bw_gb_s = 0;                     // 0: no roofline
+  std::optional<PlacementPlan> plan;          // hybrid placements only
+  MachineBandwidth bandwidth;                 // the plan's
+};
+
+// The bandwidths a hybrid plan's ceiling takes, as given or measured here (before the model is
+// loaded, so that nothing runs beside the measurements and the link's test buffers are gone
+// before the VRAM samples start).
+MachineBandwidth hybrid_bandwidth(const BenchCliOptions& opt, ThreadPool& pool) {
+  MachineBandwidth bw{.ram_gb_s = opt.ram_gb_s, .pcie_gb_s = opt.pcie_gb_s};
+  if (bw.ram_gb_s <= 0) bw.ram_gb_s = measure_ram_read_gb_s(pool);
+#ifdef MOE_HAVE_CUDA
+  if (bw.pcie_gb_s <= 0) bw.pcie_gb_s = cuda::measure_host_read_gb_s(gpu_index(opt.load.device).value_or(0));
+#endif
+  spdlog::info("bench: the placement's ceiling takes RAM reads at {:.1f} GB/s, PCIe at {:.1f} GB/s ({})",
+               bw.ram_gb_s, bw.pcie_gb_s, opt.ram_gb_s > 0 || opt.pcie_gb_s > 0 ? "given" : "measured");
+  return bw;
+}
+
 nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOptions& opt, const std::string& type,
                        const ModelFootprint& fp, const LoadReport& load, const std::string& backend, int threads,
-                       double mem_bw_gb_s) {
+                       const Ceilings& ceilings) {
+  const double mem_bw_gb_s = ceilings.mem_bw_gb_s;
   auto rows = nlohmann::json::array();
   for (const auto& r : results) {
     nlohmann::json j;
@@ -136,6 +167,14 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
         j["roofline_ts"] = roofline_tokens_per_second(fp.weight_bytes_per_token, mem_bw_gb_s);
         j["roofline_fraction"] = weight_gb_s(fp, r) / mem_bw_gb_s;
       }
+      if (ceilings.plan && ceilings.plan->overlapped_tok_s > 0) {
+        j["ceiling_ts"] = ceilings.plan->overlapped_tok_s;
+        j["ceiling_fraction"] = r.avg_ts() / ceilings.plan->overlapped_tok_s;
+        j["ceiling_ram_gb_s"] = ceilings.bandwidth.ram_gb_s;
+        j["ceiling_pcie_gb_s"] = ceilings.bandwidth.pcie_gb_s;
+        j["ceiling_hit_rate"] = ceilings.plan->hit_rate;
+        j["ceiling_pcie_share"] = ceilings.plan->pcie_share;
+      }
     }
     rows.push_back(std::move(j));
   }
@@ -149,6 +188,9 @@ void bench(const BenchCliOptions& opt) {
   const gguf::Reader reader(opt.model, opt.load.backing);
   const LoadReport load = prepare_model_memory(reader, opt.load);
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
+  ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
+  Ceilings ceilings;
+  if (opt.load.hybrid() && gpu_index(opt.load.device)) ceilings.bandwidth = hybrid_bandwidth(opt, pool);
   // What the GPU holds for this process: NVML's device figure, sampled from before the model is
   // loaded (loading's transient buffers count too) to the end of the run.
   const NvmlPeakSampler vram;
@@ -156,7 +198,8 @@ void bench(const BenchCliOptions& opt) {
   load_options.context = int64_t(opt.depth) + opt.n_prompt + opt.n_gen + 1;  // what a placement keeps room for
   load_options.batch = std::min(opt.batch, std::max({opt.n_prompt, opt.depth, 1}));
   load_options.kv_type = *kv;
-  auto model = open_model(reader, load_options);
+  PlacementRequest planned;  // its budget stays 0 unless a hybrid load plans
+  auto model = open_model(reader, load_options, &planned);
   const ModelConfig& c = model->config();
   // --routing local: experts chosen with Qwen3-Next's published locality instead of by the
   // (random) router, through the engines' routing hook.
@@ -168,7 +211,12 @@ void bench(const BenchCliOptions& opt) {
     local_routing.emplace(*locality, c.n_layer, 1234);
     model->set_routing_source(&*local_routing);
   }
-  ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
+  if (planned.vram_budget > 0) {  // the plan again, with the bandwidths and the routing: its ceiling
+    planned.bandwidth = ceilings.bandwidth;
+    planned.bandwidth.gpu_gb_s = model->memory_bandwidth_gb_s();
+    planned.locality = locality ? &*locality : nullptr;
+    ceilings.plan = plan_placement(reader, c, planned);
+  }
 
   BenchOptions b;
   b.n_prompt = opt.n_prompt;
@@ -192,9 +240,10 @@ void bench(const BenchCliOptions& opt) {
     vram_most = *vram_peak - std::min(*vram_peak, *vram.baseline());
   }
   // The decode roofline: --mem-bw, else the bandwidth the model's device reports (a GPU's HBM).
-  const double mem_bw = opt.mem_bw_gb_s > 0 ? opt.mem_bw_gb_s : model->memory_bandwidth_gb_s();
+  ceilings.mem_bw_gb_s = opt.mem_bw_gb_s > 0 ? opt.mem_bw_gb_s : model->memory_bandwidth_gb_s();
+  const double mem_bw = ceilings.mem_bw_gb_s;
   if (opt.output == "json") {
-    nlohmann::json rows = to_json(results, opt, type, fp, load, model->backend(), int(pool.size()), mem_bw);
+    nlohmann::json rows = to_json(results, opt, type, fp, load, model->backend(), int(pool.size()), ceilings);
     if (vram_used) {
       for (auto& row : rows) row["vram_used_bytes"] = *vram_used, row["vram_peak_bytes"] = *vram_most;
     }
@@ -222,6 +271,12 @@ void bench(const BenchCliOptions& opt) {
       if (r.n_gen == 0) continue;
       std::printf("%s streams the weights at %.1f GB/s", r.name.c_str(), weight_gb_s(fp, r));
       if (mem_bw > 0) std::printf(" (%.0f%% of the roofline)", 100.0 * weight_gb_s(fp, r) / mem_bw);
+      if (ceilings.plan && ceilings.plan->overlapped_tok_s > 0) {
+        std::printf("; %.0f%% of the placement's ceiling, %.2f t/s (inspect's: RAM %.1f GB/s, PCIe %.1f GB/s, "
+                    "%.0f%% of the routed expert bytes in VRAM)",
+                    100.0 * r.avg_ts() / ceilings.plan->overlapped_tok_s, ceilings.plan->overlapped_tok_s,
+                    ceilings.bandwidth.ram_gb_s, ceilings.bandwidth.pcie_gb_s, 100.0 * ceilings.plan->hit_rate);
+      }
       std::printf("\n");
     }
   }
@@ -247,6 +302,13 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-o,--output", opt->output, "Output format: md or json");
   cmd->add_option("--mem-bw", opt->mem_bw_gb_s,
                   "Memory bandwidth in GB/s, for the decode roofline (default: a GPU's own peak; none on the CPU)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--ram-bw", opt->ram_gb_s,
+                  "With a hybrid placement: RAM read bandwidth in GB/s for the placement's ceiling (default: measured)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--pcie-bw", opt->pcie_gb_s,
+                  "With a hybrid placement: the link's read bandwidth in GB/s for the placement's ceiling (default: "
+                  "measured)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-warmup", opt->no_warmup, "Skip the warm-up runs");
   cmd->add_option("--routing", opt->routing,

@@ -105,9 +105,6 @@ void add_load_options(CLI::App& cmd, LoadOptions& options) {
                "Lock the model in RAM so it is never paged out (a failure, e.g. RLIMIT_MEMLOCK, is a warning)");
 }
 
-namespace {
-
-// The CUDA device index named by "cuda" / "cudaN"; nullopt for "cpu"; "auto" gives 0.
 std::optional<int> gpu_index(const std::string& device) {
   if (device == "cpu") return std::nullopt;
   if (device == "auto" || device == "cuda") return 0;
@@ -117,6 +114,8 @@ std::optional<int> gpu_index(const std::string& device) {
   }
   fail("--device '{}': use auto, cpu, cuda or cudaN", device);
 }
+
+namespace {
 
 #ifdef MOE_HAVE_CUDA
 // Why the GPU backend cannot take this model on device `gpu`; empty when it can. Weights that
@@ -136,7 +135,8 @@ std::string gpu_unusable(const gguf::Reader& reader, int gpu, bool required) {
 }
 
 // The placement the options ask for, planned for this device and loaded.
-std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions& options, int gpu) {
+std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions& options, int gpu,
+                                   PlacementRequest* planned) {
   const std::string why = gpu_unusable(reader, gpu, true);
   if (!why.empty()) fail("--vram-budget / --n-cpu-moe: {}", why);
   const uint64_t free_bytes = cuda::list_gpus().gpus[size_t(gpu)].free_bytes;
@@ -152,6 +152,7 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
     fail("--vram-budget {}: device {} has {} free", format_bytes(request.vram_budget), gpu, format_bytes(free_bytes));
   }
   const PlacementPlan plan = plan_placement(reader, c, request);
+  if (planned) *planned = request;
   const int in_vram = std::accumulate(plan.vram_experts.begin(), plan.vram_experts.end(), 0);
   spdlog::info("device: cuda{} + cpu: {} of {} routed experts in VRAM ({} of {} planned)", gpu, in_vram,
                int64_t(c.n_expert) * c.n_layer, format_bytes(plan.used()), format_bytes(plan.budget));
@@ -171,7 +172,7 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
 
 }  // namespace
 
-std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options) {
+std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options, PlacementRequest* planned) {
   if (options.weight_prefetch >= 0) set_weight_prefetch_bytes(size_t(options.weight_prefetch));
   const std::optional<int> gpu = gpu_index(options.device);
   const bool required = options.device != "auto";
@@ -185,7 +186,7 @@ std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions&
            options.gpu_layers, options.gpu_layers, n_layer, n_layer);
     }
 #ifdef MOE_HAVE_CUDA
-    if (options.hybrid()) return open_hybrid(reader, options, *gpu);
+    if (options.hybrid()) return open_hybrid(reader, options, *gpu, planned);
     const std::string why = gpu_unusable(reader, *gpu, required);
     if (why.empty()) {
       spdlog::info("device: cuda{}", *gpu);

@@ -18,6 +18,15 @@ TEST(CudaDevice, AtLeastOneGpu) {
   EXPECT_GT(list.gpus[0].total_bytes, 0u);
 }
 
+// The link's read bandwidth that bench's hybrid ceiling takes: a real figure on a real device
+// (between a PCIe 1 x1 link and anything a host link can carry). (Its 0 for a device that is not
+// there is left untested: the failing call would count as an error under compute-sanitizer.)
+TEST(CudaDevice, HostReadBandwidthIsMeasured) {
+  const double gb_s = cuda::measure_host_read_gb_s(0, size_t(16) << 20, 3);
+  EXPECT_GT(gb_s, 0.25);
+  EXPECT_LT(gb_s, 1000.0);
+}
+
 TEST(CudaDequantize, Q8_0MatchesTheCpuReferenceExactly) {
   std::random_device rd;
   const unsigned seed = rd();

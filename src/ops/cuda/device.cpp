@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 namespace moe::cuda {
 
 double peak_memory_gb_s(int device) {
@@ -12,6 +14,32 @@ double peak_memory_gb_s(int device) {
     return 0;
   }
   return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+}
+
+double measure_host_read_gb_s(int device, size_t bytes, int copies) {
+  void *host = nullptr, *dev = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  double best = 0;
+  if (cudaSetDevice(device) == cudaSuccess && cudaHostAlloc(&host, bytes, cudaHostAllocDefault) == cudaSuccess &&
+      cudaMalloc(&dev, bytes) == cudaSuccess && cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess &&
+      cudaEventCreate(&start) == cudaSuccess && cudaEventCreate(&stop) == cudaSuccess) {
+    for (int i = 0; i <= copies; ++i) {  // the first copy warms the path up, untimed
+      cudaEventRecord(start, stream);
+      cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream);
+      cudaEventRecord(stop, stream);
+      float ms = 0;
+      if (cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) break;
+      if (i > 0 && ms > 0) best = std::max(best, double(bytes) / 1e6 / ms);
+    }
+  }
+  if (start) cudaEventDestroy(start);
+  if (stop) cudaEventDestroy(stop);
+  if (stream) cudaStreamDestroy(stream);
+  if (dev) cudaFree(dev);
+  if (host) cudaFreeHost(host);
+  cudaGetLastError();  // a failure above leaves no sticky error behind
+  return best;
 }
 
 GpuList list_gpus() {

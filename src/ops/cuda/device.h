@@ -1,6 +1,7 @@
 #pragma once
 // CUDA devices as the runtime sees them. Callable on machines without a driver: then the list
 // is empty and `reason` says why.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,5 +28,10 @@ GpuList list_gpus();
 // A device's peak memory bandwidth in GB/s from what the driver reports (two transfers a
 // memory clock over the bus width); 0 where it reports nothing.
 double peak_memory_gb_s(int device);
+
+// The link's read bandwidth in GB/s: the best of a few copies of `bytes` from pinned host memory
+// into device memory by the copy engine (what the GPU's reads of host memory can reach); 0 where
+// the device cannot be used.
+double measure_host_read_gb_s(int device, size_t bytes = size_t(64) << 20, int copies = 5);
 
 }  // namespace moe::cuda
