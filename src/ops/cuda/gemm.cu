@@ -98,14 +98,12 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
   wait_for_previous_kernels();
   allow_next_kernel();
   constexpr int kStageBytes = kQuantStageBytes<Rows>, kWBytes = kRowsPerBlock * Rows::kRowBytes;
-  constexpr int kWarpCols = kCols / 2, kNT = kWarpCols / 8;  // 8 warps: 4 along the rows, 2 along the columns
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int x_row[kCols], y_row[kCols];
   Tile tile;
   if (!load_tile<kCols>(a, x_row, y_row, tile)) return;
   const int tid = threadIdx.x, row0 = blockIdx.x * kRowsPerBlock;
   const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
-  const auto* xq = static_cast<const int8_t*>(a.x);
   const int n_blocks = a.cols / 32, n_stages = (n_blocks + kStageBlocks - 1) / kStageBlocks;
 
   auto issue = [&](int stage) {
@@ -113,12 +111,7 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
     const int kb0 = stage * kStageBlocks;
     Rows::issue(buf, a, w, row0, kb0, tid);
     uint8_t* xbuf = buf + kWBytes;
-    for (int i = tid; i < kCols * kStageBlocks * 2; i += kThreads) {  // 16-byte chunks, two a block
-      const int c = i / (kStageBlocks * 2), part = i % (kStageBlocks * 2), kb = kb0 + part / 2;
-      const bool valid = x_row[c] >= 0 && kb < n_blocks;
-      const int8_t* src = valid ? xq + size_t(x_row[c]) * a.cols + size_t(kb0) * 32 + part * 16 : xq;
-      cp_async(xbuf + c * kXPitch + part * 16, src, 16, valid ? 16 : 0);
-    }
+    stage_activation_values(xbuf, a, x_row, kb0, n_blocks, tid);
     float* xd = reinterpret_cast<float*>(xbuf + kCols * kXPitch);
     for (int i = tid; i < kCols * kStageBlocks; i += kThreads) {
       const int c = i / kStageBlocks, kb = kb0 + i % kStageBlocks;
@@ -130,31 +123,14 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
 
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp % 4) * 32, wn = (warp / 4) * kWarpCols;  // the warp's first row and column
-  float acc[2][kNT][4] = {};
-  // kPipeline - 1 stages in flight; every iteration commits one group (empty past the end), so
-  // "all but the newest kPipeline - 2 groups landed" is always "this stage landed".
-  for (int stage = 0; stage < kPipeline - 1; ++stage) {
-    if (stage < n_stages) {
-      issue(stage);
-    } else {
-      cp_async_commit();
-    }
-  }
-  for (int stage = 0; stage < n_stages; ++stage) {
-    cp_async_wait<kPipeline - 2>();
-    __syncthreads();  // the stage is visible to all, and the buffer refilled next was read by all
-    if (stage + kPipeline - 1 < n_stages) {
-      issue(stage + kPipeline - 1);
-    } else {
-      cp_async_commit();
-    }
-    const uint8_t* buf = smem + (stage % kPipeline) * kStageBytes;
+  TileAccumulators acc = {};
+  run_stages<kStageBytes>(smem, n_stages, issue, [&](int, const uint8_t* buf) {
     const uint8_t* xbuf = buf + kWBytes;
     const float* xd = reinterpret_cast<const float*>(xbuf + kCols * kXPitch);
 #pragma unroll
     for (int b = 0; b < kStageBlocks; ++b) {
-      int af[2][4], bf[kNT][2];
-      float sw[2][2], sx[kNT][2];
+      int af[2][4], bf[kWarpTiles][2];
+      float sw[2][2], sx[kWarpTiles][2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const uint8_t* top = buf + (wm + i * 16 + g) * Rows::kRowBytes;
@@ -164,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
         sw[i][0] = Rows::scale(top, b), sw[i][1] = Rows::scale(bottom, b);
       }
 #pragma unroll
-      for (int j = 0; j < kNT; ++j) {
+      for (int j = 0; j < kWarpTiles; ++j) {
         const auto* xw = reinterpret_cast<const int*>(xbuf + (wn + j * 8 + g) * kXPitch + b * 32) + t;
         bf[j][0] = xw[0], bf[j][1] = xw[4];
         const int c = wn + j * 8 + 2 * t;
@@ -173,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
 #pragma unroll
-        for (int j = 0; j < kNT; ++j) {
+        for (int j = 0; j < kWarpTiles; ++j) {
           int c[4] = {0, 0, 0, 0};
           mma_s8(c, af[i], bf[j]);
           acc[i][j][0] += small_int_to_float(c[0]) * (sw[i][0] * sx[j][0]);
@@ -183,18 +159,8 @@ __global__ void __launch_bounds__(kThreads) gemm_quant_kernel(GemmArgs a) {
         }
       }
     }
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-#pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        store(a, y_row, tile.count, row0 + wm + i * 16 + g + (e >= 2 ? 8 : 0), wn + j * 8 + 2 * t + (e & 1),
-              acc[i][j][e]);
-      }
-    }
-  }
+  });
+  store_warp_tile(a, y_row, tile.count, row0 + wm, wn, g, t, acc);
 }
 
 // Float weights: f32 tiles, one output a thread.

@@ -131,7 +131,6 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
   wait_for_previous_kernels();
   allow_next_kernel();
   constexpr int kStageBytes = kKStageBytes<Rows>, kWBytes = kRowsPerBlock * Rows::kRowBytes;
-  constexpr int kWarpCols = kCols / 2, kNT = kWarpCols / 8;  // 8 warps: 4 along the rows, 2 along the columns
   constexpr int kXInfo = 1 + 2 * kStageBlocks;  // per activation row: the scale, the stage's 8 sums of 16
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int x_row[kCols], y_row[kCols];
@@ -139,19 +138,13 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
   if (!load_tile<kCols>(a, x_row, y_row, tile)) return;
   const int tid = threadIdx.x, row0 = blockIdx.x * kRowsPerBlock;
   const uint8_t* w = a.w + size_t(tile.expert) * a.expert_stride;
-  const auto* xq = static_cast<const int8_t*>(a.x);
-  const int n_stages = a.cols / (32 * kStageBlocks), n_super = a.cols / kSuperValues;
+  const int n_blocks = a.cols / 32, n_stages = n_blocks / kStageBlocks, n_super = a.cols / kSuperValues;
 
   auto issue = [&](int stage) {
     uint8_t* buf = smem + (stage % kPipeline) * kStageBytes;
     Rows::issue(buf, a, w, row0, stage, tid);
     uint8_t* xbuf = buf + kWBytes;
-    for (int i = tid; i < kCols * kStageBlocks * 2; i += kThreads) {  // 16-byte chunks, two a sub-block
-      const int c = i / (kStageBlocks * 2), part = i % (kStageBlocks * 2);
-      const bool valid = x_row[c] >= 0;
-      const int8_t* src = valid ? xq + size_t(x_row[c]) * a.cols + size_t(stage) * 32 * kStageBlocks + part * 16 : xq;
-      cp_async(xbuf + c * kXPitch + part * 16, src, 16, valid ? 16 : 0);
-    }
+    stage_activation_values(xbuf, a, x_row, stage * kStageBlocks, n_blocks, tid);
     int* info = reinterpret_cast<int*>(xbuf + kCols * kXPitch);  // [kCols][kXInfo]
     for (int i = tid; i < kCols * kXInfo; i += kThreads) {
       const int c = i / kXInfo, k = i % kXInfo;
@@ -165,23 +158,8 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
 
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp % 4) * 32, wn = (warp / 4) * kWarpCols;  // the warp's first row and column
-  float acc[2][kNT][4] = {};
-  for (int stage = 0; stage < kPipeline - 1; ++stage) {
-    if (stage < n_stages) {
-      issue(stage);
-    } else {
-      cp_async_commit();
-    }
-  }
-  for (int stage = 0; stage < n_stages; ++stage) {
-    cp_async_wait<kPipeline - 2>();
-    __syncthreads();  // the stage is visible to all, and the buffer refilled next was read by all
-    if (stage + kPipeline - 1 < n_stages) {
-      issue(stage + kPipeline - 1);
-    } else {
-      cp_async_commit();
-    }
-    const uint8_t* buf = smem + (stage % kPipeline) * kStageBytes;
+  TileAccumulators acc = {};
+  run_stages<kStageBytes>(smem, n_stages, issue, [&](int stage, const uint8_t* buf) {
     const uint8_t* xbuf = buf + kWBytes;
     const int* info = reinterpret_cast<const int*>(xbuf + kCols * kXPitch);
     const int h = stage % kStagesPerSuper;
@@ -196,12 +174,12 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
         if constexpr (!Rows::kMins) rows[i][e] += Rows::lead(a, w, row0 + r, stage);
       }
     }
-    int isum[2][kNT][4] = {};
+    int isum[2][kWarpTiles][4] = {};
 #pragma unroll
     for (int b = 0; b < kStageBlocks; ++b) {
-      int bf[kNT][2];
+      int bf[kWarpTiles][2];
 #pragma unroll
-      for (int j = 0; j < kNT; ++j) {
+      for (int j = 0; j < kWarpTiles; ++j) {
         const auto* xw = reinterpret_cast<const int*>(xbuf + (wn + j * 8 + g) * kXPitch + b * 32) + t;
         bf[j][0] = xw[0], bf[j][1] = xw[4];
       }
@@ -215,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
           Rows::scales(rows[i][0], h, b, sc[0], m);
           Rows::scales(rows[i][1], h, b, sc[1], m);
 #pragma unroll
-          for (int j = 0; j < kNT; ++j) {
+          for (int j = 0; j < kWarpTiles; ++j) {
             int c[4] = {0, 0, 0, 0};
             mma_s8(c, af, bf[j]);
 #pragma unroll
@@ -231,7 +209,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
           Rows::scales(rows[i][1], b, lo[1], hi[1]);
           const int first[4] = {af[0], af[1], 0, 0}, second[4] = {0, 0, af[2], af[3]};
 #pragma unroll
-          for (int j = 0; j < kNT; ++j) {
+          for (int j = 0; j < kWarpTiles; ++j) {
             int c1[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
             mma_s8(c1, first, bf[j]);
             mma_s8(c2, second, bf[j]);
@@ -259,7 +237,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
         }
       }
 #pragma unroll
-      for (int j = 0; j < kNT; ++j) {
+      for (int j = 0; j < kWarpTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int c = wn + j * 8 + 2 * t + (e & 1);
@@ -277,18 +255,8 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
         }
       }
     }
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-#pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        store(a, y_row, tile.count, row0 + wm + i * 16 + g + (e >= 2 ? 8 : 0), wn + j * 8 + 2 * t + (e & 1),
-              acc[i][j][e]);
-      }
-    }
-  }
+  });
+  store_warp_tile(a, y_row, tile.count, row0 + wm, wn, g, t, acc);
 }
 
 template <typename Rows>
