@@ -16,11 +16,11 @@
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory_bandwidth.h"
 #include "core/nvml.h"
+#include "core/thread_pool.h"
 #include "core/units.h"
 #include "engine/bench.h"
-#include "core/memory_bandwidth.h"
-#include "core/thread_pool.h"
 #include "engine/model_loading.h"
 #include "engine/placement.h"
 #include "engine/routing_locality.h"
@@ -91,9 +91,9 @@ double weight_gb_s(const ModelFootprint& fp, const BenchResult& r) {
 // a hybrid placement the plan's own ceiling (inspect's "at once" figure: the CPU's and the GPU's
 // parts overlapped, the PCIe experts and, with --routing local, the expert cache counted).
 struct Ceilings {
-  double mem_bw_gb_s = 0;                     // 0: no roofline
-  std::optional<PlacementPlan> plan;          // hybrid placements only
-  MachineBandwidth bandwidth;                 // the plan's
+  double mem_bw_gb_s = 0;             // 0: no roofline
+  std::optional<PlacementPlan> plan;  // hybrid placements only
+  MachineBandwidth bandwidth;         // the plan's
 };
 
 // The bandwidths a hybrid plan's ceiling takes, as given or measured here (before the model is
@@ -105,8 +105,9 @@ MachineBandwidth hybrid_bandwidth(const BenchCliOptions& opt, ThreadPool& pool) 
 #ifdef MOE_HAVE_CUDA
   if (bw.pcie_gb_s <= 0) bw.pcie_gb_s = cuda::measure_host_read_gb_s(gpu_index(opt.load.device).value_or(0));
 #endif
-  spdlog::info("bench: the placement's ceiling takes RAM reads at {:.1f} GB/s, PCIe at {:.1f} GB/s ({})",
-               bw.ram_gb_s, bw.pcie_gb_s, opt.ram_gb_s > 0 || opt.pcie_gb_s > 0 ? "given" : "measured");
+  spdlog::info("bench: the placement's ceiling takes RAM reads at {:.1f} GB/s ({}), PCIe at {:.1f} GB/s ({})",
+               bw.ram_gb_s, opt.ram_gb_s > 0 ? "given" : "measured", bw.pcie_gb_s,
+               opt.pcie_gb_s > 0 ? "given" : "measured");
   return bw;
 }
 
