@@ -13,10 +13,10 @@
 
 #include "cli/commands.h"
 #include "cli/load_options.h"
+#include "cli/machine_bandwidth.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/memory_bandwidth.h"
 #include "core/nvml.h"
 #include "core/thread_pool.h"
 #include "core/units.h"
@@ -27,9 +27,6 @@
 #include "gguf/reader.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
-#ifdef MOE_HAVE_CUDA
-#include "ops/cuda/device.h"
-#endif
 
 namespace moe::cli {
 namespace {
@@ -95,21 +92,6 @@ struct Ceilings {
   std::optional<PlacementPlan> plan;  // hybrid placements only
   MachineBandwidth bandwidth;         // the plan's
 };
-
-// The bandwidths a hybrid plan's ceiling takes, as given or measured here (before the model is
-// loaded, so that nothing runs beside the measurements and the link's test buffers are gone
-// before the VRAM samples start).
-MachineBandwidth hybrid_bandwidth(const BenchCliOptions& opt, ThreadPool& pool) {
-  MachineBandwidth bw{.ram_gb_s = opt.ram_gb_s, .pcie_gb_s = opt.pcie_gb_s};
-  if (bw.ram_gb_s <= 0) bw.ram_gb_s = measure_ram_read_gb_s(pool);
-#ifdef MOE_HAVE_CUDA
-  if (bw.pcie_gb_s <= 0) bw.pcie_gb_s = cuda::measure_host_read_gb_s(gpu_index(opt.load.device).value_or(0));
-#endif
-  spdlog::info("bench: the placement's ceiling takes RAM reads at {:.1f} GB/s ({}), PCIe at {:.1f} GB/s ({})",
-               bw.ram_gb_s, opt.ram_gb_s > 0 ? "given" : "measured", bw.pcie_gb_s,
-               opt.pcie_gb_s > 0 ? "given" : "measured");
-  return bw;
-}
 
 nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOptions& opt, const std::string& type,
                        const ModelFootprint& fp, const LoadReport& load, const std::string& backend, int threads,
@@ -191,7 +173,12 @@ void bench(const BenchCliOptions& opt) {
   const auto tokenizer = tokenizer::Tokenizer::from_gguf(reader.metadata());
   ThreadPool pool(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency()));
   Ceilings ceilings;
-  if (opt.load.hybrid() && gpu_index(opt.load.device)) ceilings.bandwidth = hybrid_bandwidth(opt, pool);
+  // A hybrid placement's ceiling takes the machine's bandwidths, measured before the model is loaded
+  // so that nothing runs beside the measurements and the link's test buffers are gone before the
+  // VRAM samples start.
+  if (const std::optional<int> gpu = gpu_index(opt.load.device); opt.load.hybrid() && gpu) {
+    ceilings.bandwidth = machine_bandwidth({.ram_gb_s = opt.ram_gb_s, .pcie_gb_s = opt.pcie_gb_s}, pool, gpu, true);
+  }
   // What the GPU holds for this process: NVML's device figure, sampled from before the model is
   // loaded (loading's transient buffers count too) to the end of the run.
   const NvmlPeakSampler vram;

@@ -9,18 +9,14 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/machine_bandwidth.h"
 #include "core/error.h"
-#include "core/log.h"
-#include "core/memory_bandwidth.h"
 #include "core/thread_pool.h"
 #include "core/units.h"
 #include "engine/placement.h"
 #include "engine/routing_locality.h"
 #include "gguf/reader.h"
 #include "models/model.h"
-#ifdef MOE_HAVE_CUDA
-#include "ops/cuda/device.h"
-#endif
 
 namespace moe::cli {
 namespace {
@@ -160,22 +156,12 @@ void print_text(const gguf::Reader& r, const InspectOptions& opt) {
   }
 }
 
-// The bandwidths the ceilings use: as given, else RAM measured here and the first GPU's peak.
-MachineBandwidth machine_bandwidth(const InspectOptions& opt) {
-  MachineBandwidth bw{.ram_gb_s = opt.ram_gb_s, .gpu_gb_s = opt.gpu_gb_s, .pcie_gb_s = opt.pcie_gb_s};
-  if (bw.ram_gb_s <= 0) {
-    ThreadPool pool(int(std::max(1u, std::thread::hardware_concurrency())));
-    bw.ram_gb_s = measure_ram_read_gb_s(pool);
-    spdlog::info("inspect: RAM read at {:.1f} GB/s on {} threads (measured; --ram-bw sets it)", bw.ram_gb_s,
-                 pool.size());
-  }
-#ifdef MOE_HAVE_CUDA
-  if (bw.gpu_gb_s <= 0) {
-    const auto list = cuda::list_gpus();
-    if (!list.gpus.empty()) bw.gpu_gb_s = list.gpus.front().memory_gb_s;
-  }
-#endif
-  return bw;
+// The bandwidths the ceilings use: as given, else RAM measured here and the first GPU's peak (the
+// link only where given).
+MachineBandwidth plan_bandwidth(const InspectOptions& opt) {
+  ThreadPool pool(int(std::max(1u, std::thread::hardware_concurrency())));
+  return machine_bandwidth({.ram_gb_s = opt.ram_gb_s, .gpu_gb_s = opt.gpu_gb_s, .pcie_gb_s = opt.pcie_gb_s}, pool, 0,
+                           false);
 }
 
 void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
@@ -188,7 +174,7 @@ void print_plan(const gguf::Reader& reader, const InspectOptions& opt) {
                            .context = opt.context,
                            .kv_type = *kv,
                            .ubatch = opt.ubatch,
-                           .bandwidth = machine_bandwidth(opt),
+                           .bandwidth = plan_bandwidth(opt),
                            .stream_prefill = opt.stream_prefill,
                            .hit_rate = opt.hit_rate};
   if (!opt.vram_reserve.empty()) request.runtime_reserve = parse_bytes(opt.vram_reserve);

@@ -177,7 +177,7 @@ PlacementPlan plan_placement(const gguf::Reader& reader, const ModelConfig& c, c
   double serial = seconds(double(f.global_per_token), r.bandwidth.gpu_gb_s), overlapped = serial;
   uint64_t routed = 0, hit_bytes = 0;
   std::map<int, std::vector<CacheOutcome>> outcomes;  // by a layer's slot count (an even spread: one or two)
-  const bool link = r.bandwidth.pcie_gb_s > 0 && r.bandwidth.gpu_gb_s > 0 && r.bandwidth.ram_gb_s > 0;
+  const bool link = r.bandwidth.with_link();
   for (int il = 0; il < c.n_layer; ++il) {
     const uint64_t one = f.expert[size_t(il)], dense = f.dense[size_t(il)];
     const int slots = p.vram_experts[size_t(il)], k = c.n_expert_used;
@@ -235,8 +235,7 @@ std::string describe(const PlacementPlan& p, const PlacementRequest& r) {
                                               : fmt::format("{} to {} of {} a layer", *fewest, *most, p.n_expert);
   line("routed experts in VRAM", p.experts_vram, fmt::format("{} ({} each)", counts, format_bytes(p.expert_bytes)));
   line("routed experts left in RAM", p.experts_ram, "read in place from the mapped file");
-  const bool link = r.bandwidth.pcie_gb_s > 0 && r.bandwidth.gpu_gb_s > 0 && r.bandwidth.ram_gb_s > 0 &&
-                    p.experts_ram > 0;
+  const bool link = r.bandwidth.with_link() && p.experts_ram > 0;
   s += fmt::format("decode, one sequence: {} a token from VRAM, {} from RAM ({} of the routed expert bytes in VRAM, {})\n",
                    format_bytes(p.token_gpu_bytes), format_bytes(p.token_ram_bytes),
                    fmt::format("{:.1f}%", 100.0 * p.hit_rate),

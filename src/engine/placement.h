@@ -37,6 +37,8 @@ struct MachineBandwidth {
   double ram_gb_s = 0;   // the CPU reading RAM, all cores
   double gpu_gb_s = 0;   // the GPU reading its memory
   double pcie_gb_s = 0;  // the GPU reading host memory over the link (0: no PCIe experts in the ceilings)
+  // All three known: the ceilings count the PCIe experts.
+  bool with_link() const { return pcie_gb_s > 0 && gpu_gb_s > 0 && ram_gb_s > 0; }
 };
 
 struct PlacementRequest {

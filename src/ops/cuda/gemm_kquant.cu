@@ -175,6 +175,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
       }
     }
     int isum[2][kWarpTiles][4] = {};
+    int mins[2][2][kStageBlocks] = {};  // Q4_K/Q5_K: the rows' sub-block minimums, for the scaling below
 #pragma unroll
     for (int b = 0; b < kStageBlocks; ++b) {
       int bf[kWarpTiles][2];
@@ -189,9 +190,9 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
         if constexpr (Rows::kMins) {
           Rows::words(rows[i][0], h, b, t, af[0], af[2]);
           Rows::words(rows[i][1], h, b, t, af[1], af[3]);
-          int sc[2], m;
-          Rows::scales(rows[i][0], h, b, sc[0], m);
-          Rows::scales(rows[i][1], h, b, sc[1], m);
+          int sc[2];
+          Rows::scales(rows[i][0], h, b, sc[0], mins[i][0][b]);
+          Rows::scales(rows[i][1], h, b, sc[1], mins[i][1][b]);
 #pragma unroll
           for (int j = 0; j < kWarpTiles; ++j) {
             int c[4] = {0, 0, 0, 0};
@@ -223,18 +224,10 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float d[2], dmin[2] = {0.0f, 0.0f};
-      int m[2][kStageBlocks] = {};
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         d[e] = Rows::d(rows[i][e]);
-        if constexpr (Rows::kMins) {
-          dmin[e] = Rows::dmin(rows[i][e]);
-#pragma unroll
-          for (int b = 0; b < kStageBlocks; ++b) {
-            int sc;
-            Rows::scales(rows[i][e], h, b, sc, m[e][b]);
-          }
-        }
+        if constexpr (Rows::kMins) dmin[e] = Rows::dmin(rows[i][e]);
       }
 #pragma unroll
       for (int j = 0; j < kWarpTiles; ++j) {
@@ -247,7 +240,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kquant_kernel(GemmArgs a) {
             int msum = 0;
 #pragma unroll
             for (int b = 0; b < kStageBlocks; ++b) {
-              msum += m[e / 2][b] * (info[c * kXInfo + 1 + 2 * b] + info[c * kXInfo + 2 + 2 * b]);
+              msum += mins[i][e / 2][b] * (info[c * kXInfo + 1 + 2 * b] + info[c * kXInfo + 2 + 2 * b]);
             }
             v -= float(msum) * (dmin[e / 2] * dx);
           }

@@ -33,15 +33,22 @@ struct LaneQ4_0 {
   int q;
   __half d;
 };
-__device__ inline LaneQ4_0 round_lanes_q4_0(float v) {
-  float amax = fabsf(v), max = v;
-  int first = threadIdx.x & 31;
+// The warp's value of largest magnitude with its sign, the first (lowest index) on ties, as the
+// CPU's in-order scan finds it: each lane brings its own candidate (amax = |max|, at `first`);
+// every lane ends with the warp's.
+__device__ inline void warp_signed_absmax(float& amax, float& max, int& first) {
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) {
     const float a = __shfl_xor_sync(0xFFFFFFFFu, amax, off), m = __shfl_xor_sync(0xFFFFFFFFu, max, off);
     const int f = __shfl_xor_sync(0xFFFFFFFFu, first, off);
     if (a > amax || (a == amax && f < first)) amax = a, max = m, first = f;
   }
+}
+
+__device__ inline LaneQ4_0 round_lanes_q4_0(float v) {
+  float amax = fabsf(v), max = v;
+  int first = threadIdx.x & 31;
+  warp_signed_absmax(amax, max, first);
   const float d = (amax == 0.0f ? 0.0f : max) / -8.0f;  // all zero: the CPU keeps max at +0
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   return {min(15, __float2int_rz(__fadd_rn(__fmul_rn(v, id), 8.5f))), __float2half_rn(d)};
@@ -72,12 +79,7 @@ __device__ inline void quantize_block_q8_k(const float* x, int8_t* qs, float* sc
   for (int i = 0; i < 8; ++i) {
     if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i], first = 8 * lane + i;
   }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    const float a = __shfl_xor_sync(0xFFFFFFFFu, amax, off), m = __shfl_xor_sync(0xFFFFFFFFu, max, off);
-    const int f = __shfl_xor_sync(0xFFFFFFFFu, first, off);
-    if (a > amax || (a == amax && f < first)) amax = a, max = m, first = f;
-  }
+  warp_signed_absmax(amax, max, first);
   int8_t q[8] = {};
   float d = 0.0f;
   if (max != 0.0f) {
