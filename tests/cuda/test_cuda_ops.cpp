@@ -225,22 +225,29 @@ TEST(CudaOps, KvStoresRoundAsTheCpuCache) {
   }
 }
 
-// Causal GQA attention over an f16, Q8_0 or Q4_0 cache against a double-precision softmax, for a
-// prefill of 5 tokens after 300 cached positions and for one decode token (split over warps,
-// and for long contexts over blocks: chunks of 5 positions, and more chunks than positions);
-// head_dim 96 takes the decode kernel written for any head_dim, also for the prefill.
+// Causal GQA attention over an f16, Q8_0 or Q4_0 cache against a double-precision softmax, for
+// prefills (5 tokens after 300 cached positions; 70 tokens from the start, over several blocks
+// and tiles with the causal edge inside them; 19 after 45), each by the tensor-core and the
+// CUDA-core kernel, and for one decode token (split over warps, and for long contexts over
+// blocks: chunks of 5 positions, and more chunks than positions); head_dim 96 takes the decode
+// kernel written for any head_dim, also for the prefill.
 TEST(CudaOps, AttentionMatchesADoubleReference) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
   struct Case {
     int cached, n, chunks;
+    cuda::PrefillKernel kernel = cuda::PrefillKernel::Auto;
   };
   for (const cuda::KvType type : kKvTypes) {
     for (int head_dim : {64, 96, 128, 256}) {
       const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim;
-      for (const auto [cached, n, chunks] : {Case{300, 5, 1}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
-        SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks", kv_name(type), head_dim, n,
-                                 cached, chunks));
+      for (const auto [cached, n, chunks, kernel] :
+           {Case{300, 5, 1, cuda::PrefillKernel::TensorCores}, Case{300, 5, 1, cuda::PrefillKernel::CudaCores},
+            Case{0, 70, 1, cuda::PrefillKernel::TensorCores}, Case{0, 70, 1, cuda::PrefillKernel::CudaCores},
+            Case{45, 19, 1, cuda::PrefillKernel::TensorCores}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
+        SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks, {} kernel", kv_name(type),
+                                 head_dim, n, cached, chunks,
+                                 kernel == cuda::PrefillKernel::CudaCores ? "CUDA-core" : "tensor-core"));
         const int positions = cached + n;
         const auto q = test::random_floats(rng, size_t(n * n_head * head_dim));
         const auto k = test::random_floats(rng, size_t(positions * kv_dim)), v = test::random_floats(rng, size_t(positions * kv_dim));
@@ -257,7 +264,7 @@ TEST(CudaOps, AttentionMatchesADoubleReference) {
         Device<unsigned> counters{std::vector<unsigned>(size_t(n_head), 0u)};
         if (chunks == 1) {
           MOE_CUDA_CHECK(cuda::attend(dq.get(), type, dk.get(), dv.get(), dpos.get(), n, n_head, n_head_kv, head_dim,
-                                      scale, dout.get(), nullptr));
+                                      scale, dout.get(), nullptr, kernel));
         } else {
           MOE_CUDA_CHECK(cuda::attend_decode({.q = dq.get(), .kv_type = type, .k_cache = dk.get(), .v_cache = dv.get(),
                                               .pos = dpos.get(),

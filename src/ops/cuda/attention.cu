@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "ops/cuda/attention.h"
+#include "ops/cuda/attention_mma.h"
 #include "ops/cuda/kv_values.cuh"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/last_block.cuh"
@@ -422,10 +423,14 @@ __global__ void store_kv_kernel(const float* __restrict__ k, const float* __rest
 }  // namespace
 
 cudaError_t attend(const float* q, KvType type, const void* k, const void* v, const int32_t* pos, int n, int n_head,
-                   int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream) {
+                   int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream, PrefillKernel kernel) {
   if (head_dim % 32 != 0 || head_dim > 32 * kMaxDimsPerLane || n_head % n_head_kv != 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const int group = n_head / n_head_kv;
+  if (n > 1 && kernel != PrefillKernel::CudaCores) {
+    const cudaError_t e = attend_prefill_mma(q, type, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream);
+    if (e != cudaErrorNotSupported) return e;
+  }
   if (n > 1 && kPrefillRows % group == 0) {  // prefill: the tokens of a block share the keys they read
     const cudaError_t e = with_kv_type(type, [&](auto t) {
       return prefill_for_head_dim<decltype(t)::value>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out, stream);

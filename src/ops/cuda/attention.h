@@ -28,11 +28,18 @@ constexpr size_t kv_row_bytes(KvType type, int64_t kv_dim) {
 cudaError_t store_kv(const float* k, const float* v, int n, int kv_dim, const int32_t* pos, KvType type,
                      void* k_cache, void* v_cache, cudaStream_t stream);
 
+// Which kernel attend() gives several query tokens: Auto takes the tensor-core kernel where it
+// applies (attention_mma.h), else the CUDA-core one; tests name each. Where neither applies
+// (head_dim not 64, 128 or 256; a group of query heads that does not divide 64), and for one
+// token, the decode kernel runs whatever is asked.
+enum class PrefillKernel : uint8_t { Auto, TensorCores, CudaCores };
+
 // out[t][h] = softmax over p <= pos[t] of (q[t][h] . k[p][h / group] * scale) applied to v:
 // causal GQA attention of n query tokens (f32 [n][n_head][head_dim], normed and rotated);
 // head_dim a multiple of 32 up to 256.
 cudaError_t attend(const float* q, KvType type, const void* k, const void* v, const int32_t* pos, int n, int n_head,
-                   int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream);
+                   int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream,
+                   PrefillKernel kernel = PrefillKernel::Auto);
 
 // The current token's raw query, key and value, for decode attention that norms, rotates and
 // stores them itself: the work of qk_norm_rope_store() (ops.h) in the attention launch, one

@@ -1,11 +1,11 @@
 #pragma once
 // What the prefill GEMM kernels share (gemm.cu: Q8_0 / Q4_0 and float weights; gemm_kquant.cu:
 // the K-quants): the tile shape, the arguments, which activation rows a thread block takes
-// (a dense stretch or an expert's tile), the output store, the asynchronous copies into shared
-// memory and the int8 tensor-core product.
+// (a dense stretch or an expert's tile), the output store and the int8 tensor-core product.
 #include <cstddef>
 #include <cstdint>
 
+#include "ops/cuda/cp_async.cuh"
 #include "ops/cuda/gemm.h"
 
 namespace moe::cuda::gemm_tile {
@@ -57,34 +57,6 @@ __device__ inline void store(const GemmArgs& a, const int* y_row, int count, int
     float* dst = a.y + size_t(y_row[c]) * a.rows + r;
     *dst = a.accumulate ? *dst + v : v;
   }
-}
-
-// Copies `size` bytes (4, 8 or 16; both addresses aligned to it) from global to shared memory
-// asynchronously; only the first src_bytes are read, the rest is zero-filled.
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int size, int src_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  if (size == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-  } else if (size == 8) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
-  }
-#else
-  __trap();  // device_has_gemm() keeps older devices on the matvec kernels
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;");
-#endif
-}
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
-#endif
 }
 
 __device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], const int (&b)[2]) {
