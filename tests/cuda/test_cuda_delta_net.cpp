@@ -1,6 +1,7 @@
 // Qwen3-Next's GPU ops against the CPU's arithmetic on fresh random data: the delta-net's conv,
 // the delta rule (with its L2 norms and gates; the CPU's delta_rule_recurrent is the reference),
 // the gated RMSNorm (alone and fused with the quantization), and the gated attention's and shared expert's small ops.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -34,8 +35,13 @@ void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, 
 TEST(CudaDeltaNet, ConvContinuesItsStateAcrossCalls) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
-  for (int K : {2, 4}) {
-    const int channels = 300, n = 7, stride = channels + 13;
+  struct Split {
+    int K, n, first;  // the tokens of the first call; the rest in a second
+  };
+  // 7 tokens: a stretch of one token a thread; 77: 32 stretches of 3 (the last of 2 and 1)
+  for (const auto [K, n, first] : {Split{2, 7, 4}, Split{4, 7, 4}, Split{4, 77, 70}, Split{3, 40, 39}}) {
+    SCOPED_TRACE(fmt::format("K {}, {} tokens, then {}", K, first, n - first));
+    const int channels = 300, stride = channels + 13;
     auto x = test::random_floats(rng, size_t(n * stride));
     const auto w = test::random_floats(rng, size_t(channels * K), 0.5f);
     auto state = test::random_floats(rng, size_t(channels * (K - 1)));
@@ -55,10 +61,11 @@ TEST(CudaDeltaNet, ConvContinuesItsStateAcrossCalls) {
       }
       std::copy(hist.begin(), hist.end(), cpu_state.begin() + c * (K - 1));
     }
-    // The GPU in two calls (4 tokens, then 3): the state carries the history over.
+    // The GPU in two calls: the state carries the history over.
     Device<float> dx(x), dw(w), ds(state);
-    MOE_CUDA_CHECK(cuda::conv1d_silu(dx.get(), 4, channels, stride, dw.get(), K, ds.get(), nullptr));
-    MOE_CUDA_CHECK(cuda::conv1d_silu(dx.get() + 4 * stride, 3, channels, stride, dw.get(), K, ds.get(), nullptr));
+    MOE_CUDA_CHECK(cuda::conv1d_silu(dx.get(), first, channels, stride, dw.get(), K, ds.get(), nullptr));
+    MOE_CUDA_CHECK(
+        cuda::conv1d_silu(dx.get() + first * stride, n - first, channels, stride, dw.get(), K, ds.get(), nullptr));
     auto gpu = dx.host();
     for (int t = 0; t < n; ++t) {  // the columns past `channels` are not the conv's
       for (int c = channels; c < stride; ++c) ASSERT_EQ(gpu[size_t(t * stride + c)], x[size_t(t * stride + c)]);
@@ -76,7 +83,10 @@ TEST(CudaDeltaNet, DeltaRuleMatchesTheCpuRecurrence) {
   struct Shape {
     int nk, nv, dk, dv, n;
   };
-  for (const Shape sh : {Shape{2, 4, 32, 16, 9}, Shape{2, 4, 128, 128, 5}, Shape{1, 2, 256, 64, 3}}) {
+  // All tokens but the last in one call (several tokens: inputs prepared first, in place), the
+  // last alone (prepared on the fly).
+  for (const Shape sh : {Shape{2, 4, 32, 16, 9}, Shape{2, 4, 128, 128, 5}, Shape{1, 2, 256, 64, 3},
+                         Shape{4, 8, 128, 32, 41}}) {
     const int key_dim = sh.nk * sh.dk, ch = 2 * key_dim + sh.nv * sh.dv, r = sh.nv / sh.nk, n = sh.n;
     const auto qkv = test::random_floats(rng, size_t(n * ch));
     const auto ba = test::random_floats(rng, size_t(n * 2 * sh.nv), 2.0f);
@@ -128,7 +138,6 @@ TEST(CudaDeltaNet, DeltaRuleMatchesTheCpuRecurrence) {
       delta_rule_recurrent(args);
     }
 
-    // GPU: all tokens but the last in one call, the last in another.
     Device<float> dqkv(qkv), dba(ba), da(a), ddt(dt_bias), dstate(state), dout{size_t(n * sh.nv * sh.dv)};
     cuda::DeltaRuleBatch b;
     b.qkv = dqkv.get();

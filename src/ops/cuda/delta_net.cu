@@ -1,6 +1,8 @@
 // The delta-net's kernels. The state is the big operand (d_v x d_k floats per value head,
 // 2 MiB a layer for Qwen3-Next-80B): each warp keeps one row of it in registers for all the
 // tokens of a call, so prefill reads and writes the state once, not once a token.
+#include <algorithm>
+
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/delta_net.h"
 #include "ops/cuda/warp.cuh"
@@ -12,26 +14,47 @@ constexpr int kMaxConvKernel = 8, kMaxStateDim = 256, kRowsPerBlock = 4;
 
 __device__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
-// One thread per channel, the tokens in order; the CPU's sum order (taps oldest first).
+// A block takes 32 channels (threadIdx.x) and cuts the tokens into blockDim.y stretches, a
+// thread a (channel, stretch), each stretch run in token order with the CPU's sum order (taps
+// oldest first). The conv works in place, so every thread first reads the K - 1 inputs before
+// its stretch (the state's, before the first token) and the thread of the last stretch the
+// inputs that become the new state; only then, past the barrier, are outputs written. A
+// prefill of 4096 tokens is then 128 steps a thread instead of 4096 (each step's load goes out
+// before the previous token's store, so the steps do not wait on memory one by one).
 __global__ void conv1d_silu_kernel(float* x, int n, int channels, int64_t x_stride, const float* __restrict__ w, int K,
                                    float* state) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= channels) return;
-  float hist[kMaxConvKernel];
-  for (int i = 0; i < K - 1; ++i) hist[i] = state[int64_t(c) * (K - 1) + i];
+  const int c = blockIdx.x * 32 + threadIdx.x, stretch = (n + blockDim.y - 1) / blockDim.y;
+  const int t0 = threadIdx.y * stretch, t1 = min(n, t0 + stretch);
+  const bool live = c < channels && t0 < n, last = live && t1 == n;
+  auto input = [&](int t) {  // token t's input (t < 0: the state's history)
+    return t >= 0 ? x[int64_t(t) * x_stride + c] : state[int64_t(c) * (K - 1) + (K - 1) + t];
+  };
+  float hist[kMaxConvKernel], next_state[kMaxConvKernel];
+  if (live) {
+    for (int i = 0; i < K - 1; ++i) hist[i] = input(t0 - (K - 1) + i);
+    if (last) {
+      for (int i = 0; i < K - 1; ++i) next_state[i] = input(n - (K - 1) + i);
+    }
+  }
+  __syncthreads();
+  if (!live) return;
   const float* wc = w + int64_t(c) * K;
-  for (int t = 0; t < n; ++t) {
-    float& v = x[int64_t(t) * x_stride + c];
+  float v = x[int64_t(t0) * x_stride + c];
+  for (int t = t0; t < t1; ++t) {
+    const float next = t + 1 < t1 ? x[int64_t(t + 1) * x_stride + c] : 0.0f;
     float y = 0.0f;
     for (int tap = 0; tap < K - 1; ++tap) y = __fadd_rn(y, __fmul_rn(wc[tap], hist[tap]));
     y = __fadd_rn(y, __fmul_rn(wc[K - 1], v));
     for (int i = 0; i + 1 < K - 1; ++i) hist[i] = hist[i + 1];
     hist[K - 2] = v;
-    v = silu(y);
+    x[int64_t(t) * x_stride + c] = silu(y);
+    v = next;
   }
-  for (int i = 0; i < K - 1; ++i) state[int64_t(c) * (K - 1) + i] = hist[i];
+  if (last) {
+    for (int i = 0; i < K - 1; ++i) state[int64_t(c) * (K - 1) + i] = next_state[i];
+  }
 }
 
 // x / max(||x||, eps) of a warp's vector (kPer values a lane), the CPU's l2_normalize.
@@ -105,6 +128,101 @@ __global__ void delta_rule_kernel(DeltaRuleBatch b) {
   }
 }
 
+// Several tokens: their inputs prepared first, in parallel and in place (delta_rule_prefill
+// below then runs the recurrence alone): warp w of the grid L2-norms the q or k vector of one
+// (token, key head) (q also scaled), with the arithmetic of delta_rule_kernel; thread i
+// turns one (token, value head)'s b and a_in into beta and the decay exp(g).
+template <int kPer>
+__global__ void delta_prepare_kernel(DeltaRuleBatch b) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  const int lane = threadIdx.x % 32, per = b.d_k / 32, key_dim = b.n_k_heads * b.d_k, r = b.n_v_heads / b.n_k_heads;
+  const int64_t threads = int64_t(gridDim.x) * blockDim.x, id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t vec = id / 32; vec < int64_t(b.n) * 2 * b.n_k_heads; vec += threads / 32) {
+    const int64_t t = vec / (2 * b.n_k_heads);
+    const int which = int(vec % (2 * b.n_k_heads)) / b.n_k_heads, kh = int(vec % b.n_k_heads);  // 0: q, 1: k
+    float* at = b.qkv + t * b.qkv_stride + which * key_dim + kh * b.d_k;
+    float x[kPer];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) x[i] = i < per ? at[lane + 32 * i] : 0.0f;
+    l2_normalize(x, per, b.eps);
+    const float q_scale = which == 0 ? 1.0f / sqrtf(float(b.d_k)) : 1.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (i < per) at[lane + 32 * i] = which == 0 ? x[i] * q_scale : x[i];
+    }
+  }
+  for (int64_t i = id; i < int64_t(b.n) * b.n_v_heads; i += threads) {
+    const int64_t t = i / b.n_v_heads;
+    const int h = int(i % b.n_v_heads);
+    float* gates = b.ba + t * b.ba_stride + (h / r) * 2 * r;
+    const float beta = sigmoid(gates[h % r]);
+    const float decay = expf(b.a[h] * softplus(gates[r + h % r] + b.dt_bias[h]));
+    gates[h % r] = beta;
+    gates[r + h % r] = decay;
+  }
+}
+
+// The recurrence over prepared inputs, one warp per state row as delta_rule_kernel. A token's
+// output needs S_new q = decay (S q) + delta (k . q), so the three sums S k, S q and k . q of
+// the old state are one reduction (their shuffles interleaved), not two in a row; the next
+// token's inputs are loaded while this one's are used.
+template <int kPer>
+__global__ void delta_rule_prepared_kernel(DeltaRuleBatch b) {
+  wait_for_previous_kernels();
+  allow_next_kernel();
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.y, lane = threadIdx.x;
+  if (row >= b.n_v_heads * b.d_v) return;
+  const int h = row / b.d_v, j = row % b.d_v;
+  const int r = b.n_v_heads / b.n_k_heads, kh = h / r, key_dim = b.n_k_heads * b.d_k, per = b.d_k / 32;
+  float* srow = b.state + int64_t(row) * b.d_k;
+  float s[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) s[i] = i < per ? srow[lane + 32 * i] : 0.0f;
+  struct Inputs {
+    float q[kPer], k[kPer], v, beta, decay;
+  };
+  auto load = [&](int t, Inputs& in) {
+    const float* x = b.qkv + int64_t(t) * b.qkv_stride;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      in.q[i] = i < per ? x[kh * b.d_k + lane + 32 * i] : 0.0f;
+      in.k[i] = i < per ? x[key_dim + kh * b.d_k + lane + 32 * i] : 0.0f;
+    }
+    in.v = x[2 * key_dim + h * b.d_v + j];
+    const float* gates = b.ba + int64_t(t) * b.ba_stride + kh * 2 * r;
+    in.beta = gates[h % r];
+    in.decay = gates[r + h % r];
+  };
+  Inputs cur, next;
+  load(0, cur);
+  for (int t = 0; t < b.n; ++t) {
+    if (t + 1 < b.n) load(t + 1, next);
+    float sk = 0.0f, sq = 0.0f, kq = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      sk += s[i] * cur.k[i];
+      sq += s[i] * cur.q[i];
+      kq += cur.k[i] * cur.q[i];
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      sk += __shfl_xor_sync(0xFFFFFFFFu, sk, off);
+      sq += __shfl_xor_sync(0xFFFFFFFFu, sq, off);
+      kq += __shfl_xor_sync(0xFFFFFFFFu, kq, off);
+    }
+    const float delta = cur.beta * (cur.v - cur.decay * sk);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) s[i] = s[i] * cur.decay + cur.k[i] * delta;
+    if (lane == 0) b.out[int64_t(t) * b.n_v_heads * b.d_v + row] = cur.decay * sq + delta * kq;
+    cur = next;
+  }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    if (i < per) srow[lane + 32 * i] = s[i];
+  }
+}
+
 // One warp per row: the sum of squares in double, as the CPU's rms_norm.
 __global__ void gated_rms_norm_kernel(const float* o, const float* __restrict__ z, const float* __restrict__ w,
                                       float eps, int64_t rows, int width, float* out) {
@@ -126,10 +244,9 @@ cudaError_t conv1d_silu(float* x, int n, int channels, int64_t x_stride, const f
                         cudaStream_t stream) {
   if (K < 2 || K > kMaxConvKernel) return cudaErrorInvalidValue;
   if (n == 0 || channels == 0) return cudaSuccess;
-  constexpr int kThreads = 256;
-  launch(conv1d_silu_kernel, unsigned((channels + kThreads - 1) / kThreads), kThreads, 0, stream, x, n, channels,
-         x_stride,
-                                                                                              w, K, state);
+  constexpr int kMaxStretches = 32;  // a block of 32 channels x up to 32 stretches of the tokens
+  const dim3 block(32, unsigned(std::min(n, kMaxStretches))), grid(unsigned((channels + 31) / 32));
+  launch(conv1d_silu_kernel, grid, block, 0, stream, x, n, channels, x_stride, w, K, state);
   return cudaGetLastError();
 }
 
@@ -140,10 +257,22 @@ cudaError_t delta_rule(const DeltaRuleBatch& b, cudaStream_t stream) {
   if (b.n == 0) return cudaSuccess;
   const int rows = b.n_v_heads * b.d_v;
   const dim3 block(32, kRowsPerBlock), grid(unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock));
+  if (b.n == 1) {  // decode: one launch, the inputs prepared on the fly
+    if (b.d_k <= 128) {
+      launch(delta_rule_kernel<4>, grid, block, 0, stream, b);
+    } else {
+      launch(delta_rule_kernel<8>, grid, block, 0, stream, b);
+    }
+    return cudaGetLastError();
+  }
+  const int64_t work = std::max<int64_t>(int64_t(b.n) * 2 * b.n_k_heads * 32, int64_t(b.n) * b.n_v_heads);
+  const unsigned prepare_blocks = unsigned(std::min<int64_t>(4096, (work + 255) / 256));
   if (b.d_k <= 128) {
-    launch(delta_rule_kernel<4>, grid, block, 0, stream, b);
+    launch(delta_prepare_kernel<4>, prepare_blocks, 256, 0, stream, b);
+    launch(delta_rule_prepared_kernel<4>, grid, block, 0, stream, b);
   } else {
-    launch(delta_rule_kernel<8>, grid, block, 0, stream, b);
+    launch(delta_prepare_kernel<8>, prepare_blocks, 256, 0, stream, b);
+    launch(delta_rule_prepared_kernel<8>, grid, block, 0, stream, b);
   }
   return cudaGetLastError();
 }

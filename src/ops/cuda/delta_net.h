@@ -14,15 +14,18 @@ namespace moe::cuda {
 cudaError_t conv1d_silu(float* x, int n, int channels, int64_t x_stride, const float* w, int K, float* state,
                         cudaStream_t stream);
 
-// The delta rule over n tokens, in token order, with its inputs prepared on the fly:
+// The delta rule over n tokens, in token order, with its inputs prepared:
 //   q, k of key head j / (n_v / n_k): L2-normed (q also scaled by 1 / sqrt(d_k)),
 //   beta = sigmoid(b), g = a * softplus(a_in + dt_bias) (decay exp(g)) from the `ba` row,
 //   per value head j: S = exp(g) S;  S += beta (v - S k) k^T;  o = S q.
 // State is [n_v][d_v][d_k] (row j of a head's S is what value j touches), updated in place.
+// One token (decode) prepares its inputs on the fly; several are prepared first, in parallel,
+// in place: their q and k are overwritten with the normed vectors and their b and a_in with
+// beta and the decay, so qkv and ba are consumed.
 struct DeltaRuleBatch {
-  const float* qkv = nullptr;  // [n][qkv_stride]: all q heads | all k heads | all v heads (the conv's output)
+  float* qkv = nullptr;  // [n][qkv_stride]: all q heads | all k heads | all v heads (the conv's output)
   int64_t qkv_stride = 0;
-  const float* ba = nullptr;   // [n][ba_stride]: per key head, b of its value heads, then their a_in
+  float* ba = nullptr;   // [n][ba_stride]: per key head, b of its value heads, then their a_in
   int64_t ba_stride = 0;
   const float* a = nullptr;        // [n_v] ssm_a (= -exp(A_log))
   const float* dt_bias = nullptr;  // [n_v]
