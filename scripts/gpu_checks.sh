@@ -30,6 +30,10 @@ run test_cuda "$build/tests/cuda/test_cuda" --gtest_output="json:$out/logs/test_
 # Under memcheck the hybrid tests' GPU/CPU hand-offs crawl; a limit keeps a hang from eating the
 # machine's time (exit 124 then: see the log).
 run sanitizer_memcheck timeout 400 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cuda/test_cuda"
+# Shared-memory hazards in the kernels that stage tiles or stretches between barriers (the
+# tensor-core attention's double-buffered tiles, the conv's stretches read before it writes).
+run sanitizer_racecheck timeout 200 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/cuda/test_cuda" \
+  --gtest_filter='CudaDeltaNet.Conv*:CudaOps.Attention*'
 # The GPU engine against the CPU engine op by op (moeserve compare): tiny synth models, f32
 # weights (float rounding only: the default threshold) and q8_0 (activations quantized on both
 # sides; a value on a rounding boundary may land one step apart: a looser threshold).
