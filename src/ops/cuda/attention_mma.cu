@@ -313,15 +313,11 @@ __global__ void __launch_bounds__(32 * kWarps)
 
 template <int kDims, KvType kType>
 cudaError_t launch_prefill_mma(const float* q, const void* k, const void* v, const int32_t* pos, int n, int n_head,
-                               int n_head_kv, float scale, float* out, cudaStream_t stream) {
+                               int n_head_kv, float scale, float* out, size_t shared_limit, cudaStream_t stream) {
   const size_t bytes = MmaShape<kDims, kType>::kBytes;
-  int device = 0, optin = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (e != cudaSuccess) return e;
-  if (bytes > size_t(optin)) return cudaErrorNotSupported;  // a consumer GPU at head_dim 256: the CUDA-core kernel
+  if (bytes > shared_limit) return cudaErrorNotSupported;  // a consumer GPU (99 KiB a block): the CUDA-core kernel
   const auto kernel = attend_prefill_mma_kernel<kDims, kType>;
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   if (e != cudaSuccess) return e;
   const int tokens = kRows / (n_head / n_head_kv);
   const dim3 grid(unsigned((n + tokens - 1) / tokens), unsigned(n_head_kv)), block(32, kWarps);
@@ -331,11 +327,11 @@ cudaError_t launch_prefill_mma(const float* q, const void* k, const void* v, con
 template <KvType kType>
 cudaError_t prefill_mma_for_head_dim(const float* q, const void* k, const void* v, const int32_t* pos, int n,
                                      int n_head, int n_head_kv, int head_dim, float scale, float* out,
-                                     cudaStream_t stream) {
+                                     size_t shared_limit, cudaStream_t stream) {
   switch (head_dim) {
-    case 64: return launch_prefill_mma<2, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
-    case 128: return launch_prefill_mma<4, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
-    case 256: return launch_prefill_mma<8, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, stream);
+    case 64: return launch_prefill_mma<2, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, shared_limit, stream);
+    case 128: return launch_prefill_mma<4, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, shared_limit, stream);
+    case 256: return launch_prefill_mma<8, kType>(q, k, v, pos, n, n_head, n_head_kv, scale, out, shared_limit, stream);
     default: return cudaErrorNotSupported;
   }
 }
@@ -345,14 +341,14 @@ cudaError_t prefill_mma_for_head_dim(const float* q, const void* k, const void* 
 cudaError_t attend_prefill_mma(const float* q, KvType type, const void* k, const void* v, const int32_t* pos, int n,
                                int n_head, int n_head_kv, int head_dim, float scale, float* out, cudaStream_t stream) {
   if (n_head_kv <= 0 || n_head % n_head_kv != 0 || kRows % (n_head / n_head_kv) != 0) return cudaErrorNotSupported;
-  int device = 0, major = 0;
+  if (device_compute_major() < 8) return cudaErrorNotSupported;
+  int device = 0, shared_limit = 0;
   cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (e != cudaSuccess) return e;
-  if (major < 8) return cudaErrorNotSupported;
   return with_kv_type(type, [&](auto t) {
     return prefill_mma_for_head_dim<decltype(t)::value>(q, k, v, pos, n, n_head, n_head_kv, head_dim, scale, out,
-                                                        stream);
+                                                        size_t(shared_limit), stream);
   });
 }
 

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "ops/cpu/vec_dot.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/launch.cuh"
 
 namespace moe::cuda {
 
@@ -20,12 +21,7 @@ bool has_gemm(GgmlType type, int64_t cols) {
   }
 }
 
-bool device_has_gemm() {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-  return major >= 8;
-}
+bool device_has_gemm() { return device_compute_major() >= 8; }
 
 namespace {
 

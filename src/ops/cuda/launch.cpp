@@ -2,17 +2,17 @@
 
 namespace moe::cuda {
 
-bool device_has_pdl() {
+int device_compute_major() {
   constexpr int kMaxDevices = 64;
-  thread_local int known[kMaxDevices] = {};  // 0: not asked yet, 1: no, 2: yes
+  thread_local int known[kMaxDevices] = {};  // the major version + 1; 0: not asked yet
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
   if (known[device] == 0) {
     int major = 0;
     const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess;
-    known[device] = ok && major >= 9 ? 2 : 1;
+    known[device] = (ok ? major : 0) + 1;
   }
-  return known[device] == 2;
+  return known[device] - 1;
 }
 
 }  // namespace moe::cuda

@@ -30,8 +30,12 @@ __device__ __forceinline__ void allow_next_kernel() {
 #endif
 }
 
+// The current device's compute capability major version (0 where it cannot be read), asked
+// once per device and thread: kernels choose their instructions by it on every launch.
+int device_compute_major();
+
 // Whether the current device takes programmatic launches (compute capability 9.0 or later).
-bool device_has_pdl();
+inline bool device_has_pdl() { return device_compute_major() >= 9; }
 
 // kernel<<<grid, block, shared_bytes, stream>>>(args...), programmatic where the device has it.
 template <typename... Params, typename... Args>
