@@ -70,22 +70,47 @@ __device__ void l2_normalize(float (&x)[kPer], int per, float eps) {
   for (int i = 0; i < kPer; ++i) x[i] *= inv;
 }
 
-// One warp per state row (value head h, value j); lane l holds columns l, l + 32, ...
+// The state row a warp keeps for all the tokens of a call (value head h, value j; lane l holds
+// columns l, l + 32, ...) and where its inputs are: key head kh, r value heads a key head.
+struct StateRow {
+  int row, h, j, r, kh, key_dim, per;
+  __device__ explicit StateRow(const DeltaRuleBatch& b)
+      : row(blockIdx.x * kRowsPerBlock + threadIdx.y),
+        h(row / b.d_v),
+        j(row % b.d_v),
+        r(b.n_v_heads / b.n_k_heads),
+        kh(h / r),
+        key_dim(b.n_k_heads * b.d_k),
+        per(b.d_k / 32) {}
+  __device__ bool live(const DeltaRuleBatch& b) const { return row < b.n_v_heads * b.d_v; }
+  template <int kPer>
+  __device__ void load(const DeltaRuleBatch& b, float (&s)[kPer]) const {
+    const float* at = b.state + int64_t(row) * b.d_k + threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) s[i] = i < per ? at[32 * i] : 0.0f;
+  }
+  template <int kPer>
+  __device__ void store(const DeltaRuleBatch& b, const float (&s)[kPer]) const {
+    float* at = b.state + int64_t(row) * b.d_k + threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (i < per) at[32 * i] = s[i];
+    }
+  }
+};
+
+// One warp per state row, each token's inputs prepared on the fly (decode: one launch).
 template <int kPer>
 __global__ void delta_rule_kernel(DeltaRuleBatch b) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int row = blockIdx.x * kRowsPerBlock + threadIdx.y, lane = threadIdx.x;
-  if (row >= b.n_v_heads * b.d_v) return;
-  const int h = row / b.d_v, j = row % b.d_v;
-  const int r = b.n_v_heads / b.n_k_heads, kh = h / r, key_dim = b.n_k_heads * b.d_k;
-  const int per = b.d_k / 32;
+  const StateRow w(b);
+  if (!w.live(b)) return;
+  const int lane = threadIdx.x, row = w.row, h = w.h, j = w.j, r = w.r, kh = w.kh, key_dim = w.key_dim, per = w.per;
   const float q_scale = 1.0f / sqrtf(float(b.d_k));
   const float a = b.a[h], dt_bias = b.dt_bias[h];
-  float* srow = b.state + int64_t(row) * b.d_k;
   float s[kPer];
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) s[i] = i < per ? srow[lane + 32 * i] : 0.0f;
+  w.load(b, s);
 
   for (int t = 0; t < b.n; ++t) {
     const float* x = b.qkv + int64_t(t) * b.qkv_stride;
@@ -122,14 +147,11 @@ __global__ void delta_rule_kernel(DeltaRuleBatch b) {
     o = warp_sum(o);
     if (lane == 0) b.out[int64_t(t) * b.n_v_heads * b.d_v + row] = o;
   }
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) {
-    if (i < per) srow[lane + 32 * i] = s[i];
-  }
+  w.store(b, s);
 }
 
-// Several tokens: their inputs prepared first, in parallel and in place (delta_rule_prefill
-// below then runs the recurrence alone): warp w of the grid L2-norms the q or k vector of one
+// Several tokens: their inputs prepared first, in parallel and in place
+// (delta_rule_prepared_kernel below then runs the recurrence alone): warp w of the grid L2-norms the q or k vector of one
 // (token, key head) (q also scaled), with the arithmetic of delta_rule_kernel; thread i
 // turns one (token, value head)'s b and a_in into beta and the decay exp(g).
 template <int kPer>
@@ -163,7 +185,7 @@ __global__ void delta_prepare_kernel(DeltaRuleBatch b) {
   }
 }
 
-// The recurrence over prepared inputs, one warp per state row as delta_rule_kernel. A token's
+// The recurrence over prepared inputs, one warp per state row. A token's
 // output needs S_new q = decay (S q) + delta (k . q), so the three sums S k, S q and k . q of
 // the old state are one reduction (their shuffles interleaved), not two in a row; the next
 // token's inputs are loaded while this one's are used.
@@ -171,14 +193,11 @@ template <int kPer>
 __global__ void delta_rule_prepared_kernel(DeltaRuleBatch b) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int row = blockIdx.x * kRowsPerBlock + threadIdx.y, lane = threadIdx.x;
-  if (row >= b.n_v_heads * b.d_v) return;
-  const int h = row / b.d_v, j = row % b.d_v;
-  const int r = b.n_v_heads / b.n_k_heads, kh = h / r, key_dim = b.n_k_heads * b.d_k, per = b.d_k / 32;
-  float* srow = b.state + int64_t(row) * b.d_k;
+  const StateRow w(b);
+  if (!w.live(b)) return;
+  const int lane = threadIdx.x, row = w.row, h = w.h, j = w.j, r = w.r, kh = w.kh, key_dim = w.key_dim, per = w.per;
   float s[kPer];
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) s[i] = i < per ? srow[lane + 32 * i] : 0.0f;
+  w.load(b, s);
   struct Inputs {
     float q[kPer], k[kPer], v, beta, decay;
   };
@@ -217,10 +236,7 @@ __global__ void delta_rule_prepared_kernel(DeltaRuleBatch b) {
     if (lane == 0) b.out[int64_t(t) * b.n_v_heads * b.d_v + row] = cur.decay * sq + delta * kq;
     cur = next;
   }
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) {
-    if (i < per) srow[lane + 32 * i] = s[i];
-  }
+  w.store(b, s);
 }
 
 // One warp per row: the sum of squares in double, as the CPU's rms_norm.
