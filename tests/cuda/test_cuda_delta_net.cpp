@@ -201,6 +201,72 @@ TEST(CudaDeltaNet, GatedRmsNormMatchesTheCpu) {
   }
 }
 
+// A decode step in one launch (delta_net_step) against its three launches (conv1d_silu,
+// delta_rule, quantize_gated_norm): the same bytes of activations, state and conv history,
+// step after step (the conv history and the state carry over; value heads that share a key
+// head share its conv channels).
+TEST(CudaDeltaNet, FusedDecodeStepHasTheBytesOfItsThreeLaunches) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  struct Shape {
+    int nk, nv, dk, dv, K;
+  };
+  for (const Shape sh : {Shape{16, 32, 128, 128, 4}, Shape{2, 4, 64, 64, 4}, Shape{3, 3, 256, 96, 2},
+                         Shape{1, 4, 32, 32, 8}}) {
+    SCOPED_TRACE(fmt::format("{} key heads, {} value heads, d_k {}, d_v {}, K {}", sh.nk, sh.nv, sh.dk, sh.dv, sh.K));
+    const int key_dim = sh.nk * sh.dk, vd = sh.nv * sh.dv, ch = 2 * key_dim + vd;
+    auto a = test::random_floats(rng, size_t(sh.nv));
+    for (float& v : a) v = -std::exp(v);
+    Device<float> da(a), ddt(test::random_floats(rng, size_t(sh.nv))), dconv_w(test::random_floats(rng, size_t(ch * sh.K), 0.5f)),
+        dnorm(test::random_floats(rng, size_t(sh.dv)));
+    const auto conv_state = test::random_floats(rng, size_t(ch * (sh.K - 1)));
+    const auto state = test::random_floats(rng, size_t(vd * sh.dk), 0.1f);
+    Device<float> conv_fused(conv_state), conv_parts(conv_state), state_fused(state), state_parts(state);
+    Device<unsigned> counters(std::vector<unsigned>(size_t(sh.nk), 0u));
+    Device<float> o{size_t(vd)};
+    cuda::ActivationBuffer fused_out, parts_out;
+    const auto target = fused_out.target(GgmlType::Q8_0, 1, vd);
+    for (int step = 0; step < 3; ++step) {
+      const auto mixed = test::random_floats(rng, size_t(ch)), z = test::random_floats(rng, size_t(vd), 2.0f);
+      const auto ba = test::random_floats(rng, size_t(2 * sh.nv), 2.0f);
+      Device<float> dmixed(mixed), dz(z), dba(ba), dmixed_parts(mixed), dba_parts(ba);
+      MOE_CUDA_CHECK(cuda::delta_net_step({.mixed = dmixed.get(), .z = dz.get(), .ba = dba.get(), .conv_w = dconv_w.get(),
+                                           .conv_state = conv_fused.get(), .K = sh.K, .a = da.get(), .dt_bias = ddt.get(),
+                                           .n_k_heads = sh.nk, .n_v_heads = sh.nv, .d_k = sh.dk, .d_v = sh.dv,
+                                           .eps = 1e-6f, .state = state_fused.get(), .norm_w = dnorm.get(),
+                                           .norm_eps = 1e-6f, .counters = counters.get(), .qs = target.qs,
+                                           .scales = target.scales},
+                                          nullptr));
+      MOE_CUDA_CHECK(cuda::conv1d_silu(dmixed_parts.get(), 1, ch, ch, dconv_w.get(), sh.K, conv_parts.get(), nullptr));
+      MOE_CUDA_CHECK(cuda::delta_rule({.qkv = dmixed_parts.get(), .qkv_stride = ch, .ba = dba_parts.get(),
+                                       .ba_stride = 2 * sh.nv, .a = da.get(), .dt_bias = ddt.get(), .n = 1,
+                                       .n_k_heads = sh.nk, .n_v_heads = sh.nv, .d_k = sh.dk, .d_v = sh.dv, .eps = 1e-6f,
+                                       .state = state_parts.get(), .out = o.get()},
+                                      nullptr));
+      const auto parts = parts_out.quantize_gated_norm(GgmlType::Q8_0, o.get(), dz.get(), dnorm.get(), 1e-6f, 1, vd,
+                                                       sh.dv, nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<int8_t> qa(static_cast<size_t>(vd)), qb(qa.size());
+      std::vector<float> sa(size_t(vd / 32)), sb(sa.size());
+      MOE_CUDA_CHECK(cudaMemcpy(qa.data(), target.qs, qa.size(), cudaMemcpyDeviceToHost));
+      MOE_CUDA_CHECK(cudaMemcpy(qb.data(), parts.qs, qb.size(), cudaMemcpyDeviceToHost));
+      MOE_CUDA_CHECK(cudaMemcpy(sa.data(), target.scales, sa.size() * 4, cudaMemcpyDeviceToHost));
+      MOE_CUDA_CHECK(cudaMemcpy(sb.data(), parts.scales, sb.size() * 4, cudaMemcpyDeviceToHost));
+      ASSERT_EQ(qa, qb) << "step " << step;
+      ASSERT_EQ(sa, sb) << "step " << step;
+      ASSERT_EQ(state_fused.host(), state_parts.host()) << "step " << step;
+      ASSERT_EQ(conv_fused.host(), conv_parts.host()) << "step " << step;
+      ASSERT_EQ(dmixed.host(), mixed) << "the in-projection's output is read, not written";
+      ASSERT_EQ(counters.host(), std::vector<unsigned>(size_t(sh.nk), 0u));
+    }
+  }
+  // Shapes it leaves to the three launches: nothing launched, cudaErrorNotSupported.
+  EXPECT_EQ(cuda::delta_net_step({.K = 4, .n_k_heads = 2, .n_v_heads = 4, .d_k = 128, .d_v = 256}, nullptr),
+            cudaErrorNotSupported);
+  EXPECT_EQ(cuda::delta_net_step({.K = 4, .n_k_heads = 2, .n_v_heads = 4, .d_k = 48, .d_v = 64}, nullptr),
+            cudaErrorNotSupported);
+}
+
 // The gated attention's split and gate, and the MoE combine with a shared expert.
 TEST(CudaDeltaNet, GatedAttentionAndSharedExpertOps) {
   SEED_TRACE();

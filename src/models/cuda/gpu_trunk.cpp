@@ -287,6 +287,14 @@ const DeviceActivations& GpuTrunk::gated_normed(const GpuMatrix& m, float* o, co
   return s.last = s.buffer.quantize_gated_norm(at, o, z, w.as<float>(), config_.rms_eps, n, m.cols, head_width, stream_);
 }
 
+ActivationBuffer::Target GpuTrunk::activation_target(const GpuMatrix& m, int n) {
+  const GgmlType at = vec_dot_type(m.type);
+  ActivationSlot& s = slot(at);
+  const ActivationBuffer::Target t = s.buffer.target(at, n, m.cols);
+  s.last = t.view;
+  return t;
+}
+
 const DeviceActivations& GpuTrunk::swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width) {
   const GgmlType at = vec_dot_type(m.type);
   if (at == GgmlType::F32 || width > ActivationBuffer::kMaxFusedWidth) {

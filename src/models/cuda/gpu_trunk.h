@@ -149,6 +149,9 @@ class GpuTrunk : public Model {
   // for `m`'s kernels; o is normed in place where m reads f32.
   const DeviceActivations& gated_normed(const GpuMatrix& m, float* o, const float* z, const DeviceBuffer& w, int n,
                                         int head_width);
+  // Where a fused kernel writes the quantized activations of n rows for `m`'s products: the
+  // slot's room, whose view becomes the slot's last.
+  ActivationBuffer::Target activation_target(const GpuMatrix& m, int n);
   // The quantized swiglu of rows [gate | up] (2 * width values each) for `m`'s kernels.
   const DeviceActivations& swiglu_quantized(const GpuMatrix& m, const float* gu, int rows, int64_t width);
   // Whether n rows through a matrix of this type take the GEMM (else the matvec kernels).

@@ -52,6 +52,7 @@ class Qwen3NextGpu final : public GpuTrunk {
   DeltaNetShape ds_;
   std::vector<Layer> layers_;
   DeviceBuffer conv_state_, ssm_state_;  // [delta layer][...]: conv_state_floats(), ssm_state_floats() each
+  DeviceBuffer step_counters_;            // delta_net_step()'s, one a key head (zero between launches)
   Scratch<float> in_, dn_out_;
 };
 
@@ -79,6 +80,8 @@ Qwen3NextGpu::Qwen3NextGpu(const gguf::Reader& reader, int device, HybridPlaceme
   }
   conv_state_ = DeviceBuffer(std::max<size_t>(1, size_t(n_recurrent) * ds_.conv_state_floats()) * sizeof(float));
   ssm_state_ = DeviceBuffer(std::max<size_t>(1, size_t(n_recurrent) * ds_.ssm_state_floats()) * sizeof(float));
+  step_counters_ = DeviceBuffer(size_t(std::max(1, ds_.n_k_heads)) * sizeof(unsigned));
+  MOE_CUDA_CHECK(cudaMemset(step_counters_.get(), 0, step_counters_.bytes()));
   finish_loading(reader, shape.attention, n_attention, device);
 }
 
@@ -124,13 +127,30 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
   float* ba = z + n * vd;
   project3(w.in, {&w.qkv, &w.z, &w.ba}, normed(w.qkv, x, w.norm, n, u), u, mixed);
   trace_device("attn_in", u, size_t(n) * config_.n_embd);
-  MOE_CUDA_CHECK(conv1d_silu(mixed, n, int(ch), ch, w.conv.as<float>(), ds_.conv_kernel,
-                             conv_state_.as<float>() + size_t(w.slot) * ds_.conv_state_floats(), stream_));
+  float* conv_state = conv_state_.as<float>() + size_t(w.slot) * ds_.conv_state_floats();
+  float* state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats();
+  if (n == 1 && vec_dot_type(w.out.type) == GgmlType::Q8_0) {  // decode: conv to the output's input in one launch
+    const ActivationBuffer::Target out = activation_target(w.out, 1);
+    const cudaError_t e = delta_net_step(
+        {.mixed = mixed, .z = z, .ba = ba, .conv_w = w.conv.as<float>(), .conv_state = conv_state,
+         .K = ds_.conv_kernel, .a = w.a.as<float>(), .dt_bias = w.dt_bias.as<float>(), .n_k_heads = ds_.n_k_heads,
+         .n_v_heads = ds_.n_v_heads, .d_k = ds_.d_k, .d_v = ds_.d_v, .eps = ds_.rms_eps, .state = state,
+         .norm_w = w.out_norm.as<float>(), .norm_eps = config_.rms_eps, .counters = step_counters_.as<unsigned>(),
+         .qs = out.qs, .scales = out.scales},
+        stream_);
+    if (e != cudaErrorNotSupported) {
+      MOE_CUDA_CHECK(e);
+      product(w.out, out.view, x, true);
+      trace_device("attn_out", x, size_t(n) * config_.n_embd);
+      return;
+    }
+  }
+  MOE_CUDA_CHECK(conv1d_silu(mixed, n, int(ch), ch, w.conv.as<float>(), ds_.conv_kernel, conv_state, stream_));
   float* o = dn_out_.get(size_t(n) * size_t(vd));
   MOE_CUDA_CHECK(delta_rule({.qkv = mixed, .qkv_stride = ch, .ba = ba, .ba_stride = 2 * nv, .a = w.a.as<float>(),
                               .dt_bias = w.dt_bias.as<float>(), .n = n, .n_k_heads = ds_.n_k_heads,
                               .n_v_heads = ds_.n_v_heads, .d_k = ds_.d_k, .d_v = ds_.d_v, .eps = ds_.rms_eps,
-                              .state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats(), .out = o},
+                              .state = state, .out = o},
                              stream_));
   product(w.out, gated_normed(w.out, o, z, w.out_norm, n, ds_.d_v), x, true);
   trace_device("attn_out", x, size_t(n) * config_.n_embd);

@@ -5,6 +5,8 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/delta_net.h"
+#include "ops/cuda/last_block.cuh"
+#include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/warp.cuh"
 
 namespace moe::cuda {
@@ -254,6 +256,147 @@ __global__ void gated_rms_norm_kernel(const float* o, const float* __restrict__ 
   for (int i = lane; i < width; i += 32) out[row * width + i] = x[i] * scale * w[i] * silu(z[row * width + i]);
 }
 
+// delta_net_step: a block of kStepWarps warps per value head h, warp w keeping state rows
+// w, w + 32, ... (kStepRows of them) in registers. The conv of the head's channels (key head
+// kh's q and k, its own v) goes to shared memory; the r value heads of a key head share that
+// key head's q and k channels, so the last of their blocks to arrive writes those channels'
+// conv history (the others have read it by then), each block its own v channels'.
+constexpr int kStepWarps = 32, kStepRows = 4, kMaxStepDim = 32 * kStepRows;
+
+template <int kPer>
+__global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNetStep p) {
+  __shared__ float q[kMaxStateDim], k[kMaxStateDim], v[kMaxStepDim], o[kMaxStepDim];
+  const int h = blockIdx.x, lane = threadIdx.x, warp = threadIdx.y, tid = 32 * warp + lane;
+  const int r = p.n_v_heads / p.n_k_heads, kh = h / r, key_dim = p.n_k_heads * p.d_k, per = p.d_k / 32;
+  const int K = p.K, n_ch = 2 * p.d_k + p.d_v;
+  // This thread's channel: q, k of key head kh, then v of head h.
+  const int c = tid < p.d_k       ? kh * p.d_k + tid
+                : tid < 2 * p.d_k ? key_dim + kh * p.d_k + (tid - p.d_k)
+                                  : 2 * key_dim + h * p.d_v + (tid - 2 * p.d_k);
+  // Loaded while the previous launch runs (it does not write them): the state rows, the conv
+  // history and taps.
+  float s[kStepRows][kPer];
+#pragma unroll
+  for (int rr = 0; rr < kStepRows; ++rr) {
+    const int j = warp + 32 * rr;
+    const float* at = p.state + (int64_t(h) * p.d_v + j) * p.d_k + lane;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) s[rr][i] = j < p.d_v && i < per ? at[32 * i] : 0.0f;
+  }
+  float hist[kMaxConvKernel], taps[kMaxConvKernel];
+  if (tid < n_ch) {
+#pragma unroll
+    for (int i = 0; i < kMaxConvKernel; ++i) {
+      if (i < K - 1) hist[i] = p.conv_state[int64_t(c) * (K - 1) + i];
+      if (i < K) taps[i] = p.conv_w[int64_t(c) * K + i];
+    }
+  }
+  wait_for_previous_kernels();
+  allow_next_kernel();
+
+  // The conv (conv1d_silu's arithmetic, taps oldest first); the history moves on by one.
+  if (tid < n_ch) {
+    const float x = p.mixed[c];
+    float y = 0.0f;
+#pragma unroll
+    for (int tap = 0; tap < kMaxConvKernel - 1; ++tap) {
+      if (tap < K - 1) y = __fadd_rn(y, __fmul_rn(taps[tap], hist[tap]));
+    }
+#pragma unroll
+    for (int tap = 1; tap < kMaxConvKernel; ++tap) {
+      if (tap == K - 1) y = __fadd_rn(y, __fmul_rn(taps[tap], x));
+    }
+    const float out = silu(y);
+    if (tid < p.d_k) {
+      q[tid] = out;
+    } else if (tid < 2 * p.d_k) {
+      k[tid - p.d_k] = out;
+    } else {
+      v[tid - 2 * p.d_k] = out;
+    }
+#pragma unroll
+    for (int i = 0; i + 1 < kMaxConvKernel - 1; ++i) {
+      if (i + 1 < K - 1) hist[i] = hist[i + 1];
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxConvKernel - 1; ++i) {
+      if (i == K - 2) hist[i] = x;
+    }
+  }
+  auto store_history = [&] {
+#pragma unroll
+    for (int i = 0; i < kMaxConvKernel - 1; ++i) {
+      if (i < K - 1) p.conv_state[int64_t(c) * (K - 1) + i] = hist[i];
+    }
+  };
+  if (tid >= 2 * p.d_k && tid < n_ch) store_history();
+  if (r == 1 || last_to_arrive(p.counters + kh, unsigned(r))) {
+    if (tid < 2 * p.d_k) store_history();
+  }
+  __syncthreads();  // q, k, v in shared memory
+
+  // Warp 0 L2-norms (and scales) q, warp 1 k: delta_rule_kernel's arithmetic.
+  if (warp < 2) {
+    float* x = warp == 0 ? q : k;
+    float t[kPer];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) t[i] = i < per ? x[lane + 32 * i] : 0.0f;
+    l2_normalize(t, per, p.eps);
+    const float q_scale = 1.0f / sqrtf(float(p.d_k));
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (warp == 0) t[i] *= q_scale;
+      if (i < per) x[lane + 32 * i] = t[i];
+    }
+  }
+  const float* gates = p.ba + kh * 2 * r;
+  const float beta = sigmoid(gates[h % r]);
+  const float decay = expf(p.a[h] * softplus(gates[r + h % r] + p.dt_bias[h]));
+  __syncthreads();
+
+  float qr[kPer], kr[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) qr[i] = i < per ? q[lane + 32 * i] : 0.0f, kr[i] = i < per ? k[lane + 32 * i] : 0.0f;
+#pragma unroll
+  for (int rr = 0; rr < kStepRows; ++rr) {
+    const int j = warp + 32 * rr;
+    if (j >= p.d_v) break;
+    float sk = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      s[rr][i] *= decay;
+      sk += s[rr][i] * kr[i];
+    }
+    const float delta = beta * (v[j] - warp_sum(sk));
+    float out = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      s[rr][i] += kr[i] * delta;
+      out += s[rr][i] * qr[i];
+    }
+    out = warp_sum(out);
+    if (lane == 0) o[j] = out;
+    float* at = p.state + (int64_t(h) * p.d_v + j) * p.d_k + lane;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (i < per) at[32 * i] = s[rr][i];
+    }
+  }
+  __syncthreads();  // the head's output in shared memory
+
+  // The gated RMSNorm (gated_norm_quantize_kernel's arithmetic), warp w quantizing values
+  // 32 w .. 32 w + 31 of the head as one Q8_0 block.
+  if (warp < p.d_v / 32) {
+    double sum = 0;
+    for (int i = lane; i < p.d_v; i += 32) sum += double(o[i]) * o[i];
+    const float scale = float(1.0 / sqrt(warp_sum(sum) / double(p.d_v) + p.norm_eps));
+    const int i = 32 * warp + lane;
+    const float normed = o[i] * scale * p.norm_w[i] * silu(p.z[h * p.d_v + i]);
+    const int64_t at = int64_t(h) * p.d_v + 32 * warp;
+    quantize_lanes_q8_0(normed, p.qs + at, p.scales + at / 32);
+  }
+}
+
 }  // namespace
 
 cudaError_t conv1d_silu(float* x, int n, int channels, int64_t x_stride, const float* w, int K, float* state,
@@ -289,6 +432,20 @@ cudaError_t delta_rule(const DeltaRuleBatch& b, cudaStream_t stream) {
   } else {
     launch(delta_prepare_kernel<8>, prepare_blocks, 256, 0, stream, b);
     launch(delta_rule_prepared_kernel<8>, grid, block, 0, stream, b);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t delta_net_step(const DeltaNetStep& s, cudaStream_t stream) {
+  if (s.d_k % 32 != 0 || s.d_k > kMaxStateDim || s.d_v % 32 != 0 || s.d_v > kMaxStepDim || s.K < 2 ||
+      s.K > kMaxConvKernel || s.n_k_heads <= 0 || s.n_v_heads % s.n_k_heads != 0 || !s.counters) {
+    return cudaErrorNotSupported;
+  }
+  const dim3 block(32, kStepWarps);
+  if (s.d_k <= 128) {
+    launch(delta_net_step_kernel<4>, unsigned(s.n_v_heads), block, 0, stream, s);
+  } else {
+    launch(delta_net_step_kernel<8>, unsigned(s.n_v_heads), block, 0, stream, s);
   }
   return cudaGetLastError();
 }

@@ -36,6 +36,35 @@ struct DeltaRuleBatch {
 };
 cudaError_t delta_rule(const DeltaRuleBatch& b, cudaStream_t stream);
 
+// One decode step (one token) of a delta-net in one launch, from the in-projection's output to
+// the output projection's input: conv1d_silu of the token's channels, the delta rule, then per
+// value head the gated RMSNorm (gated_rms_norm) quantized to Q8_0: the bits of conv1d_silu,
+// delta_rule and ActivationBuffer::quantize_gated_norm(Q8_0) one after the other, without the
+// launches and the round trips through memory between them. A block per value head.
+// The state and the conv history are read before the kernel waits for the previous launch
+// (launch.cuh): that launch must not write them (in the engine it is the in-projection).
+// cudaErrorNotSupported, with nothing launched, for shapes it does not cover (d_k or d_v not a
+// multiple of 32, d_k over 256, d_v over 128): run the three instead.
+struct DeltaNetStep {
+  const float* mixed = nullptr;   // [channels]: q heads | k heads | v heads (the in-projection's; not changed)
+  const float* z = nullptr;       // [n_v * d_v]
+  const float* ba = nullptr;      // [2 n_v], as DeltaRuleBatch's
+  const float* conv_w = nullptr;  // [channels][K]
+  float* conv_state = nullptr;    // [channels][K - 1]
+  int K = 0;
+  const float* a = nullptr;        // [n_v]
+  const float* dt_bias = nullptr;  // [n_v]
+  int n_k_heads = 0, n_v_heads = 0, d_k = 0, d_v = 0;
+  float eps = 1e-6f;               // the L2 norms' floor
+  float* state = nullptr;          // [n_v][d_v][d_k]
+  const float* norm_w = nullptr;   // [d_v]: the gated RMSNorm's weights (shared by the heads)
+  float norm_eps = 1e-6f;
+  unsigned* counters = nullptr;    // [n_k_heads] device counters, zero (and left zero)
+  int8_t* qs = nullptr;            // the Q8_0 activations of the output [n_v * d_v]
+  float* scales = nullptr;
+};
+cudaError_t delta_net_step(const DeltaNetStep& s, cudaStream_t stream);
+
 // out[r] = rms_norm(o[r], w) * silu(z[r]) for `rows` rows of `width` values (one row a value
 // head of a token; w is shared by all heads). out may alias o.
 cudaError_t gated_rms_norm(const float* o, const float* z, const float* w, float eps, int64_t rows, int width,

@@ -53,12 +53,20 @@ void check_operands(GgmlType type, size_t row_stride, const DeviceActivations& x
   }
 }
 
+// F32 weights are read 16 bytes at a time.
+void check_alignment(GgmlType type, const void* w, size_t row_stride, size_t expert_stride = 0) {
+  if (type == GgmlType::F32 && (reinterpret_cast<uintptr_t>(w) % 16 != 0 || row_stride % 16 != 0 || expert_stride % 16 != 0)) {
+    fail("matvec: f32 weights at {} with rows {} bytes apart: rows must start 16-byte aligned", w, row_stride);
+  }
+}
+
 }  // namespace
 
 void matvec(GgmlType type, const void* w, size_t row_stride, int64_t rows, const DeviceActivations& x, float* y,
             cudaStream_t stream, bool accumulate, GpuLayout layout) {
   check_shape(type, rows, x.cols, x.n_tok);
   check_operands(type, row_stride, x, layout);
+  check_alignment(type, w, row_stride);
   if (rows == 0) return;
   MOE_CUDA_CHECK(launch_matvec(type, layout, w, row_stride, rows, x, y, accumulate, stream));
 }
@@ -79,6 +87,7 @@ void matvec_experts(GgmlType type, const void* w, size_t expert_stride, size_t r
                     GpuLayout layout, int64_t y_stride) {
   check_shape(type, rows, x.cols, 1);
   check_operands(type, row_stride, x, layout);
+  check_alignment(type, w, row_stride, expert_stride);
   if (x_row_div < 1) fail("matvec_experts: x_row_div {} (at least 1)", x_row_div);
   if (y_stride == 0) y_stride = rows;
   if (y_stride < rows) fail("matvec_experts: output rows {} apart, shorter than {} values", y_stride, rows);
@@ -92,6 +101,7 @@ void matvec_route(GgmlType type, const void* w, size_t row_stride, int64_t rows,
                   const RouteTarget& route, cudaStream_t stream, GpuLayout layout) {
   check_shape(type, rows, x.cols, x.n_tok);
   check_operands(type, row_stride, x, layout);
+  check_alignment(type, w, row_stride);
   const int width = route.k + (route.shared_expert >= 0 ? 1 : 0);
   if (x.n_tok != 1 || route.n_expert < 1 || route.n_expert > 512 || route.k < 1 || route.k > route.n_expert ||
       width > 32 || rows < route.n_expert + (route.shared_expert >= 0 ? 1 : 0) || route.counter == nullptr) {

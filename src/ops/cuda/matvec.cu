@@ -179,11 +179,11 @@ struct FloatWeights {
   }
 };
 
-struct F32 {
+struct F32 {  // two 16-byte loads: rows of f32 weights start 32-byte aligned (cols % 8 == 0)
   __device__ static void decode8(const uint8_t* row, int c, float (&v)[8]) {
-    const auto* p = reinterpret_cast<const float*>(row) + 8 * c;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = p[i];
+    const auto* p = reinterpret_cast<const float4*>(row) + 2 * c;
+    const float4 a = __ldg(p), b = __ldg(p + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
   }
 };
 
@@ -207,7 +207,7 @@ struct BF16 {
 // the whole grid wrote (kRoute; one launch instead of two). Every thread of the block calls it.
 __device__ void route_if_last(const float* logits, int n_tok, int64_t stride, const RouteTarget& r) {
   if (!last_to_arrive(r.counter, gridDim.x)) return;
-  for (int t = threadIdx.y; t < n_tok; t += blockDim.y) route_token<16>(logits + t * stride, r, t);
+  for (int t = threadIdx.y; t < n_tok; t += blockDim.y) route_token_any(logits + t * stride, r, t);
 }
 
 // kSplit warps per row (1, 2 or 4), each over every kSplit-th stretch of 32 tasks: a matrix of

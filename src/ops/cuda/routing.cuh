@@ -10,61 +10,103 @@
 
 namespace moe::cuda {
 
+// The warp's largest / smallest of one unsigned a lane (one instruction from sm_80 on).
+__device__ __forceinline__ unsigned warp_max_u32(unsigned v) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = 16; off > 0; off /= 2) v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  return v;
+#endif
+}
+__device__ __forceinline__ unsigned warp_min_u32(unsigned v) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_min_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = 16; off > 0; off /= 2) v = min(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  return v;
+#endif
+}
+
 // Lane l holds experts l, l + 32, ... (kPerLane of them: the loops are unrolled). The logits
 // are read through L2 (ld.cg): in the fused product other blocks wrote them in this launch.
+// The routing is a chain of dependent steps run by one warp while the rest of the GPU waits,
+// so each step is kept short: every logit load is issued before the first is used (one memory
+// latency, not one a logit), and each rank's pick is two warp reductions.
 template <int kPerLane>
 __device__ inline void route_token(const float* l, const RouteTarget& r, int t) {
   const int lane = threadIdx.x, n_expert = r.n_expert, k = r.k;
+  const bool gate_lane = r.shared_expert >= 0 && lane == k;  // its gate logit follows the experts'
+  const float gate_logit = gate_lane ? __ldcg(l + n_expert) : 0.0f;
+  // Experts past n_expert read the last logit again (it cannot change the max) and are left
+  // out after that.
+  float p[kPerLane];
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) p[j] = __ldcg(l + min(lane + 32 * j, n_expert - 1));
   float max = -FLT_MAX;
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int e = lane + 32 * j;
-    if (e < n_expert) max = fmaxf(max, __ldcg(l + e));
-  }
+  for (int j = 0; j < kPerLane; ++j) max = fmaxf(max, p[j]);
   max = warp_max(max);
-  float p[kPerLane];
   double sum = 0;
 #pragma unroll
   for (int j = 0; j < kPerLane; ++j) {
-    const int e = lane + 32 * j;
-    p[j] = e < n_expert ? expf(__ldcg(l + e) - max) : 0.0f;
+    p[j] = lane + 32 * j < n_expert ? expf(p[j] - max) : 0.0f;
     sum += p[j];
   }
   sum = warp_sum(sum);
+  // Each probability as an ordered key: its bits + 1 (probabilities are >= 0, so their bits
+  // order as they do), 0 for an expert taken or past the end.
+  unsigned key[kPerLane];
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) p[j] = lane + 32 * j < n_expert ? float(p[j] / sum) : -1.0f;
+  for (int j = 0; j < kPerLane; ++j) key[j] = lane + 32 * j < n_expert ? __float_as_uint(float(p[j] / sum)) + 1 : 0;
+  // The lane's best: highest key, the lower id (lower j) on ties.
+  unsigned best = 0;
+  int best_j = 0;
+  auto find_best = [&] {
+    best = 0, best_j = 0;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      if (key[j] > best) best = key[j], best_j = j;
+    }
+  };
+  find_best();
 
   double selected = 0;
   float chosen_p = 0;  // lane r keeps rank r's probability
   int chosen_e = 0;
   for (int rank = 0; rank < k; ++rank) {
-    // This lane's best candidate, then the warp's: highest probability, lower id on ties.
-    float best = -1.0f;
-    int best_e = n_expert;
+    // The warp's best: highest probability, the lowest id among the lanes that hold it.
+    const unsigned top = warp_max_u32(best);
+    const int e = int(warp_min_u32(best == top ? unsigned(lane + 32 * best_j) : ~0u));
+    if (lane == e % 32) {  // its lane takes it out (a constant index keeps key in registers)
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      if (p[j] > best) best = p[j], best_e = lane + 32 * j;
+      for (int j = 0; j < kPerLane; ++j) {
+        if (j == best_j) key[j] = 0;
+      }
+      find_best();
     }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-      const float b = __shfl_xor_sync(0xFFFFFFFFu, best, off);
-      const int be = __shfl_xor_sync(0xFFFFFFFFu, best_e, off);
-      if (b > best || (b == best && be < best_e)) best = b, best_e = be;
-    }
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {  // taken (a constant index keeps p in registers)
-      if (lane + 32 * j == best_e) p[j] = -1.0f;
-    }
-    selected += best;
-    if (lane == rank) chosen_p = best, chosen_e = best_e;
+    const float prob = __uint_as_float(top - 1);
+    selected += prob;
+    if (lane == rank) chosen_p = prob, chosen_e = e;
   }
   const int width = r.shared_expert >= 0 ? k + 1 : k;
   if (lane < k) {
     r.experts[int64_t(t) * width + lane] = chosen_e;
     r.weights[int64_t(t) * width + lane] = r.renormalize ? float(chosen_p / selected) : chosen_p;
-  } else if (lane == k && r.shared_expert >= 0) {  // its gate logit follows the experts' logits
+  } else if (gate_lane) {
     r.experts[int64_t(t) * width + k] = r.shared_expert;
-    r.weights[int64_t(t) * width + k] = sigmoid(__ldcg(l + n_expert));
+    r.weights[int64_t(t) * width + k] = sigmoid(gate_logit);
+  }
+}
+
+// route_token with the fewest experts a lane that hold n_expert (at most 512).
+__device__ inline void route_token_any(const float* l, const RouteTarget& r, int t) {
+  if (r.n_expert <= 128) {
+    route_token<4>(l, r, t);
+  } else if (r.n_expert <= 256) {
+    route_token<8>(l, r, t);
+  } else {
+    route_token<16>(l, r, t);
   }
 }
 

@@ -1,0 +1,152 @@
+// The decode step's small launches, each timed as the step runs it: 200 launches of one op
+// captured in a CUDA graph (programmatic dependent launch between them, as in the engine's
+// decode graph), replayed; microseconds a launch, the median of the replays. Qwen3-Next-80B's
+// shapes (2048 embedding, 512 experts of which 10 routed plus the shared one, delta-net heads
+// of 128 values, 4096 wide). These ops move kilobytes: their time is latency, which is what
+// this measures (a decode layer runs ten of them in a chain). Prints one JSON object.
+//   bench_cuda_decode_ops [--reps N]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ops/cuda/activations.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_buffer.h"
+#include "ops/cuda/matvec.h"
+#include "ops/cuda/ops.h"
+
+namespace moe {
+namespace {
+
+constexpr int kLaunches = 200;
+constexpr int64_t kEmbd = 2048, kExperts = 512, kUsed = 10, kDeltaWidth = 4096, kHead = 128;
+
+cuda::DeviceBuffer random_floats(size_t n, float scale, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> host(n);
+  for (auto& v : host) v = dist(rng);
+  cuda::DeviceBuffer d(n * sizeof(float));
+  MOE_CUDA_CHECK(cudaMemcpy(d.get(), host.data(), d.bytes(), cudaMemcpyHostToDevice));
+  return d;
+}
+
+// Median microseconds a launch of enqueue(i) over kLaunches launches in one graph.
+template <typename Enqueue>
+double us_per_launch(cudaStream_t stream, int reps, Enqueue&& enqueue) {
+  cudaGraph_t graph = nullptr;
+  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < kLaunches; ++i) enqueue(i);
+  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  MOE_CUDA_CHECK(cudaEventCreate(&start));
+  MOE_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> us;
+  for (int r = 0; r < reps + 2; ++r) {  // two warm-ups
+    MOE_CUDA_CHECK(cudaEventRecord(start, stream));
+    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    MOE_CUDA_CHECK(cudaEventRecord(stop, stream));
+    MOE_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (r >= 2) us.push_back(ms * 1e3 / kLaunches);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+int run(int reps) {
+  cudaStream_t stream;
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::mt19937 rng(7);
+  const auto x = random_floats(kDeltaWidth, 1.0f, rng), z = random_floats(kDeltaWidth, 1.0f, rng);
+  const auto norm_w = random_floats(kDeltaWidth, 1.0f, rng);
+  const auto expert_rows = random_floats((kUsed + 1) * kEmbd, 0.1f, rng);
+  const auto expert_weights = random_floats(kUsed + 1, 0.3f, rng);
+  cuda::DeviceBuffer out(kDeltaWidth * sizeof(float)), residual(kEmbd * sizeof(float));
+  MOE_CUDA_CHECK(cudaMemset(residual.get(), 0, residual.bytes()));
+  // The router (512 experts and the shared expert's gate as row 513, f32) in copies filling
+  // 64 MiB, beyond the L2 cache: each launch reads its weights from HBM, as a decode step does.
+  const int64_t router_rows = kExperts + 1;
+  const size_t router_bytes = size_t(router_rows) * kEmbd * sizeof(float);
+  const size_t copies = (size_t(64) << 20) / router_bytes;
+  const auto router = random_floats(router_bytes / 4 * copies, 0.02f, rng);
+  cuda::DeviceBuffer logits(router_rows * sizeof(float)), experts((kUsed + 1) * 4), weights((kUsed + 1) * 4),
+      counter(4);
+  MOE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+  cuda::ActivationBuffer activations;
+  const cuda::DeviceActivations fx{.type = GgmlType::F32, .cols = kEmbd, .n_tok = 1, .f32 = x.as<float>()};
+  const auto target = activations.target(GgmlType::Q8_0, 1, kDeltaWidth);
+
+  std::vector<std::pair<std::string, double>> results;
+  auto time = [&](const char* name, auto enqueue) { results.emplace_back(name, us_per_launch(stream, reps, enqueue)); };
+  time("rms_norm_2048", [&](int) {
+    MOE_CUDA_CHECK(cuda::rms_norm(x.as<float>(), norm_w.as<float>(), 1e-6f, 1, int(kEmbd), out.as<float>(), stream));
+  });
+  time("norm_quantize_2048", [&](int) {
+    MOE_CUDA_CHECK(cuda::launch_norm_quantize(x.as<float>(), norm_w.as<float>(), 1e-6f, 1, kEmbd, out.as<float>(),
+                                              false, target.qs, target.scales, target.sums, stream));
+  });
+  time("combine_norm_quantize_2048_k11", [&](int) {
+    const cuda::CombineRows c{.rows = expert_rows.as<float>(), .weights = expert_weights.as<float>(), .k = kUsed + 1};
+    MOE_CUDA_CHECK(cuda::launch_combine_norm_quantize(c, residual.as<float>(), norm_w.as<float>(), 1e-6f, 1, kEmbd,
+                                                      out.as<float>(), false, target.qs, target.scales, target.sums,
+                                                      stream));
+  });
+  time("gated_norm_quantize_4096_h128", [&](int) {
+    MOE_CUDA_CHECK(cuda::launch_gated_norm_quantize(x.as<float>(), z.as<float>(), norm_w.as<float>(), 1e-6f, 1,
+                                                    kDeltaWidth, int(kHead), false, target.qs, target.scales,
+                                                    target.sums, stream));
+  });
+  time("router_route_513x2048_f32", [&](int i) {
+    const cuda::RouteTarget route{.n_expert = int(kExperts), .k = int(kUsed), .renormalize = true,
+                                  .shared_expert = int(kExperts), .experts = experts.as<int32_t>(),
+                                  .weights = weights.as<float>(), .counter = counter.as<unsigned>()};
+    cuda::matvec_route(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4,
+                       router_rows, fx, logits.as<float>(), route, stream);
+  });
+  time("router_product_513x2048_f32", [&](int i) {
+    cuda::matvec(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4, router_rows,
+                 fx, logits.as<float>(), stream);
+  });
+  time("route_top_k_512", [&](int) {
+    MOE_CUDA_CHECK(cuda::route_top_k(logits.as<float>(), 1, int(kExperts), int(kUsed), true, experts.as<int32_t>(),
+                                     weights.as<float>(), stream, router_rows, int(kExperts)));
+  });
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::string body;
+  for (const auto& [name, us] : results) {
+    body += fmt::format("{}\n    \"{}\": {:.2f}", body.empty() ? "" : ",", name, us);
+  }
+  std::printf("{\n  \"launches_per_graph\": %d,\n  \"us_per_launch\": {%s\n  }\n}\n", kLaunches, body.c_str());
+  cudaStreamDestroy(stream);
+  return 0;
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  int reps = 9;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--reps") == 0) reps = std::max(1, std::atoi(argv[i + 1]));
+  }
+  try {
+    return moe::run(reps);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_decode_ops: %s\n", e.what());
+    return 1;
+  }
+}
