@@ -18,6 +18,7 @@
 
 #include "ops/cuda/activations.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/delta_net.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
@@ -125,6 +126,24 @@ int run(int reps) {
     MOE_CUDA_CHECK(cuda::route_top_k(logits.as<float>(), 1, int(kExperts), int(kUsed), true, experts.as<int32_t>(),
                                      weights.as<float>(), stream, router_rows, int(kExperts)));
   });
+  // A delta-net decode step in one launch (80B: 16 key heads, 32 value heads of 128, conv of 4).
+  {
+    const int nk = 16, nv = 32, dk = 128, dv = 128, K = 4, ch = 2 * nk * dk + nv * dv;
+    const auto mixed = random_floats(ch, 1.0f, rng), conv_w = random_floats(size_t(ch) * K, 0.5f, rng);
+    const auto conv_state = random_floats(size_t(ch) * (K - 1), 1.0f, rng);
+    const auto state = random_floats(size_t(nv) * dv * dk, 0.1f, rng), ba = random_floats(2 * nv, 1.0f, rng);
+    const auto a = random_floats(nv, 0.1f, rng), dt = random_floats(nv, 0.1f, rng);
+    cuda::DeviceBuffer counters(nk * sizeof(unsigned));
+    MOE_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+    time("delta_net_step_80b", [&](int) {
+      MOE_CUDA_CHECK(cuda::delta_net_step(
+          {.mixed = mixed.as<float>(), .z = z.as<float>(), .ba = ba.as<float>(), .conv_w = conv_w.as<float>(),
+           .conv_state = conv_state.as<float>(), .K = K, .a = a.as<float>(), .dt_bias = dt.as<float>(), .n_k_heads = nk,
+           .n_v_heads = nv, .d_k = dk, .d_v = dv, .state = state.as<float>(), .norm_w = norm_w.as<float>(),
+           .counters = counters.as<unsigned>(), .qs = target.qs, .scales = target.scales},
+          stream));
+    });
+  }
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::string body;
   for (const auto& [name, us] : results) {

@@ -39,10 +39,42 @@ constexpr int kNormWarps = 32;
 unsigned row_warps(int64_t rows) { return rows >= 32 ? 4 : kNormWarps; }
 constexpr int64_t kMaxNormWidth = 8192;  // 32 KiB of shared memory
 
+// A thread of these one-row-a-block kernels takes the pairs of values p = tid, tid + threads,
+// ... (values 2p and 2p + 1: one 8-byte load a row). The first kHeldPairs pairs' norm weights
+// are loaded before the kernel waits for the previous one (they are constants): in a decode
+// step they come from HBM, and later they would be a memory latency on the kernel's critical
+// path. kHeldPairs covers rows of 4096 values in a decode block (1024 threads).
+constexpr int kHeldPairs = 2;
+
+struct HeldWeights {
+  float2 v[kHeldPairs];
+  __device__ HeldWeights(const float* w, int64_t width, int tid, int threads) {
+#pragma unroll
+    for (int j = 0; j < kHeldPairs; ++j) {
+      const int64_t p = tid + int64_t(j) * threads;
+      v[j] = 2 * p < width ? reinterpret_cast<const float2*>(w)[p] : float2{};
+    }
+  }
+};
+
+// Calls f(pair p, weights of the pair) for this thread's pairs of a row of `width` values.
+template <typename F>
+__device__ inline void for_pairs(int64_t width, int tid, int threads, const HeldWeights& held, const float* w, F&& f) {
+#pragma unroll
+  for (int j = 0; j < kHeldPairs; ++j) {
+    const int64_t p = tid + int64_t(j) * threads;
+    if (2 * p < width) f(p, held.v[j]);
+  }
+  for (int64_t p = tid + int64_t(kHeldPairs) * threads; 2 * p < width; p += threads) {
+    f(p, reinterpret_cast<const float2*>(w)[p]);
+  }
+}
+
 // The rest of a row's RMSNorm and quantization once the row is in shared memory (`normed`)
-// and each thread holds the sum of squares of its values (i = tid, tid + threads, ...).
-__device__ void finish_norm_quantize(float* normed, double sum, int64_t row, int64_t width, const float* w, float eps,
-                                     float* out, bool k_quant, int8_t* qs, float* scales, int* sums) {
+// and each thread holds the sum of squares of its pairs (in pair order, value 2p first).
+__device__ void finish_norm_quantize(float* normed, double sum, int64_t row, int64_t width, const HeldWeights& held,
+                                     const float* w, float eps, float* out, bool k_quant, int8_t* qs, float* scales,
+                                     int* sums) {
   __shared__ double partial[kNormWarps];
   const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
   sum = warp_sum(sum);
@@ -51,10 +83,11 @@ __device__ void finish_norm_quantize(float* normed, double sum, int64_t row, int
   double total = 0;
   for (int i = 0; i < int(blockDim.y); ++i) total += partial[i];
   const float scale = float(1.0 / sqrt(total / double(width) + eps));
-  for (int64_t i = tid; i < width; i += threads) {
-    normed[i] = normed[i] * scale * w[i];
-    out[row * width + i] = normed[i];
-  }
+  for_pairs(width, tid, threads, held, w, [&](int64_t p, float2 wp) {
+    float2& v = reinterpret_cast<float2*>(normed)[p];
+    v = {v.x * scale * wp.x, v.y * scale * wp.y};
+    reinterpret_cast<float2*>(out + row * width)[p] = v;
+  });
   __syncthreads();  // each warp quantizes values other warps normed
   quantize_row(normed, row, width, k_quant, qs, scales, sums);
 }
@@ -62,41 +95,48 @@ __device__ void finish_norm_quantize(float* normed, double sum, int64_t row, int
 __global__ void __launch_bounds__(32 * kNormWarps)
     norm_quantize_kernel(const float* x, const float* __restrict__ w, float eps, int64_t width, float* out,
                          bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales, int* __restrict__ sums) {
+  __shared__ __align__(16) float normed[kMaxNormWidth];
+  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
+  const HeldWeights held(w, width, tid, threads);
   wait_for_previous_kernels();
   allow_next_kernel();
-  __shared__ float normed[kMaxNormWidth];
   const int64_t row = blockIdx.x;
-  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
-  const float* xr = x + row * width;
+  const auto* xr = reinterpret_cast<const float2*>(x + row * width);
   double sum = 0;
-  for (int64_t i = tid; i < width; i += threads) {
-    normed[i] = xr[i];
-    sum += double(normed[i]) * normed[i];
+  for (int64_t p = tid; 2 * p < width; p += threads) {
+    const float2 v = xr[p];
+    reinterpret_cast<float2*>(normed)[p] = v;
+    sum += double(v.x) * v.x;
+    sum += double(v.y) * v.y;
   }
-  finish_norm_quantize(normed, sum, row, width, w, eps, out, k_quant, qs, scales, sums);
+  finish_norm_quantize(normed, sum, row, width, held, w, eps, out, k_quant, qs, scales, sums);
 }
 
 // The MoE combine (combine_kernel in elementwise.cu, the same arithmetic: the k experts' rows
 // weighted and summed in rank order, the gated shared expert, the residual add into x), then
-// the next block's RMSNorm and quantization of the new x, one block per token row.
+// the next block's RMSNorm and quantization of the new x, one block per token row, the loads
+// of a pair's rows and weights all in flight together.
 __global__ void __launch_bounds__(32 * kNormWarps)
     combine_norm_quantize_kernel(CombineRows c, float* x, const float* __restrict__ w, float eps, int64_t width,
                                  float* out, bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales,
                                  int* __restrict__ sums) {
+  __shared__ __align__(16) float normed[kMaxNormWidth];
+  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
+  const HeldWeights held(w, width, tid, threads);
   wait_for_previous_kernels();
   allow_next_kernel();
-  __shared__ float normed[kMaxNormWidth];
   const int64_t row = blockIdx.x;
-  const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
   double sum = 0;
-  for (int64_t i = tid; i < width; i += threads) {
-    const float s = combine_value(c, row, i, width);
-    const float v = x[row * width + i] + s;
-    x[row * width + i] = v;
-    normed[i] = v;
-    sum += double(v) * v;
+  for (int64_t p = tid; 2 * p < width; p += threads) {
+    const float2 s = combine_pair(c, row, p, width);
+    float2& xv = reinterpret_cast<float2*>(x + row * width)[p];
+    const float2 v = {xv.x + s.x, xv.y + s.y};
+    xv = v;
+    reinterpret_cast<float2*>(normed)[p] = v;
+    sum += double(v.x) * v.x;
+    sum += double(v.y) * v.y;
   }
-  finish_norm_quantize(normed, sum, row, width, w, eps, out, k_quant, qs, scales, sums);
+  finish_norm_quantize(normed, sum, row, width, held, w, eps, out, k_quant, qs, scales, sums);
 }
 
 // SwiGLU of rows holding gate and up side by side (swiglu_pairs() in ops.h, the same
@@ -184,7 +224,7 @@ cudaError_t launch_quantize_q8_k(const float* x, int64_t n, int8_t* qs, float* s
 cudaError_t launch_combine_norm_quantize(const CombineRows& c, float* x, const float* w, float eps, int64_t rows,
                                          int64_t width, float* out, bool k_quant, int8_t* qs, float* scales,
                                          int* sums, cudaStream_t stream) {
-  if (width > kMaxNormWidth) return cudaErrorInvalidValue;
+  if (width > kMaxNormWidth || width % 32 != 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   launch(combine_norm_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, c, x, w, eps, width, out,
          k_quant, qs, scales, sums);
@@ -193,7 +233,7 @@ cudaError_t launch_combine_norm_quantize(const CombineRows& c, float* x, const f
 
 cudaError_t launch_norm_quantize(const float* x, const float* w, float eps, int64_t rows, int64_t width, float* out,
                                  bool k_quant, int8_t* qs, float* scales, int* sums, cudaStream_t stream) {
-  if (width > kMaxNormWidth) return cudaErrorInvalidValue;
+  if (width > kMaxNormWidth || width % 32 != 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   launch(norm_quantize_kernel, unsigned(rows), dim3(32, row_warps(rows)), 0, stream, x, w, eps, width, out, k_quant, qs,
          scales, sums);

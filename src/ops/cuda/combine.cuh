@@ -28,4 +28,32 @@ __device__ inline float combine_value(const CombineRows& c, int64_t t, int64_t i
   return s;
 }
 
+// Values 2p and 2p + 1 of token t's combine, each with combine_value's arithmetic: the rows'
+// pairs (one 8-byte load a row) and the routing weights of the first kMaxPairLoads ranks all
+// loaded together. width even.
+constexpr int kMaxPairLoads = 11;  // Qwen3-Next's 10 experts and the shared one
+
+__device__ inline float2 combine_pair(const CombineRows& c, int64_t t, int64_t p, int64_t width) {
+  const int k = c.k;
+  auto pair = [&](const float* row) { return reinterpret_cast<const float2*>(row)[p]; };
+  float2 v[kMaxPairLoads];
+  float w[kMaxPairLoads];
+#pragma unroll
+  for (int r = 0; r < kMaxPairLoads; ++r) {
+    if (r < k) v[r] = pair(c.rows + (t * k + r) * width), w[r] = c.weights[t * k + r];
+  }
+  float2 s = {0.0f, 0.0f};
+  auto add = [&](float wr, float2 vr) {
+    s.x = __fadd_rn(s.x, __fmul_rn(wr, vr.x));
+    s.y = __fadd_rn(s.y, __fmul_rn(wr, vr.y));
+  };
+#pragma unroll
+  for (int r = 0; r < kMaxPairLoads; ++r) {
+    if (r < k) add(w[r], v[r]);
+  }
+  for (int r = kMaxPairLoads; r < k; ++r) add(c.weights[t * k + r], pair(c.rows + (t * k + r) * width));
+  if (c.shared) add(sigmoid(c.shared_logit[t * c.logit_stride]), pair(c.shared + t * width));
+  return s;
+}
+
 }  // namespace moe::cuda

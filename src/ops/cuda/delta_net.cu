@@ -283,30 +283,33 @@ __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNe
 #pragma unroll
     for (int i = 0; i < kPer; ++i) s[rr][i] = j < p.d_v && i < per ? at[32 * i] : 0.0f;
   }
-  float hist[kMaxConvKernel], taps[kMaxConvKernel];
+  // (Every index below is a constant of an unrolled loop: the arrays stay in registers.)
+  float hist[kMaxConvKernel - 1], taps[kMaxConvKernel - 1], last_tap = 0.0f;
   if (tid < n_ch) {
 #pragma unroll
-    for (int i = 0; i < kMaxConvKernel; ++i) {
-      if (i < K - 1) hist[i] = p.conv_state[int64_t(c) * (K - 1) + i];
-      if (i < K) taps[i] = p.conv_w[int64_t(c) * K + i];
+    for (int i = 0; i < kMaxConvKernel - 1; ++i) {
+      if (i < K - 1) hist[i] = p.conv_state[int64_t(c) * (K - 1) + i], taps[i] = p.conv_w[int64_t(c) * K + i];
     }
+    last_tap = p.conv_w[int64_t(c) * K + K - 1];
   }
+  // Warp w < d_v / 32 norms and quantizes values 32 w .. 32 w + 31 of the head at the end.
+  const bool norms = warp < p.d_v / 32;
+  const int ni = 32 * warp + lane;
+  const float norm_w = norms ? p.norm_w[ni] : 0.0f;
   wait_for_previous_kernels();
   allow_next_kernel();
+  const float gate = norms ? silu(p.z[h * p.d_v + ni]) : 0.0f;
 
-  // The conv (conv1d_silu's arithmetic, taps oldest first); the history moves on by one.
+  // The conv (conv1d_silu's arithmetic, taps oldest first).
+  float x = 0.0f;
   if (tid < n_ch) {
-    const float x = p.mixed[c];
+    x = p.mixed[c];
     float y = 0.0f;
 #pragma unroll
     for (int tap = 0; tap < kMaxConvKernel - 1; ++tap) {
       if (tap < K - 1) y = __fadd_rn(y, __fmul_rn(taps[tap], hist[tap]));
     }
-#pragma unroll
-    for (int tap = 1; tap < kMaxConvKernel; ++tap) {
-      if (tap == K - 1) y = __fadd_rn(y, __fmul_rn(taps[tap], x));
-    }
-    const float out = silu(y);
+    const float out = silu(__fadd_rn(y, __fmul_rn(last_tap, x)));
     if (tid < p.d_k) {
       q[tid] = out;
     } else if (tid < 2 * p.d_k) {
@@ -314,24 +317,14 @@ __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNe
     } else {
       v[tid - 2 * p.d_k] = out;
     }
-#pragma unroll
-    for (int i = 0; i + 1 < kMaxConvKernel - 1; ++i) {
-      if (i + 1 < K - 1) hist[i] = hist[i + 1];
-    }
-#pragma unroll
-    for (int i = 0; i < kMaxConvKernel - 1; ++i) {
-      if (i == K - 2) hist[i] = x;
-    }
   }
-  auto store_history = [&] {
+  const bool last = r == 1 || last_to_arrive(p.counters + kh, unsigned(r));  // (r is the block's)
+  if (tid < n_ch && (tid >= 2 * p.d_k || last)) {  // the history moves on by one
 #pragma unroll
     for (int i = 0; i < kMaxConvKernel - 1; ++i) {
-      if (i < K - 1) p.conv_state[int64_t(c) * (K - 1) + i] = hist[i];
+      const bool older = i + 1 < kMaxConvKernel - 1 && i + 1 < K - 1;  // (the first test is the constant one)
+      if (i < K - 1) p.conv_state[int64_t(c) * (K - 1) + i] = older ? hist[i + 1] : x;
     }
-  };
-  if (tid >= 2 * p.d_k && tid < n_ch) store_history();
-  if (r == 1 || last_to_arrive(p.counters + kh, unsigned(r))) {
-    if (tid < 2 * p.d_k) store_history();
   }
   __syncthreads();  // q, k, v in shared memory
 
@@ -360,7 +353,7 @@ __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNe
 #pragma unroll
   for (int rr = 0; rr < kStepRows; ++rr) {
     const int j = warp + 32 * rr;
-    if (j >= p.d_v) break;
+    if (j >= p.d_v) continue;  // (not break: the loop stays unrolled, s in registers)
     float sk = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
@@ -384,14 +377,13 @@ __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNe
   }
   __syncthreads();  // the head's output in shared memory
 
-  // The gated RMSNorm (gated_norm_quantize_kernel's arithmetic), warp w quantizing values
-  // 32 w .. 32 w + 31 of the head as one Q8_0 block.
-  if (warp < p.d_v / 32) {
+  // The gated RMSNorm (gated_norm_quantize_kernel's arithmetic), each of these warps
+  // quantizing its 32 values of the head as one Q8_0 block.
+  if (norms) {
     double sum = 0;
     for (int i = lane; i < p.d_v; i += 32) sum += double(o[i]) * o[i];
     const float scale = float(1.0 / sqrt(warp_sum(sum) / double(p.d_v) + p.norm_eps));
-    const int i = 32 * warp + lane;
-    const float normed = o[i] * scale * p.norm_w[i] * silu(p.z[h * p.d_v + i]);
+    const float normed = o[ni] * scale * norm_w * gate;
     const int64_t at = int64_t(h) * p.d_v + 32 * warp;
     quantize_lanes_q8_0(normed, p.qs + at, p.scales + at / 32);
   }
