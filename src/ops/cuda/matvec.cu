@@ -258,7 +258,12 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 constexpr int32_t kZeroRow = -1;  // an expert id that makes the products write a zero row (others < 0: skip)
 
 // Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
-// w + experts[j] * expert_stride) times activation row j / x_row_div.
+// w + experts[j] * expert_stride) times activation row j / x_row_div. Each warp takes
+// kExpertRows weight rows, their loads interleaved: a decode step's gate/up products (11 experts
+// x 1024 rows for Qwen3-Next) then fit in one wave of blocks instead of ending in a part-empty
+// second, and each lane has twice the loads in flight.
+constexpr int kExpertRows = 2, kExpertBlockRows = kWarpsPerBlock * kExpertRows;
+
 template <typename Format>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     matvec_experts_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride, int64_t rows,
@@ -266,22 +271,32 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
                           float* __restrict__ y, int64_t y_stride) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (row >= rows) return;
+  const int64_t row0 = int64_t(blockIdx.x) * kExpertBlockRows + threadIdx.y * kExpertRows;
+  if (row0 >= rows) return;
   const int j = blockIdx.y;
   const int32_t e = experts[j];
   if (e < 0) {  // computed elsewhere: the hybrid's CPU (-1, a zero row here) or another launch (-2)
-    if (threadIdx.x == 0 && e == kZeroRow) y[int64_t(j) * y_stride + row] = 0.0f;
+    if (threadIdx.x < kExpertRows && row0 + threadIdx.x < rows && e == kZeroRow) {
+      y[int64_t(j) * y_stride + row0 + threadIdx.x] = 0.0f;
+    }
     return;
   }
   const DeviceActivations xj = x.rows(j / x_row_div, 1);
-  const uint8_t* wr = w + size_t(e) * expert_stride + row * row_stride;
-  float acc[1] = {0.0f};
+  const uint8_t* we = w + size_t(e) * expert_stride;
+  float acc[kExpertRows][1] = {};
   const int tasks = int(x.cols / Format::kTask);
 #pragma unroll 4
-  for (int c = threadIdx.x; c < tasks; c += 32) Format::template dot<1>(wr, c, xj, acc);
-  const float s = warp_sum(acc[0]);
-  if (threadIdx.x == 0) y[int64_t(j) * y_stride + row] = s;
+  for (int c = threadIdx.x; c < tasks; c += 32) {
+#pragma unroll
+    for (int r = 0; r < kExpertRows; ++r) {
+      if (row0 + r < rows) Format::template dot<1>(we + (row0 + r) * row_stride, c, xj, acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kExpertRows; ++r) {
+    const float sum = warp_sum(acc[r][0]);
+    if (threadIdx.x == 0 && row0 + r < rows) y[int64_t(j) * y_stride + row0 + r] = sum;
+  }
 }
 
 template <typename Format>
@@ -289,7 +304,7 @@ cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t st
                                   const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
                                   int64_t y_stride, cudaStream_t stream) {
   const dim3 block(32, kWarpsPerBlock);
-  const dim3 grid(unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(x.n_tok * x_row_div));
+  const dim3 grid(unsigned((rows + kExpertBlockRows - 1) / kExpertBlockRows), unsigned(x.n_tok * x_row_div));
   launch(matvec_experts_kernel<Format>, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride,
          rows, x, x_row_div, experts, y, y_stride);
   return cudaGetLastError();
