@@ -180,7 +180,7 @@ TEST(CudaFused, DecodeAttentionWithItsOwnRopeEqualsItsParts) {
     for (int head_dim : {64, 96, 128, 256}) {
       for (bool gated : {false, true}) {
         const int n_head = 8, n_head_kv = 2, kv_dim = n_head_kv * head_dim, n_rot = gated ? head_dim / 4 : head_dim;
-        for (const auto [position, chunks] : {std::pair{0, 1}, std::pair{1, 1}, std::pair{40, 1}, std::pair{40, 3},
+        for (const auto& [position, chunks] : {std::pair{0, 1}, std::pair{1, 1}, std::pair{40, 1}, std::pair{40, 3},
                                               std::pair{1, 3}}) {
           SCOPED_TRACE(fmt::format("cache type {}, head_dim {}, gated {}, position {}, {} chunks", int(type), head_dim,
                                    gated, position, chunks));

@@ -45,13 +45,15 @@ __global__ void repeat_rows_kernel(const float* __restrict__ x, int n, int k, in
   out[i] = x[(i / width) / k * width + i % width];
 }
 
+// A thread a pair of values (width even).
 __global__ void combine_kernel(CombineRows c, int n, int64_t width, float* __restrict__ out, bool accumulate) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (i >= int64_t(n) * width) return;
-  const float sum = combine_value(c, i / width, i % width, width);
-  out[i] = accumulate ? out[i] + sum : sum;
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x, pairs = width / 2;
+  if (i >= int64_t(n) * pairs) return;
+  const float2 sum = combine_pair(c, i / pairs, i % pairs, width);
+  float2& o = reinterpret_cast<float2*>(out)[i];
+  o = accumulate ? float2{o.x + sum.x, o.y + sum.y} : sum;
 }
 
 __global__ void split_gated_heads_kernel(const float* __restrict__ qg, int64_t rows, int head_dim, float* __restrict__ q,
@@ -97,12 +99,12 @@ cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out,
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
                             cudaStream_t stream, bool accumulate, const float* shared, const float* shared_logit,
                             int64_t logit_stride) {
-  const int64_t total = int64_t(n) * width;
-  if ((shared == nullptr) != (shared_logit == nullptr)) return cudaErrorInvalidValue;
-  if (total == 0) return cudaSuccess;
+  const int64_t pairs = int64_t(n) * width / 2;
+  if ((shared == nullptr) != (shared_logit == nullptr) || width % 2 != 0) return cudaErrorInvalidValue;
+  if (pairs == 0) return cudaSuccess;
   const CombineRows c{.rows = rows, .weights = weights, .k = k, .shared = shared, .shared_logit = shared_logit,
                       .logit_stride = logit_stride};
-  launch(combine_kernel, grid_for(total), kThreads, 0, stream, c, n, width, out, accumulate);
+  launch(combine_kernel, grid_for(pairs), kThreads, 0, stream, c, n, width, out, accumulate);
   return cudaGetLastError();
 }
 

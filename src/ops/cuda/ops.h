@@ -48,7 +48,7 @@ cudaError_t repeat_rows(const float* x, int n, int k, int64_t width, float* out,
 // `accumulate`, out[t] += that sum (the residual add fused in).
 // With `shared` (Qwen3-Next's shared expert, [n][width]), sigmoid(shared_logit[t *
 // logit_stride]) * shared[t] is added to each token's sum before it goes to out, as the CPU's
-// moe_ffn adds it.
+// moe_ffn adds it. width even (cudaErrorInvalidValue otherwise).
 cudaError_t combine_experts(const float* rows, const float* weights, int n, int k, int64_t width, float* out,
                             cudaStream_t stream, bool accumulate = false, const float* shared = nullptr,
                             const float* shared_logit = nullptr, int64_t logit_stride = 1);
