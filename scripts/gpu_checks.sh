@@ -33,7 +33,7 @@ run sanitizer_memcheck timeout 400 compute-sanitizer --tool memcheck --error-exi
 # Shared-memory hazards in the kernels that stage tiles or stretches between barriers (the
 # tensor-core attention's double-buffered tiles, the conv's stretches read before it writes).
 run sanitizer_racecheck timeout 200 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/cuda/test_cuda" \
-  --gtest_filter='CudaDeltaNet.Conv*:CudaOps.Attention*'
+  --gtest_filter='CudaDeltaNet.Conv*:CudaDeltaNet.Fused*:CudaOps.Attention*'
 # The GPU engine against the CPU engine op by op (moeserve compare): tiny synth models, f32
 # weights (float rounding only: the default threshold) and q8_0 (activations quantized on both
 # sides; a value on a rounding boundary may land one step apart: a looser threshold).
@@ -51,6 +51,9 @@ done
 rm -rf "$tiny"
 # Benchmarks (JSON on stdout, kept whole in results.json).
 run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out/logs/bench_cuda_matvec.out'"
+# The decode step's small launches (norms, routing, the fused delta-net step): microseconds each
+# in a graph, where latency, not bytes, sets their time.
+run bench_cuda_decode_ops bash -c "'$build/bench/bench_cuda_decode_ops' --reps 9 > '$out/logs/bench_cuda_decode_ops.out'"
 # The hybrid's CPU side alone on this machine's cores (a table in its log), 4 KiB and 2 MiB pages:
 # expert_sum with weight prefetch off and at the default, and a plain read of the same bytes.
 for thp in 0 1; do
@@ -117,7 +120,7 @@ for c in checks:
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
-names = ["bench_cuda_matvec", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
+names = ["bench_cuda_matvec", "bench_cuda_decode_ops", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
          "bench_next12_hybrid", "bench_moe30b_hybrid", "bench_next12_hybrid_cpu_prefill",
          "bench_moe30b_hybrid_cpu_prefill", "bench_next12_hybrid_pcie0", "bench_moe30b_hybrid_pcie0"]
 names += [f[:-4] for f in sorted(os.listdir(os.path.join(out, "logs"))) if f.startswith("compare_") and f.endswith(".out")]

@@ -255,6 +255,28 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   if constexpr (kRoute) route_if_last(y, NT, rows, route);
 }
 
+// One warp's products of kRows weight rows row0, row0 + 1, ... (those below `rows`) of matrix w
+// with one token's activations x, lane l over tasks l, l + 32, ... (kUnroll of them unrolled),
+// the rows' loads interleaved; lane 0 writes row r's sum to y[r].
+template <typename Format, int kRows, int kUnroll>
+__device__ inline void warp_rows_product(const uint8_t* w, size_t row_stride, int64_t row0, int64_t rows,
+                                         const DeviceActivations& x, float* y) {
+  float acc[kRows][1] = {};
+  const int tasks = int(x.cols / Format::kTask);
+#pragma unroll kUnroll
+  for (int c = threadIdx.x; c < tasks; c += 32) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if (row0 + r < rows) Format::template dot<1>(w + (row0 + r) * row_stride, c, x, acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const float sum = warp_sum(acc[r][0]);
+    if (threadIdx.x == 0 && row0 + r < rows) y[row0 + r] = sum;
+  }
+}
+
 constexpr int32_t kZeroRow = -1;  // an expert id that makes the products write a zero row (others < 0: skip)
 
 // Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
@@ -281,22 +303,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     }
     return;
   }
-  const DeviceActivations xj = x.rows(j / x_row_div, 1);
-  const uint8_t* we = w + size_t(e) * expert_stride;
-  float acc[kExpertRows][1] = {};
-  const int tasks = int(x.cols / Format::kTask);
-#pragma unroll 4
-  for (int c = threadIdx.x; c < tasks; c += 32) {
-#pragma unroll
-    for (int r = 0; r < kExpertRows; ++r) {
-      if (row0 + r < rows) Format::template dot<1>(we + (row0 + r) * row_stride, c, xj, acc[r]);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kExpertRows; ++r) {
-    const float sum = warp_sum(acc[r][0]);
-    if (threadIdx.x == 0 && row0 + r < rows) y[int64_t(j) * y_stride + row0 + r] = sum;
-  }
+  warp_rows_product<Format, kExpertRows, 4>(w + size_t(e) * expert_stride, row_stride, row0, rows,
+                                             x.rows(j / x_row_div, 1), y + int64_t(j) * y_stride);
 }
 
 template <typename Format>
@@ -346,20 +354,8 @@ __global__ void __launch_bounds__(32 * kSwigluWarps)
   DeviceActivations x{k_quant ? GgmlType::Q8_K : GgmlType::Q8_0, cols, 1};
   x.qs = qs, x.scales = scales, x.sums = k_quant ? sums : nullptr;
 
-  const uint8_t* we = w + size_t(e) * expert_stride;
-  float acc[kRowsPerWarp][1] = {};
-  const int tasks = int(cols / Format::kTask);
-  for (int c = threadIdx.x; c < tasks; c += 32) {
-#pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      if (row0 + r < rows) Format::template dot<1>(we + (row0 + r) * row_stride, c, x, acc[r]);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const float sum = warp_sum(acc[r][0]);
-    if (threadIdx.x == 0 && row0 + r < rows) y[int64_t(j) * rows + row0 + r] = sum;
-  }
+  warp_rows_product<Format, kRowsPerWarp, 1>(w + size_t(e) * expert_stride, row_stride, row0, rows, x,
+                                              y + int64_t(j) * rows);
 }
 
 size_t swiglu_shared_bytes(int64_t cols) { return size_t(cols) * (4 + 1) + size_t(cols / 32) * 4 + size_t(cols / 16) * 4; }
