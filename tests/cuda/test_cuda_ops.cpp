@@ -119,9 +119,14 @@ TEST(CudaOps, RoutingMatchesTheCpu) {
   for (int n_expert : {8, 128, 512}) {
     for (int k : {2, 8, 10}) {
       if (k > n_expert) continue;
-      for (bool renormalize : {true, false}) {
-        SCOPED_TRACE(fmt::format("{} experts, top {}, renormalize {}", n_expert, k, renormalize));
-        const auto logits = test::random_floats(rng, size_t(n_tok * n_expert), 2.0f);
+      for (const auto& [renormalize, ties] : {std::pair{true, false}, std::pair{false, false}, std::pair{true, true}}) {
+        SCOPED_TRACE(fmt::format("{} experts, top {}, renormalize {}, ties {}", n_expert, k, renormalize, ties));
+        // With ties: logits rounded to whole numbers, so that many experts share a probability
+        // and the lower id must come first, as on the CPU.
+        auto logits = test::random_floats(rng, size_t(n_tok * n_expert), 2.0f);
+        if (ties) {
+          for (float& v : logits) v = std::round(v);
+        }
         Device<float> dl(logits), dw(size_t(n_tok * k));
         Device<int32_t> de(size_t(n_tok * k));
         MOE_CUDA_CHECK(cuda::route_top_k(dl.get(), n_tok, n_expert, k, renormalize, de.get(), dw.get(), nullptr));
