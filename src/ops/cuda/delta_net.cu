@@ -262,6 +262,7 @@ __global__ void gated_rms_norm_kernel(const float* o, const float* __restrict__ 
 // key head's q and k channels, so the last of their blocks to arrive writes those channels'
 // conv history (the others have read it by then), each block its own v channels'.
 constexpr int kStepWarps = 32, kStepRows = 4, kMaxStepDim = 32 * kStepRows;
+static_assert(2 * kMaxStateDim + kMaxStepDim <= 32 * kStepWarps, "a thread a conv channel");
 
 template <int kPer>
 __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNetStep p) {
@@ -318,7 +319,8 @@ __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNe
       v[tid - 2 * p.d_k] = out;
     }
   }
-  const bool last = r == 1 || last_to_arrive(p.counters + kh, unsigned(r));  // (r is the block's)
+  // (r is the same for every thread of the block: all of them reach the counter.)
+  const bool last = r == 1 || last_to_arrive(p.counters + kh, unsigned(r));
   if (tid < n_ch && (tid >= 2 * p.d_k || last)) {  // the history moves on by one
 #pragma unroll
     for (int i = 0; i < kMaxConvKernel - 1; ++i) {
@@ -330,16 +332,16 @@ __global__ void __launch_bounds__(32 * kStepWarps) delta_net_step_kernel(DeltaNe
 
   // Warp 0 L2-norms (and scales) q, warp 1 k: delta_rule_kernel's arithmetic.
   if (warp < 2) {
-    float* x = warp == 0 ? q : k;
+    float* vec = warp == 0 ? q : k;
     float t[kPer];
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) t[i] = i < per ? x[lane + 32 * i] : 0.0f;
+    for (int i = 0; i < kPer; ++i) t[i] = i < per ? vec[lane + 32 * i] : 0.0f;
     l2_normalize(t, per, p.eps);
     const float q_scale = 1.0f / sqrtf(float(p.d_k));
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       if (warp == 0) t[i] *= q_scale;
-      if (i < per) x[lane + 32 * i] = t[i];
+      if (i < per) vec[lane + 32 * i] = t[i];
     }
   }
   const float* gates = p.ba + kh * 2 * r;
