@@ -10,24 +10,6 @@
 
 namespace moe::cuda {
 
-// The warp's largest / smallest of one unsigned a lane (one instruction from sm_80 on).
-__device__ __forceinline__ unsigned warp_max_u32(unsigned v) {
-#if __CUDA_ARCH__ >= 800
-  return __reduce_max_sync(0xFFFFFFFFu, v);
-#else
-  for (int off = 16; off > 0; off /= 2) v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
-  return v;
-#endif
-}
-__device__ __forceinline__ unsigned warp_min_u32(unsigned v) {
-#if __CUDA_ARCH__ >= 800
-  return __reduce_min_sync(0xFFFFFFFFu, v);
-#else
-  for (int off = 16; off > 0; off /= 2) v = min(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
-  return v;
-#endif
-}
-
 // Lane l holds experts l, l + 32, ... (kPerLane of them: the loops are unrolled). The logits
 // are read through L2 (ld.cg): in the fused product other blocks wrote them in this launch.
 // The routing is a chain of dependent steps run by one warp while the rest of the GPU waits,
@@ -76,8 +58,8 @@ __device__ inline void route_token(const float* l, const RouteTarget& r, int t) 
   int chosen_e = 0;
   for (int rank = 0; rank < k; ++rank) {
     // The warp's best: highest probability, the lowest id among the lanes that hold it.
-    const unsigned top = warp_max_u32(best);
-    const int e = int(warp_min_u32(best == top ? unsigned(lane + 32 * best_j) : ~0u));
+    const unsigned top = warp_max(best);
+    const int e = int(warp_min(best == top ? unsigned(lane + 32 * best_j) : ~0u));
     if (lane == e % 32) {  // its lane takes it out (a constant index keeps key in registers)
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {

@@ -17,6 +17,24 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// The warp's largest / smallest unsigned, in every lane (one instruction from sm_80 on).
+__device__ __forceinline__ unsigned warp_max(unsigned v) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = 16; off > 0; off /= 2) v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  return v;
+#endif
+}
+__device__ __forceinline__ unsigned warp_min(unsigned v) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_min_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = 16; off > 0; off /= 2) v = min(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  return v;
+#endif
+}
+
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
