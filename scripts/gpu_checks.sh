@@ -105,7 +105,7 @@ sys.exit(0 if used <= budget and all(0 < r['ceiling_fraction'] < 1.5 for r in tg
   bench_model moe30b 16GiB --arch qwen3moe ${MOE_BENCH_MOE:---preset 30b-a3b}
 fi
 # The CPU kernels on this machine's CPU too (another vendor's AVX-512).
-for t in core/test_core ops/test_ops gguf/test_gguf; do
+for t in core/test_core ops/test_ops engine/test_engine gguf/test_gguf; do
   [ -x "$build/tests/$t" ] && run "$(basename $t)" "$build/tests/$t" --gtest_output="json:$out/logs/$(basename $t).json"
 done
 # One summary: each check with its gtest counts where it wrote a gtest report.

@@ -120,6 +120,43 @@ TEST(VecDot, TokenGroupingIsBitExact) {
   }
 }
 
+// The tiles of rows (products in rows layout use them for every token count, decode's one
+// included) give each (row, token) the bits of the row kernel of the same format and level:
+// even and odd block counts, 1 to kGemmTileTokens tokens.
+TEST(VecDot, GemmTilesGiveTheBitsOfTheRowKernel) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  int tiles_checked = 0;
+  for (SimdLevel level : test::runnable_levels()) {
+    for (GgmlType type : test::weight_types()) {
+      const GemmTileFn tile = gemm_tile_kernel(type, level);
+      if (!tile) continue;
+      const VecDotFn dot = vec_dot_kernel(type, level);
+      const GgmlType xt = vec_dot_type(type);
+      for (const int64_t k : test::test_cols(type)) {
+        SCOPED_TRACE(std::string(simd_level_name(level)) + " " + std::string(type_name(type)) + " k " + std::to_string(k));
+        const auto w = test::random_blocks(rng, type, kGemmTileRows, k);
+        const auto x = test::quantize(xt, test::random_floats(rng, kGemmTileTokens * k), kGemmTileTokens, k);
+        const size_t ws = row_bytes(type, k), xs = row_bytes(xt, k);
+        for (int n_tok = 1; n_tok <= kGemmTileTokens; ++n_tok) {
+          float tiled[kGemmTileRows * kGemmTileTokens];
+          tile(k, w.data(), ws, x.data(), xs, n_tok, tiled);
+          for (int r = 0; r < kGemmTileRows; ++r) {
+            float rowwise[kMaxDotTokens];
+            dot(k, w.data() + r * ws, x.data(), xs, n_tok, rowwise);
+            for (int t = 0; t < n_tok; ++t) {
+              ASSERT_EQ(std::memcmp(&tiled[r * kGemmTileTokens + t], &rowwise[t], sizeof(float)), 0)
+                  << "row " << r << " token " << t << " of " << n_tok;
+            }
+          }
+        }
+        ++tiles_checked;
+      }
+    }
+  }
+  if (tiles_checked == 0) GTEST_SKIP() << "no SIMD level with tiles on this CPU";
+}
+
 TEST(VecDot, TypePairs) {
   EXPECT_EQ(vec_dot_type(GgmlType::Q4_0), GgmlType::Q8_0);
   EXPECT_EQ(vec_dot_type(GgmlType::Q8_0), GgmlType::Q8_0);

@@ -101,17 +101,20 @@ void product_rows(const WeightView& w, const ActivationView& x, int64_t r0, int6
     const int n_tok = static_cast<int>(std::min<int64_t>(kMaxDotTokens, x.n_tokens - t0));
     const std::byte* xt = x.data + static_cast<size_t>(t0) * x.row_stride;
     int64_t r = r0;
-    if (tile && n_tok > 1) {  // same numbers as `dot`, fewer instructions (decode stays on `dot`)
+    const size_t ahead = n_tok == x.n_tokens ? weight_prefetch_bytes() : 0;  // one pass over the rows
+    const size_t size = static_cast<size_t>(rows) * w.row_stride;
+    if (tile) {  // same numbers as `dot`, fewer instructions
       for (; r + kGemmTileRows <= r1; r += kGemmTileRows) {
         float out[kGemmTileRows * kGemmTileTokens];
+        if (ahead) {
+          prefetch_range(w.data, size, static_cast<size_t>(r) * w.row_stride + ahead, kGemmTileRows * w.row_stride);
+        }
         tile(w.cols, w.data + static_cast<size_t>(r) * w.row_stride, w.row_stride, xt, x.row_stride, n_tok, out);
         for (int i = 0; i < kGemmTileRows; ++i) {
           for (int t = 0; t < n_tok; ++t) y[static_cast<size_t>((t0 + t) * rows + r + i)] = out[i * kGemmTileTokens + t];
         }
       }
     }
-    const size_t ahead = n_tok == x.n_tokens ? weight_prefetch_bytes() : 0;  // one pass over the rows
-    const size_t size = static_cast<size_t>(rows) * w.row_stride;
     for (; r < r1; ++r) {
       float out[kMaxDotTokens];
       if (ahead) prefetch_range(w.data, size, static_cast<size_t>(r) * w.row_stride + ahead, w.row_stride);

@@ -41,10 +41,11 @@ bool has_vec_dot(GgmlType weight_type);
 VecDotFn vec_dot_kernel(GgmlType weight_type, SimdLevel level);
 inline VecDotFn vec_dot_kernel(GgmlType weight_type) { return vec_dot_kernel(weight_type, active_simd_level()); }
 
-// Prefill tiles: out[r * kGemmTileTokens + t] = dot(row r, token t) for kGemmTileRows weight
-// rows (w_stride bytes apart) and n_tok (1..kGemmTileTokens) activation rows, bit-identical to
-// what the VecDotFn of the same format and level computes for each pair. Only where a tile
-// pays (it shares work across rows and tokens); nullptr elsewhere.
+// Tiles: out[r * kGemmTileTokens + t] = dot(row r, token t) for kGemmTileRows weight rows
+// (w_stride bytes apart) and n_tok (1..kGemmTileTokens) activation rows, bit-identical to what
+// the VecDotFn of the same format and level computes for each pair. Only where a tile pays (it
+// shares work across rows and tokens: one token's included, whose activation blocks and scales
+// it decodes once for four rows); nullptr elsewhere.
 constexpr int kGemmTileRows = 4, kGemmTileTokens = 4;
 using GemmTileFn = void (*)(int64_t k, const std::byte* w, size_t w_stride, const std::byte* x, size_t x_stride,
                             int n_tok, float* out);
