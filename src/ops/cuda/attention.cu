@@ -59,22 +59,33 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   // of each kv head stores them.
   __shared__ float q_fresh[kMaxRopeHeadDim], k_fresh[kMaxRopeHeadDim], scratch[2][kMaxRopeHeadDim];
   __shared__ float k_kept[kMaxRopeHeadDim], v_kept[kMaxRopeHeadDim];
+  __shared__ float2 rotation[kMaxRopeHeadDim / 2];
   if (f.q) {
+    // Warps 0 and 1 norm the query and the key while warp 2 keeps the value and the others
+    // compute the rotation table (the double sine and cosine: the longest chain here), then
+    // warps 0 and 1 rotate.
+    static_assert(kSplit >= 4);
     const bool stores = h % group == 0 && chunk == 0;
     const int64_t at = int64_t(pos_t) * kv_dim + int64_t(kv_head) * head_dim;  // the head's first value
     if (warp == 0) {
-      norm_rope_head(f.q + (int64_t(t) * n_head + h) * f.q_stride, f.q_norm, f.eps, head_dim, f.n_rot, f.freq, pos_t,
-                     scratch[0], q_fresh);
+      rms_norm_head(f.q + (int64_t(t) * n_head + h) * f.q_stride, f.q_norm, f.eps, head_dim, scratch[0]);
     } else if (warp == 1) {
-      norm_rope_head(f.k + (int64_t(t) * n_head_kv + kv_head) * head_dim, f.k_norm, f.eps, head_dim, f.n_rot, f.freq,
-                     pos_t, scratch[1], k_fresh);
-      for (int i = lane; i < head_dim; i += 32) {
-        k_kept[i] = kv_keep_lanes<kType>(stores ? f.k_cache : nullptr, at + i - lane, k_fresh[i]);
-      }
+      rms_norm_head(f.k + (int64_t(t) * n_head_kv + kv_head) * head_dim, f.k_norm, f.eps, head_dim, scratch[1]);
     } else if (warp == 2) {
       for (int i = lane; i < head_dim; i += 32) {
         const float v = f.v[(int64_t(t) * n_head_kv + kv_head) * head_dim + i];
         v_kept[i] = kv_keep_lanes<kType>(stores ? f.v_cache : nullptr, at + i - lane, v);
+      }
+    } else {
+      fill_rotations(f.freq, pos_t, f.n_rot, rotation, (warp - 3) * 32 + lane, (kSplit - 3) * 32);
+    }
+    __syncthreads();
+    if (warp == 0) {
+      rotate_head(scratch[0], head_dim, f.n_rot, rotation, q_fresh);
+    } else if (warp == 1) {
+      rotate_head(scratch[1], head_dim, f.n_rot, rotation, k_fresh);
+      for (int i = lane; i < head_dim; i += 32) {
+        k_kept[i] = kv_keep_lanes<kType>(stores ? f.k_cache : nullptr, at + i - lane, k_fresh[i]);
       }
     }
     __syncthreads();

@@ -20,8 +20,8 @@ __global__ void rope_neox_kernel(float* x, const int32_t* __restrict__ pos, int 
   const int i = int(id % half);
   const int64_t head = id / half;  // token * n_head + h
   const int t = int(head / n_head);
-  const double theta = double(pos[t]) * freq[i];
-  const float c = float(cos(theta)), s = float(sin(theta));
+  const float2 rot = rope_rotation(freq, pos[t], i);
+  const float c = rot.x, s = rot.y;
   float* h = x + head * head_dim;
   const float a = h[i], b = h[i + half];
   // Rounded products, then the sum, as the CPU build computes them (no fused multiply-add).
@@ -48,7 +48,10 @@ __global__ void qk_norm_rope_store_kernel(float* q, float* k, const float* __res
   float* x = is_q ? q + (int64_t(t) * n_head + hh) * head_dim : k + (int64_t(t) * n_head_kv + hh - n_head) * head_dim;
   const float* w = is_q ? q_norm : k_norm;
   __shared__ float normed[kHeadsPerBlock][kMaxRopeHeadDim];
-  norm_rope_head(x, w, eps, head_dim, n_rot, freq, pos[t], normed[threadIdx.y], x);
+  __shared__ float2 rot[kHeadsPerBlock][kMaxRopeHeadDim / 2];
+  fill_rotations(freq, pos[t], n_rot, rot[threadIdx.y], lane, 32);
+  rms_norm_head(x, w, eps, head_dim, normed[threadIdx.y]);  // its __syncwarp also publishes rot
+  rotate_head(normed[threadIdx.y], head_dim, n_rot, rot[threadIdx.y], x);
   if (!is_q) {  // the warp stores the head, 32 values at a time, each lane the values it wrote
     for (int i = lane; i < head_dim; i += 32) {
       const int64_t at = int64_t(pos[t]) * n_head_kv * head_dim + int64_t(hh - n_head) * head_dim + i - lane;
