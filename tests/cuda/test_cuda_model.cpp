@@ -309,8 +309,8 @@ TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
 }
 
 // Decode after a long prompt: the cache's capacity (1024) splits decode attention over blocks
-// (4 chunks a head, merged by the last block), which must agree with the CPU as the one-block
-// kernel does.
+// (16 chunks a head of up to 44 positions, merged by the last block), which must agree with the
+// CPU as the one-block kernel does.
 TEST(GpuModel, LongContextDecodeAgreesWithTheCpuEngine) {
   test::TempDir dir;
   for (const std::string arch : {"qwen3moe", "qwen3next"}) {

@@ -249,7 +249,7 @@ TEST(CudaOps, AttentionMatchesADoubleReference) {
       for (const auto [cached, n, chunks, kernel] :
            {Case{300, 5, 1, cuda::PrefillKernel::TensorCores}, Case{300, 5, 1, cuda::PrefillKernel::CudaCores},
             Case{0, 70, 1, cuda::PrefillKernel::TensorCores}, Case{0, 70, 1, cuda::PrefillKernel::CudaCores},
-            Case{45, 19, 1, cuda::PrefillKernel::TensorCores}, Case{300, 1, 1}, Case{300, 1, 60}, Case{2, 1, 7}}) {
+            Case{45, 19, 1, cuda::PrefillKernel::TensorCores}, Case{300, 1, 1}, Case{300, 1, 60}, Case{300, 1, 64}, Case{2, 1, 7}}) {
         SCOPED_TRACE(fmt::format("{} cache, head_dim {}, {} tokens after {}, {} chunks, {} kernel", kv_name(type),
                                  head_dim, n, cached, chunks,
                                  kernel == cuda::PrefillKernel::CudaCores ? "CUDA-core" : "tensor-core"));

@@ -1,6 +1,7 @@
 #pragma once
 // Attention on the GPU over one sequence's KV cache, [position][n_head_kv * head_dim], in f16,
 // Q8_0 or Q4_0. A paged layout comes with the server's batching.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -90,10 +91,14 @@ struct DecodeAttention {
 };
 
 // The chunks for decode over a cache of `capacity` positions (a decode graph is recorded for a
-// capacity, so the split may not depend on the current length): about 256 positions a block.
+// capacity, so the split may not depend on the current length): one per 64 positions, at most
+// 16. Short caches are latency-bound (one block's warps walk their positions 32 at a time, a
+// memory latency each), long ones want one wave of blocks: on the H200, 30B shapes, 4 chunks
+// at 256 positions decode 6% faster than 1, 16 at 4096 positions 12% faster than 64.
 constexpr int kMaxAttentionChunks = 64;
 inline int attention_chunks(int64_t capacity) {
-  return int(capacity / 256 < 1 ? 1 : capacity / 256 > kMaxAttentionChunks ? kMaxAttentionChunks : capacity / 256);
+  constexpr int64_t kPositionsPerChunk = 64, kMostChunks = 16;
+  return int(std::clamp<int64_t>(capacity / kPositionsPerChunk, 1, kMostChunks));
 }
 cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream);
 
