@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/quant_blocks.h"
 #include "ops/cpu/attend.h"
 #include "ops/cpu/quantize.h"
 #include "ops/cpu/vec_dot.h"
@@ -162,8 +163,8 @@ void run_row_tasks(std::span<const RowProduct> products, ThreadPool& pool) {
 void expert_sum_one_token(const MoeLayer& w, std::span<const float> u, std::span<const int32_t> experts,
                           std::span<const float> weights, std::span<float> out, ThreadPool& pool, Scratch& scratch) {
   const int64_t n_embd = w.gate.first.cols, ff = w.gate.first.rows;
-  constexpr int64_t kBlock = 32;  // Q8_0
   std::vector<std::pair<int32_t, float>> ranks;  // (expert, weight) of the slots computed here, in rank order
+  ranks.reserve(experts.size());
   for (size_t r = 0; r < experts.size(); ++r) {
     if (experts[r] < 0) continue;
     MOE_ASSERT(experts[r] < w.gate.n_expert);
@@ -177,31 +178,35 @@ void expert_sum_one_token(const MoeLayer& w, std::span<const float> u, std::span
   scratch.input.quantize(vec_dot_type(w.gate.first.type), u, 1, n_embd);
   const ActivationView& in = scratch.input.view();
   const auto g = sized(scratch.g, m * size_t(ff)), up = sized(scratch.up, m * size_t(ff));
-  const size_t hidden_row = row_bytes(GgmlType::Q8_0, uint64_t(ff)), block_bytes = row_bytes(GgmlType::Q8_0, kBlock);
+  const size_t hidden_row = row_bytes(GgmlType::Q8_0, uint64_t(ff)), block_bytes = row_bytes(GgmlType::Q8_0, kQK8_0);
   const auto hidden = sized(scratch.gathered, m * hidden_row);
-  std::vector<RowProduct> gate, upp, down;
   const auto expert_out = sized(scratch.expert_out, m * size_t(n_embd));
+  struct ExpertProducts {
+    RowProduct gate, up, down;
+  };
+  std::vector<ExpertProducts> products;  // per rank computed here
+  products.reserve(m);
   for (size_t i = 0; i < m; ++i) {
     const int e = ranks[i].first;
-    gate.emplace_back(w.gate.expert(e), in, g.subspan(i * size_t(ff), size_t(ff)));
-    upp.emplace_back(w.up.expert(e), in, up.subspan(i * size_t(ff), size_t(ff)));
     const ActivationView h{GgmlType::Q8_0, ff, 1, hidden.data() + i * hidden_row, hidden_row};
-    down.emplace_back(w.down.expert(e), h, expert_out.subspan(i * size_t(n_embd), size_t(n_embd)));
+    products.push_back({RowProduct(w.gate.expert(e), in, g.subspan(i * size_t(ff), size_t(ff))),
+                        RowProduct(w.up.expert(e), in, up.subspan(i * size_t(ff), size_t(ff))),
+                        RowProduct(w.down.expert(e), h, expert_out.subspan(i * size_t(n_embd), size_t(n_embd)))});
   }
-  const size_t blocks = size_t(ff / kBlock);
+  const size_t blocks = size_t(ff / kQK8_0);
   pool.parallel_for(m * blocks, [&](size_t task, int) {
     const size_t i = task / blocks;
-    const int64_t r0 = int64_t(task % blocks) * kBlock;
-    gate[i].rows(r0, r0 + kBlock);
-    upp[i].rows(r0, r0 + kBlock);
-    const auto gi = g.subspan(i * size_t(ff) + size_t(r0), kBlock);
-    swiglu(gi, up.subspan(i * size_t(ff) + size_t(r0), kBlock), gi);
-    quantize_row_q8_0(gi.data(), hidden.data() + i * hidden_row + size_t(r0 / kBlock) * block_bytes, kBlock);
+    const int64_t r0 = int64_t(task % blocks) * kQK8_0;
+    products[i].gate.rows(r0, r0 + kQK8_0);
+    products[i].up.rows(r0, r0 + kQK8_0);
+    const auto gi = g.subspan(i * size_t(ff) + size_t(r0), kQK8_0);
+    swiglu(gi, up.subspan(i * size_t(ff) + size_t(r0), kQK8_0), gi);
+    quantize_row_q8_0(gi.data(), hidden.data() + i * hidden_row + size_t(r0 / kQK8_0) * block_bytes, kQK8_0);
   });
   const size_t tasks = size_t((n_embd + kMatmulRowsPerTask - 1) / kMatmulRowsPerTask);
   pool.parallel_for(tasks, [&](size_t task, int) {
     const int64_t r0 = int64_t(task) * kMatmulRowsPerTask, r1 = std::min(n_embd, r0 + kMatmulRowsPerTask);
-    for (size_t i = 0; i < m; ++i) down[i].rows(r0, r1);
+    for (size_t i = 0; i < m; ++i) products[i].down.rows(r0, r1);
     for (int64_t j = r0; j < r1; ++j) {
       float o = 0.0f;
       for (size_t i = 0; i < m; ++i) o += ranks[i].second * expert_out[i * size_t(n_embd) + size_t(j)];
@@ -248,7 +253,7 @@ void expert_sum(const MoeLayer& w, std::span<const float> u, int n, std::span<co
   const int64_t n_embd = w.gate.first.cols, ff = w.gate.first.rows;
   MOE_ASSERT(experts.size() == size_t(n) * size_t(k) && weights.size() == experts.size());
   MOE_ASSERT(u.size() == size_t(n) * size_t(n_embd) && out.size() == u.size());
-  if (n == 1 && vec_dot_type(w.down.first.type) == GgmlType::Q8_0 && ff % 32 == 0) {
+  if (n == 1 && vec_dot_type(w.down.first.type) == GgmlType::Q8_0 && ff % kQK8_0 == 0) {
     return expert_sum_one_token(w, u, experts, weights, out, pool, scratch);
   }
 

@@ -95,10 +95,10 @@ struct DecodeAttention {
 // 16. Short caches are latency-bound (one block's warps walk their positions 32 at a time, a
 // memory latency each), long ones want one wave of blocks: on the H200, 30B shapes, 4 chunks
 // at 256 positions decode 6% faster than 1, 16 at 4096 positions 12% faster than 64.
-constexpr int kMaxAttentionChunks = 64;
+constexpr int kMaxAttentionChunks = 16;
 inline int attention_chunks(int64_t capacity) {
-  constexpr int64_t kPositionsPerChunk = 64, kMostChunks = 16;
-  return int(std::clamp<int64_t>(capacity / kPositionsPerChunk, 1, kMostChunks));
+  constexpr int64_t kPositionsPerChunk = 64;
+  return int(std::clamp<int64_t>(capacity / kPositionsPerChunk, 1, kMaxAttentionChunks));
 }
 cudaError_t attend_decode(const DecodeAttention& a, cudaStream_t stream);
 
