@@ -2,7 +2,8 @@
 //
 // attend: one block per (query token, head), its kSplit warps taking every kSplit-th position
 // (split-K: decode has one query token, so the positions are where the parallelism is). Lane l
-// holds dims l, l + 32, ... of the query, the running output and the keys/values it reads;
+// holds dims 4l .. 4l + 3 (head_dim 128; head_dim / 32 of them) of the query, the running
+// output and the keys/values it reads, a few wide loads a position (kv_values.cuh, KvRun);
 // each warp runs an online softmax (running max and sum) over its positions, kBatch of them
 // loaded at a time, and the block merges the warps' partial results at the end. Long contexts
 // split further, over `chunks` blocks a head (flash-decoding): each block takes a stretch of
@@ -90,11 +91,14 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
     }
     __syncthreads();
   }
+  // The dims a lane holds while walking the positions: kDims consecutive ones (a KvRun: few
+  // wide loads a position), or for other head sizes dims lane, lane + 32, ... (a load a value).
+  auto dim = [&](int i) { return kDims ? kDims * lane + i : lane + 32 * i; };
   const float* qh = f.q ? q_fresh : a.q + (int64_t(t) * n_head + h) * head_dim;
   float qv[kLaneValues], acc[kLaneValues];
 #pragma unroll
   for (int i = 0; i < kLaneValues; ++i) {
-    qv[i] = i < per_lane ? qh[lane + 32 * i] : 0.0f;
+    qv[i] = i < per_lane ? qh[dim(i)] : 0.0f;
     acc[i] = 0.0f;
   }
   float max = -FLT_MAX, sum = 0.0f;
@@ -109,14 +113,29 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
   // they are used.
   for (int p0 = begin + warp; p0 < end; p0 += kSplit * kBatch) {
     float kb[kBatch][kLaneValues], vb[kBatch][kLaneValues];
+    if constexpr (kDims > 0) {
+      KvRun<kType, kDims> kr[kBatch], vr[kBatch];
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int64_t head_at = int64_t(min(p0 + b * kSplit, end - 1)) * kv_dim + kv_head * head_dim;
+      for (int b = 0; b < kBatch; ++b) {
+        const int64_t first = int64_t(min(p0 + b * kSplit, end - 1)) * kv_dim + kv_head * head_dim + dim(0);
+        kr[b].load(a.k_cache, first);
+        vr[b].load(a.v_cache, first);
+      }
 #pragma unroll
-      for (int i = 0; i < kLaneValues; ++i) {
-        if (i < per_lane) {
-          kb[b][i] = kv_value<kType>(a.k_cache, head_at + lane + 32 * i);
-          vb[b][i] = kv_value<kType>(a.v_cache, head_at + lane + 32 * i);
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int i = 0; i < kDims; ++i) kb[b][i] = kr[b].value(i), vb[b][i] = vr[b].value(i);
+      }
+    } else {
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int64_t head_at = int64_t(min(p0 + b * kSplit, end - 1)) * kv_dim + kv_head * head_dim;
+#pragma unroll
+        for (int i = 0; i < kLaneValues; ++i) {
+          if (i < per_lane) {
+            kb[b][i] = kv_value<kType>(a.k_cache, head_at + dim(i));
+            vb[b][i] = kv_value<kType>(a.v_cache, head_at + dim(i));
+          }
         }
       }
     }
@@ -126,7 +145,7 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
       if (f.q && p0 + b * kSplit == pos_t) {
 #pragma unroll
         for (int i = 0; i < kLaneValues; ++i) {
-          if (i < per_lane) kb[b][i] = k_kept[lane + 32 * i], vb[b][i] = v_kept[lane + 32 * i];
+          if (i < per_lane) kb[b][i] = k_kept[dim(i)], vb[b][i] = v_kept[dim(i)];
         }
       }
       float s = 0.0f;
@@ -145,12 +164,13 @@ __global__ void __launch_bounds__(32 * kSplit) attend_kernel(DecodeAttention a) 
       max = new_max;
     }
   }
-  // Merge: every warp's output rescaled to the largest running max.
+  // Merge: every warp's output rescaled to the largest running max. From here lane l holds
+  // dims l, l + 32, ... (the layout of the output's Q8_0 blocks): shared memory transposes.
   __shared__ float warp_max[kSplit], warp_sum[kSplit], warp_acc[kSplit][32 * kLaneValues];
   if (lane == 0) warp_max[warp] = max, warp_sum[warp] = sum;
 #pragma unroll
   for (int i = 0; i < kLaneValues; ++i) {
-    if (i < per_lane) warp_acc[warp][lane + 32 * i] = acc[i];
+    if (i < per_lane) warp_acc[warp][dim(i)] = acc[i];
   }
   __syncthreads();
   float top = -FLT_MAX, total = 0.0f, o[kLaneValues];  // warp 0: the block's result, unnormalized

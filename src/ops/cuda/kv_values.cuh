@@ -42,6 +42,61 @@ __device__ __forceinline__ float kv_value(const void* cache, int64_t i) {
   }
 }
 
+// kDims consecutive values of one position's head, value `first` (a multiple of kDims) onward:
+// what one lane of decode attention reads a position (lane l takes dims kDims * l ...). kDims
+// divides 32, so the run lies in one block of a quantized cache: its bytes come in 2-byte
+// loads (a block's values are 2-byte aligned) and one scale, instead of a byte and a scale a
+// value; an f16 run is one load of 2 kDims bytes.
+template <KvType kType, int kDims>
+struct KvRun {
+  static_assert(kDims == 1 || kDims == 2 || kDims == 4 || kDims == 8);
+  static constexpr int kBytes = kType == KvType::F16 ? 2 * kDims : kDims;
+  uint32_t raw[(kBytes + 3) / 4] = {};  // f16 bits, int8 values, or Q4_0 levels (0..15), in order
+  float scale = 1.0f;
+
+  __device__ __forceinline__ void load(const void* cache, int64_t first) {
+    if constexpr (kType == KvType::F16) {
+      const auto* p = static_cast<const __half*>(cache) + first;
+      if constexpr (kDims == 8) {
+        const uint4 u = *reinterpret_cast<const uint4*>(p);
+        raw[0] = u.x, raw[1] = u.y, raw[2] = u.z, raw[3] = u.w;
+      } else if constexpr (kDims == 4) {
+        const uint2 u = *reinterpret_cast<const uint2*>(p);
+        raw[0] = u.x, raw[1] = u.y;
+      } else if constexpr (kDims == 2) {
+        raw[0] = *reinterpret_cast<const uint32_t*>(p);
+      } else {
+        raw[0] = *reinterpret_cast<const unsigned short*>(p);
+      }
+    } else {
+      const auto* block = static_cast<const uint8_t*>(cache) + (first >> 5) * kKvBlockBytes<kType>;
+      const int j = int(first & 31);
+      scale = kv_block_scale(block);
+      const uint8_t* q = block + 2 + (kType == KvType::Q8_0 ? j : j % 16);
+      if constexpr (kDims == 1) {
+        raw[0] = *q;
+      } else {
+        const auto* h = reinterpret_cast<const unsigned short*>(q);
+#pragma unroll
+        for (int k = 0; k < kDims / 2; ++k) raw[k / 2] |= uint32_t(h[k]) << (16 * (k % 2));
+      }
+      if constexpr (kType == KvType::Q4_0) {  // values 16..31 of a block are the high nibbles
+#pragma unroll
+        for (int w = 0; w < (kBytes + 3) / 4; ++w) raw[w] = (raw[w] >> (j < 16 ? 0 : 4)) & 0x0F0F0F0Fu;
+      }
+    }
+  }
+  // Value i of the run as a float: kv_value()'s number.
+  __device__ __forceinline__ float value(int i) const {
+    if constexpr (kType == KvType::F16) {
+      return __half2float(__ushort_as_half((unsigned short)(raw[i / 2] >> (16 * (i % 2)))));
+    } else {
+      const int byte = int((raw[i / 4] >> (8 * (i % 4))) & 0xFF);
+      return scale * float(kType == KvType::Q8_0 ? int(int8_t(byte)) : byte - 8);
+    }
+  }
+};
+
 // One warp keeps 32 consecutive values, value `lane` of them in each lane, starting at value i
 // (a multiple of 32), and returns each lane's value as the cache now reads it. With cache null
 // nothing is written: the value is only rounded (Q8_0, Q4_0: with the scale of the warp's 32).
