@@ -76,6 +76,8 @@ if [ "${MOE_GPU_BENCH_MODELS:-1}" = 1 ]; then
     run "bench_$name" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -r 3 -o json > '$out/logs/bench_$name.out'"
     # The same 4096 tokens deep into a context: attention reads the whole cache every token.
     run "bench_${name}_d4096" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 128 -d 4096 -r 2 -o json > '$out/logs/bench_${name}_d4096.out'"
+    # With a q8_0 cache (the user's setting): decode at depth reads its blocks, not halves.
+    run "bench_${name}_d4096_q8" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 0 -n 64 -d 4096 -r 2 --kv-type q8_0 -o json > '$out/logs/bench_${name}_d4096_q8.out'"
     # Hybrid: part of the routed experts in RAM, computed by the CPU at the same time (issue 6).
     run "bench_${name}_hybrid" bash -c "'$build/moeserve' bench -m '$shm/moe-$name.gguf' -p 512 -n 64 -r 2 --vram-budget $budget -o json > '$out/logs/bench_${name}_hybrid.out'"
     # The budget holds everything the process has on the GPU: NVML's figure, the most it showed
@@ -121,6 +123,7 @@ for c in checks:
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
 names = ["bench_cuda_matvec", "bench_cuda_decode_ops", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
+         "bench_next12_d4096_q8", "bench_moe30b_d4096_q8",
          "bench_next12_hybrid", "bench_moe30b_hybrid", "bench_next12_hybrid_cpu_prefill",
          "bench_moe30b_hybrid_cpu_prefill", "bench_next12_hybrid_pcie0", "bench_moe30b_hybrid_pcie0"]
 names += [f[:-4] for f in sorted(os.listdir(os.path.join(out, "logs"))) if f.startswith("compare_") and f.endswith(".out")]
