@@ -175,45 +175,42 @@ std::vector<BenchResult> run_bench(Model& model, const BenchOptions& options, Th
   TokenSource source(options.seed, c.n_vocab);
   std::vector<BenchResult> results;
 
-  if (options.n_prompt > 0) {
-    BenchResult r;
-    r.name = test_name("pp", options.n_prompt, d);
-    r.n_prompt = options.n_prompt;
-    r.n_depth = d;
+  // A test: a warm-up of warmup_tokens unless turned off, then options.reps timed repetitions
+  // of r's n tokens (time(n) gives nanoseconds), with the hybrid's expert split over them.
+  auto run_test = [&](BenchResult r, int n, int warmup_tokens, auto&& time) {
     if (options.warmup) {
       progress("warm-up: " + r.name);
-      time_prompt(model, cache, options.n_prompt, d, options.batch, options.bos, source, pool);
+      time(warmup_tokens);
     }
     r.test_time = utc_now_rfc3339();
     const Model::ExpertSplit before = model.expert_split();
     for (int rep = 0; rep < options.reps; ++rep) {
       progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
-      const uint64_t ns = time_prompt(model, cache, options.n_prompt, d, options.batch, options.bos, source, pool);
+      const uint64_t ns = time(n);
       r.samples_ns.push_back(ns);
-      r.samples_ts.push_back(1e9 * options.n_prompt / double(std::max<uint64_t>(ns, 1)));
+      r.samples_ts.push_back(1e9 * n / double(std::max<uint64_t>(ns, 1)));
     }
     r.split = split_since(before, model.expert_split());
     results.push_back(std::move(r));
+  };
+  if (options.n_prompt > 0) {
+    BenchResult r;
+    r.name = test_name("pp", options.n_prompt, d);
+    r.n_prompt = options.n_prompt;
+    r.n_depth = d;
+    run_test(std::move(r), options.n_prompt, options.n_prompt, [&](int n) {
+      return time_prompt(model, cache, n, d, options.batch, options.bos, source, pool);
+    });
   }
   if (options.n_gen > 0) {
     BenchResult r;
     r.name = test_name("tg", options.n_gen, d);
     r.n_gen = options.n_gen;
     r.n_depth = d;
-    if (options.warmup) {
-      progress("warm-up: " + r.name);  // one token, as llama-bench's generation warm-up
-      time_generation(model, cache, 1, d, options.batch, options.bos, source, pool);
-    }
-    r.test_time = utc_now_rfc3339();
-    const Model::ExpertSplit before = model.expert_split();
-    for (int rep = 0; rep < options.reps; ++rep) {
-      progress(r.name + ": repetition " + std::to_string(rep + 1) + "/" + std::to_string(options.reps));
-      const uint64_t ns = time_generation(model, cache, options.n_gen, d, options.batch, options.bos, source, pool);
-      r.samples_ns.push_back(ns);
-      r.samples_ts.push_back(1e9 * options.n_gen / double(std::max<uint64_t>(ns, 1)));
-    }
-    r.split = split_since(before, model.expert_split());
-    results.push_back(std::move(r));
+    // The warm-up generates one token, as llama-bench's generation warm-up.
+    run_test(std::move(r), options.n_gen, 1, [&](int n) {
+      return time_generation(model, cache, n, d, options.batch, options.bos, source, pool);
+    });
   }
   return results;
 }
