@@ -2,8 +2,9 @@
 //
 // attend: one block per (query token, head), its kSplit warps taking every kSplit-th position
 // (split-K: decode has one query token, so the positions are where the parallelism is). Lane l
-// holds dims 4l .. 4l + 3 (head_dim 128; head_dim / 32 of them) of the query, the running
-// output and the keys/values it reads, a few wide loads a position (kv_values.cuh, KvRun);
+// holds a run of head_dim / 32 consecutive dims (4l .. 4l + 3 at head_dim 128; dims l, l + 32,
+// ... for head sizes that are not 64, 128 or 256) of the query, the running output and the
+// keys/values it reads, a few wide loads a position (kv_values.cuh, KvRun);
 // each warp runs an online softmax (running max and sum) over its positions, kBatch of them
 // loaded at a time, and the block merges the warps' partial results at the end. Long contexts
 // split further, over `chunks` blocks a head (flash-decoding): each block takes a stretch of
