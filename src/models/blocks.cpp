@@ -229,21 +229,28 @@ void dense_ffn(const DenseFfnLayer& w, std::span<const float> u, int n, std::spa
 
 Route route_token(std::span<const float> logits, int k, bool renormalize) {
   const int n_expert = int(logits.size());
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
-  std::vector<float> probs(logits.size());
-  double sum = 0;
-  for (int e = 0; e < n_expert; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
-  for (auto& p : probs) p = float(p / sum);
   std::vector<int> order(static_cast<size_t>(n_expert));
   std::iota(order.begin(), order.end(), 0);
-  // Highest probability first; equal probabilities go to the lower expert id.
+  // The softmax keeps the logits' order, so the top k are chosen on the logits themselves:
+  // highest first, equal logits to the lower expert id. (Chosen on the rounded probabilities,
+  // two logits an ulp apart could tie, and each backend's exp could break the tie its way.)
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                    [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+                    [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   Route r;
   r.experts.assign(order.begin(), order.begin() + k);
-  double selected = 0;
-  for (int e : r.experts) selected += probs[e];
-  for (int e : r.experts) r.weights.push_back(renormalize ? float(probs[e] / selected) : probs[e]);
+  const float max_logit = logits[size_t(order[0])];
+  if (renormalize) {
+    // The softmax's denominator cancels: each weight is exp(logit - max) over the chosen ones'
+    // sum, added in rank order.
+    std::vector<float> e;
+    double selected = 0;
+    for (int x : r.experts) selected += e.emplace_back(std::exp(logits[size_t(x)] - max_logit));
+    for (float v : e) r.weights.push_back(float(v / selected));
+  } else {
+    double sum = 0;
+    for (float l : logits) sum += std::exp(l - max_logit);
+    for (int x : r.experts) r.weights.push_back(float(std::exp(logits[size_t(x)] - max_logit) / sum));
+  }
   return r;
 }
 

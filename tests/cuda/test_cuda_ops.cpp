@@ -119,13 +119,21 @@ TEST(CudaOps, RoutingMatchesTheCpu) {
   for (int n_expert : {8, 128, 512}) {
     for (int k : {2, 8, 10}) {
       if (k > n_expert) continue;
-      for (const auto& [renormalize, ties] : {std::pair{true, false}, std::pair{false, false}, std::pair{true, true}}) {
-        SCOPED_TRACE(fmt::format("{} experts, top {}, renormalize {}, ties {}", n_expert, k, renormalize, ties));
-        // With ties: logits rounded to whole numbers, so that many experts share a probability
-        // and the lower id must come first, as on the CPU.
+      // Ties: logits rounded to whole numbers (-0 among them), so that many experts share a
+      // logit and the lower id must come first, as on the CPU; near ties: then moved up by 0 to 2
+      // ulps, so that many differ by an ulp (their exponentials often round alike).
+      enum class Ties { kNone, kWhole, kUlps };
+      for (const auto& [renormalize, ties] : {std::pair{true, Ties::kNone}, std::pair{false, Ties::kNone},
+                                              std::pair{true, Ties::kWhole}, std::pair{true, Ties::kUlps}}) {
+        SCOPED_TRACE(fmt::format("{} experts, top {}, renormalize {}, ties {}", n_expert, k, renormalize, int(ties)));
         auto logits = test::random_floats(rng, size_t(n_tok * n_expert), 2.0f);
-        if (ties) {
+        if (ties != Ties::kNone) {
           for (float& v : logits) v = std::round(v);
+        }
+        if (ties == Ties::kUlps) {
+          for (float& v : logits) {
+            for (int u = int(rng() % 3); u > 0; --u) v = std::nextafter(v, INFINITY);
+          }
         }
         Device<float> dl(logits), dw(size_t(n_tok * k));
         Device<int32_t> de(size_t(n_tok * k));

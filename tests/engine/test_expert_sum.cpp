@@ -4,6 +4,7 @@
 // side and computed on the other add up to the whole.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -162,6 +163,51 @@ TEST(ExpertSum, OneTokenAloneGivesTheBitsOfASharedCall) {
       }
     }
   }
+}
+
+// The routing against the softmax written out in double: the top k by logit (ties to the lower
+// id), weights exp(l - max) / sum over the chosen (renormalized) or over all.
+TEST(RouteToken, PicksTheTopLogitsAndWeighsThemByTheSoftmax) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (bool renormalize : {true, false}) {
+    for (int n_expert : {8, 128, 512}) {
+      const int k = n_expert == 8 ? 2 : 10;
+      std::vector<float> logits(static_cast<size_t>(n_expert));
+      for (float& l : logits) l = normal(rng);
+      logits[3] = logits[5] = 9.0f;  // a tie at the top: expert 3 first
+      const Route r = route_token(logits, k, renormalize);
+      ASSERT_EQ(r.experts.size(), size_t(k));
+      EXPECT_EQ(r.experts[0], 3);
+      EXPECT_EQ(r.experts[1], 5);
+      double all = 0, chosen = 0;
+      for (float l : logits) all += std::exp(double(l) - 9.0);
+      for (int e : r.experts) chosen += std::exp(double(logits[size_t(e)]) - 9.0);
+      for (int i = 0; i < k; ++i) {
+        const int e = r.experts[size_t(i)];
+        if (i > 0) EXPECT_GE(logits[size_t(r.experts[size_t(i - 1)])], logits[size_t(e)]);
+        for (int other = 0; other < n_expert; ++other) {  // nothing left out is higher
+          if (std::find(r.experts.begin(), r.experts.end(), other) == r.experts.end()) {
+            EXPECT_LE(logits[size_t(other)], logits[size_t(e)]);
+          }
+        }
+        const double expected = std::exp(double(logits[size_t(e)]) - 9.0) / (renormalize ? chosen : all);
+        EXPECT_NEAR(r.weights[size_t(i)], expected, 1e-6 * expected) << "rank " << i;
+      }
+    }
+  }
+}
+
+// Logits an ulp apart whose exponentials round to the same float (exp(-2^-25) rounds to 1):
+// the order is the logits', not the ids' (a pick on the rounded probabilities took id 10).
+TEST(RouteToken, LogitsAnUlpApartKeepTheirOrder) {
+  std::vector<float> logits(64, -4.0f);
+  logits[10] = 0.4f;
+  logits[20] = std::nextafter(0.4f, 1.0f);
+  ASSERT_EQ(std::exp(logits[10] - logits[20]), 1.0f);
+  const Route r = route_token(logits, 2, true);
+  EXPECT_EQ(r.experts, (std::vector<int>{20, 10}));
+  EXPECT_NEAR(r.weights[0] + r.weights[1], 1.0f, 1e-6f);
 }
 
 }  // namespace
