@@ -120,17 +120,29 @@ __device__ void stage_tile(__half* stage, const void* k, const void* v, int p0, 
       cp_async(v_hi + j * kPitch + d, static_cast<const __half*>(v) + at, 16, p <= last ? 16 : 0);
     }
   } else {
+    // A thread takes a run of 8 values of a position (KvRun: four 2-byte loads and a scale,
+    // not a byte and a scale a value) and stores each part as one 16-byte row piece.
+    constexpr int kRun = 8;
     __half *k_lo = stage + 2 * S::kTileHalves, *v_lo = stage + 3 * S::kTileHalves;
-    for (int i = tid; i < S::kKeys * kHeadDim / 2; i += 32 * kWarps) {
-      const int j = i / (kHeadDim / 2), d = 2 * (i % (kHeadDim / 2)), p = p0 + j;
-      const int64_t at = int64_t(p) * kv_dim + kv_head * kHeadDim + d;
-      const bool in = p <= last;
-      const HalfPair kp = in ? split(kv_value<kType>(k, at), kv_value<kType>(k, at + 1)) : HalfPair{0, 0};
-      const HalfPair vp = in ? split(kv_value<kType>(v, at), kv_value<kType>(v, at + 1)) : HalfPair{0, 0};
-      *reinterpret_cast<uint32_t*>(k_hi + j * kPitch + d) = kp.hi;
-      *reinterpret_cast<uint32_t*>(k_lo + j * kPitch + d) = kp.lo;
-      *reinterpret_cast<uint32_t*>(v_hi + j * kPitch + d) = vp.hi;
-      *reinterpret_cast<uint32_t*>(v_lo + j * kPitch + d) = vp.lo;
+    for (int i = tid; i < S::kKeys * kHeadDim / kRun; i += 32 * kWarps) {
+      const int j = i / (kHeadDim / kRun), d = kRun * (i % (kHeadDim / kRun)), p = p0 + j;
+      const int64_t at = int64_t(min(p, last)) * kv_dim + kv_head * kHeadDim + d;
+      KvRun<kType, kRun> kr, vr;
+      kr.load(k, at);
+      vr.load(v, at);
+      uint32_t khi[kRun / 2] = {}, klo[kRun / 2] = {}, vhi[kRun / 2] = {}, vlo[kRun / 2] = {};  // zeros past `last`
+      if (p <= last) {
+#pragma unroll
+        for (int q = 0; q < kRun / 2; ++q) {
+          const HalfPair kp = split(kr.value(2 * q), kr.value(2 * q + 1));
+          const HalfPair vp = split(vr.value(2 * q), vr.value(2 * q + 1));
+          khi[q] = kp.hi, klo[q] = kp.lo, vhi[q] = vp.hi, vlo[q] = vp.lo;
+        }
+      }
+      auto store = [&](__half* at, const uint32_t (&w)[kRun / 2]) {
+        *reinterpret_cast<uint4*>(at + j * kPitch + d) = make_uint4(w[0], w[1], w[2], w[3]);
+      };
+      store(k_hi, khi), store(k_lo, klo), store(v_hi, vhi), store(v_lo, vlo);
     }
   }
 }
