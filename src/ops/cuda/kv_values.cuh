@@ -31,17 +31,6 @@ __device__ __forceinline__ float kv_block_scale(const uint8_t* block) {
   return __half2float(*reinterpret_cast<const __half*>(block));
 }
 
-// Value i of a cache (i counts values: position * kv_dim + dim).
-template <KvType kType>
-__device__ __forceinline__ float kv_value(const void* cache, int64_t i) {
-  if constexpr (kType == KvType::F16) {
-    return __half2float(static_cast<const __half*>(cache)[i]);
-  } else {
-    const auto* block = static_cast<const uint8_t*>(cache) + (i >> 5) * kKvBlockBytes<kType>;
-    return kv_block_scale(block) * float(kv_block_int<kType>(block, int(i & 31)));
-  }
-}
-
 // kDims consecutive values of one position's head, value `first` (a multiple of kDims) onward:
 // what one lane of decode attention reads a position (lane l takes dims kDims * l ...). kDims
 // divides 32, so the run lies in one block of a quantized cache: its bytes come in 2-byte
@@ -86,7 +75,7 @@ struct KvRun {
       }
     }
   }
-  // Value i of the run as a float: kv_value()'s number.
+  // Value i of the run as a float.
   __device__ __forceinline__ float value(int i) const {
     if constexpr (kType == KvType::F16) {
       return __half2float(__ushort_as_half((unsigned short)(raw[i / 2] >> (16 * (i % 2)))));
@@ -96,6 +85,14 @@ struct KvRun {
     }
   }
 };
+
+// Value i of a cache (i counts values: position * kv_dim + dim): a run of one.
+template <KvType kType>
+__device__ __forceinline__ float kv_value(const void* cache, int64_t i) {
+  KvRun<kType, 1> run;
+  run.load(cache, i);
+  return run.value(0);
+}
 
 // One warp keeps 32 consecutive values, value `lane` of them in each lane, starting at value i
 // (a multiple of 32), and returns each lane's value as the cache now reads it. With cache null
