@@ -20,6 +20,7 @@
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/delta_net.h"
 #include "ops/cuda/device_buffer.h"
+#include "ops/cuda/handoff.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
 
@@ -144,7 +145,23 @@ int run(int reps) {
           stream));
     });
   }
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  // The hybrid's add of the CPU's sum (its flag already up): 2048 floats read from host memory
+  // over PCIe, a round trip a read.
+  {
+    cuda::PinnedBuffer host(2 * kEmbd * sizeof(float) + 3 * sizeof(unsigned));
+    std::memset(host.get(), 0, host.bytes());
+    cuda::ExpertHandoff h;
+    h.u = host.as<float>();
+    h.sum = h.u + kEmbd;
+    h.ready = reinterpret_cast<unsigned*>(h.sum + kEmbd);
+    h.done = h.ready + 1;
+    h.waited = h.done + 1;
+    *h.done = 1;
+    time("add_cpu_sum_2048", [&](int) {
+      MOE_CUDA_CHECK(cuda::add_cpu_sum(h, 0, 1, kEmbd, residual.as<float>(), stream));
+    });
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
   std::string body;
   for (const auto& [name, us] : results) {
     body += fmt::format("{}\n    \"{}\": {:.2f}", body.empty() ? "" : ",", name, us);

@@ -134,6 +134,9 @@ nlohmann::json to_json(const std::vector<BenchResult>& results, const BenchCliOp
       j["pcie_expert_share"] = r.pcie_share();
       j["cpu_expert_ms_per_token"] = r.split.cpu_compute_s * 1e3 / tokens;
       j["cpu_wait_ms_per_token"] = r.split.cpu_wait_s * 1e3 / tokens;
+      j["gpu_expert_ms_per_token"] = r.split.gpu_experts_s * 1e3 / tokens;
+      j["gpu_wait_ms_per_token"] = r.split.gpu_wait_s * 1e3 / tokens;
+      j["gpu_serial_ms_per_token"] = r.split.gpu_serial_s * 1e3 / tokens;
     }
     // How the weights reached RAM, so a run that started on a cold page cache can be told apart.
     j["load_prefault"] = std::string(prefault_name(load.prefault));
@@ -252,9 +255,12 @@ void bench(const BenchCliOptions& opt) {
       if (r.vram_hit_rate() >= 0) {
         const double tokens = double(r.n_tokens()) * double(r.samples_ns.size());
         std::printf("%s: %.1f%% of the routed experts found in VRAM, %.1f%% read over PCIe; the CPU's experts %.3f "
-                    "ms a token, its waits for the GPU %.3f ms\n",
+                    "ms a token, its waits for the GPU %.3f ms; the GPU's experts %.3f ms, its waits for the CPU "
+                    "%.3f ms, its serial part %.3f ms\n",
                     r.name.c_str(), 100.0 * r.vram_hit_rate(), 100.0 * r.pcie_share(),
-                    r.split.cpu_compute_s * 1e3 / tokens, r.split.cpu_wait_s * 1e3 / tokens);
+                    r.split.cpu_compute_s * 1e3 / tokens, r.split.cpu_wait_s * 1e3 / tokens,
+                    r.split.gpu_experts_s * 1e3 / tokens, r.split.gpu_wait_s * 1e3 / tokens,
+                    r.split.gpu_serial_s * 1e3 / tokens);
       }
       if (r.n_gen == 0) continue;
       std::printf("%s streams the weights at %.1f GB/s", r.name.c_str(), weight_gb_s(fp, r));

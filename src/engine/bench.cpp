@@ -153,7 +153,9 @@ namespace {
 Model::ExpertSplit split_since(const Model::ExpertSplit& a, const Model::ExpertSplit& b) {
   return {.routed_slots = b.routed_slots - a.routed_slots, .cpu_slots = b.cpu_slots - a.cpu_slots,
           .pcie_slots = b.pcie_slots - a.pcie_slots,
-          .cpu_wait_s = b.cpu_wait_s - a.cpu_wait_s, .cpu_compute_s = b.cpu_compute_s - a.cpu_compute_s};
+          .cpu_wait_s = b.cpu_wait_s - a.cpu_wait_s, .cpu_compute_s = b.cpu_compute_s - a.cpu_compute_s,
+          .gpu_experts_s = b.gpu_experts_s - a.gpu_experts_s, .gpu_wait_s = b.gpu_wait_s - a.gpu_wait_s,
+          .gpu_serial_s = b.gpu_serial_s - a.gpu_serial_s};
 }
 }  // namespace
 

@@ -89,6 +89,11 @@ class Model {
     uint64_t pcie_slots = 0;    // of them, computed by the GPU reading the expert from RAM over PCIe
     double cpu_wait_s = 0;      // the CPU waiting for the GPU to route
     double cpu_compute_s = 0;   // the CPU computing its experts
+    // The GPU's side of the hybrid layers, from its own clock (decode and other steps the CPU
+    // served): its experts (routing handed over to its add beginning), its waits for the CPU's
+    // sum, and its serial part (the sum seen to the next hybrid layer's routing handed over:
+    // combine, norms, the next token mixer and router).
+    double gpu_experts_s = 0, gpu_wait_s = 0, gpu_serial_s = 0;
   };
   virtual ExpertSplit expert_split() const { return {}; }
   // What loading repacked (empty with ModelOptions::repack off or nothing to repack).

@@ -305,6 +305,10 @@ TEST(HybridModel, TheExpertCacheTakesInWhatTheRoutingUses) {
     EXPECT_EQ(split.routed_slots, uint64_t(30) * uint64_t(n_layer) * 2u);
     EXPECT_EQ(split.cpu_slots, uint64_t(10) * uint64_t(n_layer));
     EXPECT_EQ(split.pcie_slots, uint64_t(n_layer));
+    // The GPU's side of those steps, from its clock: its experts and its serial part took time.
+    EXPECT_GT(split.gpu_experts_s, 0.0);
+    EXPECT_GT(split.gpu_serial_s, 0.0);
+    EXPECT_GE(split.gpu_wait_s, 0.0);
   }
 }
 

@@ -404,9 +404,15 @@ struct HostHandoff {
     h.ready = reinterpret_cast<unsigned*>(h.weights + n * k);
     h.done = h.ready + layers;
     h.waited = h.done + layers;
+    std::memset(stamps.get(), 0, stamps.bytes());
+    h.times = stamps.as<uint64_t>();
   }
-  void clear() { std::memset(host.get(), 0, host.bytes()); }
+  void clear() {
+    std::memset(host.get(), 0, host.bytes());
+    std::memset(stamps.get(), 0, stamps.bytes());
+  }
   cuda::PinnedBuffer host;
+  cuda::PinnedBuffer stamps{size_t(8) * cuda::kHandoffTimes * sizeof(uint64_t)};  // up to 8 layers
   cuda::ExpertHandoff h;
 };
 
@@ -442,12 +448,39 @@ TEST(CudaOps, HybridHandoffSplitsTheSlotsAndAddsTheCpusSum) {
   EXPECT_EQ(std::vector<float>(h.weights, h.weights + n * k), weights);
   EXPECT_EQ(std::vector<float>(h.u, h.u + n * d), u);
   EXPECT_EQ(counter.host()[0], 0u);
+  // The GPU's clock when it raised this layer's flag; nothing for the other layer.
+  const uint64_t* t = h.times + cuda::kHandoffTimes * layer;
+  EXPECT_GT(t[0], 0u);
+  EXPECT_EQ(h.times[0], 0u);
 
   for (int64_t i = 0; i < n * d; ++i) h.sum[i] = 0.5f * float(i);
   h.done[layer] = 1;
   MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, rows.get(), nullptr));
   const auto x = rows.host();
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 0.5f * float(i)) << i;
+  // And when the add began and saw the sum: in that order, after the flag went up.
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_GE(t[1], t[0]);
+  EXPECT_GE(t[2], t[1]);
+}
+
+// add_cpu_sum's threads loop over the values: every value of the residual rows gets its sum,
+// whatever the count (a decode token, odd widths, a prefill of many passes of the grid).
+TEST(CudaOps, HybridAddReachesEveryValue) {
+  for (auto [n, d] : {std::pair<int, int64_t>{1, 7}, {1, 2048}, {3, 2053}, {600, 2048}}) {
+    SCOPED_TRACE(std::to_string(n) + " x " + std::to_string(d));
+    HostHandoff handoff(n, 1, d, 1);
+    cuda::ExpertHandoff& h = handoff.h;
+    std::vector<float> x0(size_t(n) * size_t(d));
+    for (size_t i = 0; i < x0.size(); ++i) x0[i] = float(i % 1000) - 250.0f, h.sum[i] = 0.25f * float(i % 77);
+    test::Device<float> rows(x0);
+    h.done[0] = 1;
+    MOE_CUDA_CHECK(cuda::add_cpu_sum(h, 0, n, d, rows.get(), nullptr));
+    const auto x = rows.host();
+    size_t wrong = 0;
+    for (size_t i = 0; i < x.size(); ++i) wrong += x[i] != x0[i] + 0.25f * float(i % 77);
+    EXPECT_EQ(wrong, 0u);
+  }
 }
 
 // --pcie-experts auto: the limit is a device int the publish kernel reads when it runs (a graph
@@ -490,6 +523,10 @@ TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
     std::atomic_ref<unsigned>(h.done[layer]).store(1, std::memory_order_release);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_EQ(h.waited[layer], 1u);
+    // Its clock saw the wait: the sum came 20 ms after the add began (less a little, at most
+    // the launch's own time before it ran).
+    const uint64_t* t = h.times + cuda::kHandoffTimes * layer;
+    EXPECT_GT(t[2] - t[1], uint64_t(10'000'000));
     const auto x = rows.host();
     for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], u[i] + 2.0f) << i;
   }

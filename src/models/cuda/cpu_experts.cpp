@@ -1,5 +1,6 @@
 #include "models/cuda/cpu_experts.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <immintrin.h>
@@ -38,6 +39,8 @@ bool CpuExperts::reserve(int n) {
     handoff_.done = handoff_.ready + layers_.size();
     handoff_.waited = handoff_.done + layers_.size();
     for (size_t l = 0; l < layers_.size(); ++l) store_flag(handoff_.waited + l, 0);
+    times_ = PinnedBuffer(layers_.size() * kHandoffTimes * sizeof(uint64_t));
+    handoff_.times = times_.as<uint64_t>();
     release();
   }
   if (n <= capacity_) return false;
@@ -58,6 +61,23 @@ void CpuExperts::arm() {
     store_flag(handoff_.ready + l, 0);
     store_flag(handoff_.done + l, 0);
     store_flag(handoff_.waited + l, 0);
+  }
+  std::fill_n(handoff_.times, layers_.size() * kHandoffTimes, uint64_t{0});
+}
+
+void CpuExperts::add_gpu_timeline() {
+  const uint64_t* t = handoff_.times;
+  const size_t n = layers_.size();
+  if (t == nullptr || n == 0) return;
+  for (size_t l = 0; l < n; ++l) {  // a step that did not stamp every layer (streamed) adds nothing
+    if (t[l * kHandoffTimes] == 0 || t[l * kHandoffTimes + 2] == 0) return;
+  }
+  auto seconds = [](uint64_t from, uint64_t to) { return to > from ? double(to - from) * 1e-9 : 0.0; };
+  for (size_t l = 0; l < n; ++l) {
+    const uint64_t ready = t[l * kHandoffTimes], began = t[l * kHandoffTimes + 1], seen = t[l * kHandoffTimes + 2];
+    stats_.gpu_experts_s += seconds(ready, began);
+    stats_.gpu_wait_s += seconds(began, seen);
+    if (l + 1 < n) stats_.gpu_serial_s += seconds(seen, t[(l + 1) * kHandoffTimes]);
   }
 }
 

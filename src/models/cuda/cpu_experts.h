@@ -52,6 +52,9 @@ class CpuExperts {
   void serve(int n, ThreadPool& pool, cudaStream_t stream, const std::atomic<bool>& enqueued);
   // After a failure: every answer flag up, so that a stream still waiting can finish.
   void release();
+  // After a served step's stream has finished: the GPU's side of its layers (ExpertSplit's gpu_*
+  // times), from the clock stamps its hand-off kernels left.
+  void add_gpu_timeline();
 
   // What the CPU did in the steps served so far (bench's report).
   const Model::ExpertSplit& stats() const { return stats_; }
@@ -61,6 +64,7 @@ class CpuExperts {
   int k_, k_routed_;
   std::vector<MoeLayer> layers_;  // gate, up and down only
   PinnedBuffer rows_, flags_;  // u, sum [n][n_embd]; experts, weights [n][k]; ready, done, waited [layers]
+  PinnedBuffer times_;         // [layers][kHandoffTimes], the GPU's clock
   int capacity_ = 0;
   ExpertHandoff handoff_;
   moe::Scratch scratch_;

@@ -708,6 +708,7 @@ void GpuTrunk::forward(std::span<const BatchEntry> batch, ThreadPool& pool) {
   }
   state_length_ = pos0 + n;
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (cpu_experts_ && !streaming_step_) cpu_experts_->add_gpu_timeline();
   std::copy_n(logits_host_.as<float>(), size_t(count) * c.n_vocab, entry.logits.data());
 }
 

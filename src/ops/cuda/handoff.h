@@ -28,7 +28,12 @@ struct ExpertHandoff {
   // [hybrid layers] set by the GPU when its add found `done` down (it waited for the CPU): what
   // the PCIe share's balance (engine/pcie_balance.h) steers by. Optional.
   unsigned* waited = nullptr;
+  // [hybrid layers][kHandoffTimes] the GPU's clock (ns) when it raised `ready`, when its add
+  // began (the GPU's own experts of the layer done) and when the add saw `done`: where a step's
+  // time goes on the GPU's side (CpuExperts::add_gpu_timeline). Optional.
+  uint64_t* times = nullptr;
 };
+constexpr int kHandoffTimes = 3;
 
 // A hybrid layer's VRAM experts as a cache that follows the routing (device memory; the host
 // model of the policy, with its reasons, is engine/expert_cache.h). Routed slots 0..n_slots-1
