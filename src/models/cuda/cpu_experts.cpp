@@ -62,7 +62,7 @@ void CpuExperts::arm() {
     store_flag(handoff_.done + l, 0);
     store_flag(handoff_.waited + l, 0);
   }
-  std::fill_n(handoff_.times, layers_.size() * kHandoffTimes, uint64_t{0});
+  if (handoff_.times) std::fill_n(handoff_.times, layers_.size() * kHandoffTimes, uint64_t{0});
 }
 
 void CpuExperts::add_gpu_timeline() {
