@@ -208,10 +208,12 @@ void expert_sum_one_token(const MoeLayer& w, std::span<const float> u, std::span
   constexpr int64_t kDownRows = 4 * kMatmulRowsPerTask;
   const size_t blocks = size_t(ff / kQK8_0), stretches = size_t((n_embd + kDownRows - 1) / kDownRows);
   const size_t a_tasks = m * blocks * 2, b_tasks = m * stretches;
-  // Halves done of each block, blocks done of each expert, experts done of each stretch.
-  const auto halves = std::make_unique<std::atomic<int>[]>(m * blocks);
-  const auto whole = std::make_unique<std::atomic<int>[]>(m);
-  const auto summed = std::make_unique<std::atomic<int>[]>(stretches);
+  // Halves done of each block, blocks done of each expert, experts done of each stretch: one
+  // zeroed allocation a call.
+  const auto counters = std::make_unique<std::atomic<int>[]>(m * blocks + m + stretches);
+  std::atomic<int>* const halves = counters.get();
+  std::atomic<int>* const whole = halves + m * blocks;
+  std::atomic<int>* const summed = whole + m;
   std::atomic<bool> failed{false};  // a task threw: the waiting ones give up (the pool rethrows)
   pool.parallel_for(a_tasks + b_tasks, [&](size_t task, int) {
     try {
@@ -273,10 +275,9 @@ Route route_token(std::span<const float> logits, int k, bool renormalize) {
   if (renormalize) {
     // The softmax's denominator cancels: each weight is exp(logit - max) over the chosen ones'
     // sum, added in rank order.
-    std::vector<float> e;
     double selected = 0;
-    for (int x : r.experts) selected += e.emplace_back(std::exp(logits[size_t(x)] - max_logit));
-    for (float v : e) r.weights.push_back(float(v / selected));
+    for (int x : r.experts) selected += r.weights.emplace_back(std::exp(logits[size_t(x)] - max_logit));
+    for (float& v : r.weights) v = float(v / selected);
   } else {
     double sum = 0;
     for (float l : logits) sum += std::exp(l - max_logit);
