@@ -1,6 +1,9 @@
 #include "engine/expert_cache.h"
 
+#include <algorithm>
+
 #include "core/error.h"
+#include "engine/pcie_balance.h"
 
 namespace moe {
 
@@ -19,7 +22,13 @@ int ExpertCache::least_recently_used() const {
 }
 
 ExpertCache::Step ExpertCache::step(std::span<const int32_t> routed, int k, int pcie_most) {
+  if (k < 1) fail("expert cache: {} picks a token", k);
+  return step(routed, k, fixed_pcie_table(pcie_most, k));
+}
+
+ExpertCache::Step ExpertCache::step(std::span<const int32_t> routed, int k, std::span<const int32_t> pcie_table) {
   if (k < 1 || routed.size() % size_t(k) != 0) fail("expert cache: {} picks are not whole tokens of {}", routed.size(), k);
+  if (pcie_table.size() != size_t(k) + 1) fail("expert cache: a PCIe table of {} entries for {} picks", pcie_table.size(), k);
   ++tick_;
   for (int32_t e : routed) {
     if (e < 0 || e >= int(slot_of_.size())) fail("expert cache: expert {} of {}", e, slot_of_.size());
@@ -27,7 +36,9 @@ ExpertCache::Step ExpertCache::step(std::span<const int32_t> routed, int k, int 
   }
   Step out{.slot = std::vector<int32_t>(routed.size(), kCpu), .filled = std::vector<bool>(routed.size(), false)};
   for (size_t t = 0; t < routed.size() / size_t(k); ++t) {
-    int pcie_left = pcie_most;
+    int misses = 0;
+    for (int r = 0; r < k; ++r) misses += slot_of_[size_t(routed[t * size_t(k) + size_t(r)])] < 0;
+    int pcie_left = std::max(0, pcie_table[size_t(misses)]);
     for (int r = k - 1; r >= 0; --r) {
       const size_t i = t * size_t(k) + size_t(r);
       const int32_t e = routed[i];

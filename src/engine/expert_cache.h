@@ -11,7 +11,8 @@
 // straight into a product, the cache fills for free. So a step's routed experts found in a slot
 // are hits (their slots marked used), up to `pcie_most` of each token's others (from its last
 // rank up) go into the least recently used slots the step does not use, and the rest go to the
-// CPU and stay in RAM. The admissions follow the PCIe share the balance sets.
+// CPU and stay in RAM. The admissions follow the PCIe share the balance sets (a share of each
+// token's misses, counted when the token's turn comes: after the fills of the tokens before it).
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -35,6 +36,9 @@ class ExpertCache {
     int hits = 0, fills = 0;
   };
   Step step(std::span<const int32_t> routed, int k, int pcie_most);
+  // The same with a token's PCIe share read from a table by its number of misses m (entry m of
+  // k + 1: engine/pcie_balance.h), as the publish kernel reads it.
+  Step step(std::span<const int32_t> routed, int k, std::span<const int32_t> pcie_table);
 
   int slot_of(int expert) const { return slot_of_[size_t(expert)]; }
   int expert_in(int slot) const { return expert_of_[size_t(slot)]; }

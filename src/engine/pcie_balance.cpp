@@ -6,24 +6,40 @@
 
 namespace moe {
 
-PcieBalance::PcieBalance(int most, int start) : most_(most), limit_(std::clamp(start, 0, std::max(most, 0))) {
+PcieBalance::PcieBalance(int most, int start) : most_(most), share_(std::clamp(start, 0, kSteps)) {
   if (most < 0) fail("pcie balance: at most {} experts a token", most);
+}
+
+int PcieBalance::limit(int misses) const {
+  MOE_ASSERT(misses >= 0);
+  return std::min(most_, (2 * share_ * misses + kSteps) / (2 * kSteps));
+}
+
+std::vector<int32_t> PcieBalance::table(int k) const {
+  std::vector<int32_t> t(size_t(k) + 1);
+  for (int m = 0; m <= k; ++m) t[size_t(m)] = limit(m);
+  return t;
 }
 
 bool PcieBalance::update(int waited, int layers) {
   MOE_ASSERT(waited >= 0 && waited <= layers);
   if (layers == 0) return false;
-  // Most layers waited for the CPU: one more for the GPU. Few did: one back. In between the
-  // two sides are close to even; stay. At the balance the limit alternates between the two
-  // values around it, each step, which costs nothing (the limit is a device int the captured
-  // graph reads).
-  const int before = limit_;
-  if (4 * waited >= 3 * layers) {
-    limit_ = std::min(limit_ + 1, most_);
-  } else if (4 * waited <= layers) {
-    limit_ = std::max(limit_ - 1, 0);
+  // Most layers waited for the CPU: a step more for the GPU. Few did: a step back. In between
+  // the two sides are close to even; stay. At the balance the share alternates between the two
+  // values around it, which costs nothing (the table is device memory the captured graph reads).
+  const int before = share_;
+  if (2 * waited > layers) {
+    share_ = std::min(share_ + 1, kSteps);
+  } else if (2 * waited < layers) {
+    share_ = std::max(share_ - 1, 0);
   }
-  return limit_ != before;
+  return share_ != before;
+}
+
+std::vector<int32_t> fixed_pcie_table(int n, int k) {
+  std::vector<int32_t> t(size_t(k) + 1);
+  for (int m = 0; m <= k; ++m) t[size_t(m)] = std::min(m, n);
+  return t;
 }
 
 }  // namespace moe

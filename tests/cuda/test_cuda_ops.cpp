@@ -16,6 +16,7 @@
 #include "../ops/ops_test_util.h"
 #include "core/thread_pool.h"
 #include "engine/expert_cache.h"
+#include "engine/pcie_balance.h"
 #include "models/blocks.h"
 #include "ops/cpu/matmul.h"
 #include "ops/cpu/quantize.h"
@@ -483,8 +484,9 @@ TEST(CudaOps, HybridAddReachesEveryValue) {
   }
 }
 
-// --pcie-experts auto: the limit is a device int the publish kernel reads when it runs (a graph
-// recorded once follows it), and the add marks the layers where it waited for the CPU's sum.
+// --pcie-experts auto: the limit is a table of device ints the publish kernel reads when it
+// runs (a graph recorded once follows it), by the token's number of misses, and the add marks
+// the layers where it waited for the CPU's sum.
 TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
   const int n = 1, k = 4, n_expert = 8, layer = 0;
   const int64_t d = 8;
@@ -498,16 +500,22 @@ TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
   cuda::ExpertHandoff& h = handoff.h;
   test::Device<float> w(weights);
   test::Device<unsigned> counter(std::vector<unsigned>{0});
-  for (const int limit : {0, 2, 3, 9}) {  // pcie_slots 3: the limit lowers it, never raises it
+  // pcie_slots 3: a table's entries lower it, never raise it; a share of the misses takes entry 3
+  // (7/20 of 3 rounds to 1).
+  const std::vector<std::pair<std::vector<int32_t>, int>> tables = {
+      {std::vector<int32_t>(k + 1, 0), 0}, {std::vector<int32_t>(k + 1, 2), 2}, {std::vector<int32_t>(k + 1, 3), 3},
+      {std::vector<int32_t>(k + 1, 9), 3}, {PcieBalance(3, 7).table(k), 1}, {{0, 0, 0, 2, 0}, 2}};
+  for (const auto& [table, want] : tables) {
+    const int limit = table[3];
     handoff.clear();
     test::Device<int32_t> experts(routed), slots(slot_of), ram_ids(size_t(n * k));
-    test::Device<int32_t> device_limit(std::vector<int32_t>{limit});
+    test::Device<int32_t> device_table(table);
     test::Device<float> rows(u);
     MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), h, layer,
-                                         counter.get(), nullptr, 3, ram_ids.get(), device_limit.get()));
+                                         counter.get(), nullptr, 3, ram_ids.get(), device_table.get()));
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const int over_pcie = int(std::count(h.experts, h.experts + n * k, -2));
-    EXPECT_EQ(over_pcie, std::min(limit, 3)) << limit;
+    EXPECT_EQ(over_pcie, want) << limit;
     EXPECT_EQ(int(std::count_if(h.experts, h.experts + n * k, [](int32_t e) { return e >= 0; })), 3 - over_pcie);
 
     // The CPU's sum there before the add runs: no wait marked.
@@ -554,6 +562,9 @@ TEST(CudaOps, TheExpertCacheDecidesAsItsHostModel) {
   test::Device<float> rows(u);
   for (int step = 0; step < 300; ++step) {
     const int n = 1 + int(rng() % 8), limit = int(rng() % 4);
+    // A fixed count, or a share of each token's misses (the table the balance writes).
+    const std::vector<int32_t> table =
+        step % 2 == 0 ? fixed_pcie_table(limit, k) : PcieBalance(3, int(rng() % (PcieBalance::kSteps + 1))).table(k);
     std::vector<int32_t> routed, routed_only;  // with and without the shared expert (last rank)
     for (int t = 0; t < n; ++t) {
       // Distinct experts a token, mostly from a small set, so that hits and repeats across the
@@ -569,13 +580,15 @@ TEST(CudaOps, TheExpertCacheDecidesAsItsHostModel) {
     }
     std::vector<float> weights(routed.size(), 0.5f);
     HostHandoff handoff(n, k, d, 1);
-    test::Device<int32_t> experts(routed), ram_ids(routed.size()), device_limit(std::vector<int32_t>{limit});
+    test::Device<int32_t> experts(routed), ram_ids(routed.size()), device_table(table);
     test::Device<float> w(weights);
     MOE_CUDA_CHECK(cuda::publish_experts(rows.get(), n, d, experts.get(), w.get(), k, slots.get(), handoff.h, 0,
-                                         counter.get(), nullptr, 3, ram_ids.get(), device_limit.get(), &cache));
+                                         counter.get(), nullptr, 3, ram_ids.get(), device_table.get(), &cache));
     const auto got = experts.host(), got_ram = ram_ids.host();
-    // The host model sees the routed experts only: the shared expert is always in its slot.
-    const ExpertCache::Step want = model.step(routed_only, k_routed, limit);
+    // The host model sees the routed experts only: the shared expert is always in its slot (and
+    // never a miss: the table's first k_routed + 1 entries are all it reads).
+    const ExpertCache::Step want =
+        model.step(routed_only, k_routed, std::span<const int32_t>(table).first(size_t(k_routed) + 1));
     for (int t = 0; t < n; ++t) {
       for (int r = 0; r < k; ++r) {
         const size_t i = size_t(t * k + r);
@@ -591,8 +604,8 @@ TEST(CudaOps, TheExpertCacheDecidesAsItsHostModel) {
         ASSERT_EQ(handoff.h.experts[i], want.filled[j] ? -2 : want.slot[j] >= 0 ? -1 : routed_only[j]);
       }
     }
-    const auto table = slots.host(), held = cache_state.host();
-    for (int e = 0; e < n_expert; ++e) ASSERT_EQ(table[size_t(e)], model.slot_of(e)) << "expert " << e;
+    const auto slot_table = slots.host(), held = cache_state.host();
+    for (int e = 0; e < n_expert; ++e) ASSERT_EQ(slot_table[size_t(e)], model.slot_of(e)) << "expert " << e;
     for (int s = 0; s < n_slots; ++s) ASSERT_EQ(held[size_t(s)], model.expert_in(s)) << "slot " << s;
     ASSERT_EQ(held[size_t(2 * n_slots)], step + 1);  // the tick
   }

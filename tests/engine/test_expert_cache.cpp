@@ -38,6 +38,23 @@ TEST(ExpertCache, HitsStayAndMissesTakeTheLeastRecentlyUsedSlots) {
   EXPECT_EQ(cache.slot_of(3), 1);  // slot 1 (expert 1) was the least recently used
 }
 
+// A share of the misses (engine/pcie_balance.h): each token's fills are its table entry for the
+// number of its picks not in a slot when its turn comes (after the tokens before it filled).
+TEST(ExpertCache, ATableGivesEachTokenTheEntryForItsMisses) {
+  ExpertCache cache(16, 5);  // slots 0..4 hold experts 0..4
+  const std::vector<int32_t> table{0, 1, 1, 2, 3};  // 1, 2 misses: one fill; 3: two; 4: three
+  // Token 0: 0 is a hit, 8, 9, 10 miss (3): two fills, the last ranks (10, 9), into slots 2 and 3
+  // (slot 1 holds token 1's expert 1: the step uses it). Token 1: 9 now a hit, 11 and 12 miss
+  // (2): one fill (12, slot 4).
+  const ExpertCache::Step s = cache.step(std::vector<int32_t>{0, 8, 9, 10, 9, 11, 12, 1}, 4, table);
+  EXPECT_EQ(s.filled, (std::vector<bool>{false, false, true, true, false, false, true, false}));
+  EXPECT_EQ(s.fills, 3);
+  EXPECT_EQ(s.slot[1], ExpertCache::kCpu);
+  EXPECT_EQ(s.slot[5], ExpertCache::kCpu);
+  EXPECT_EQ(s.slot[4], s.slot[2]);  // token 1 finds 9 where token 0 put it
+  EXPECT_THROW(cache.step(std::vector<int32_t>{0, 1}, 2, std::vector<int32_t>{0, 1}), Error);  // 2 + 1 entries
+}
+
 TEST(ExpertCache, NeverEvictsWhatTheStepUses) {
   ExpertCache cache(16, 2);
   // Both slots hit by the step: the misses find no free slot and stay with the CPU.

@@ -198,14 +198,16 @@ void GpuTrunk::finish_loading(const gguf::Reader& reader, const AttentionShape& 
     } else {
       spdlog::info("gpu: the model's mapping registered with the driver in {:.2f} s", registered_->seconds());
       if (placement_.pcie_experts > 0) {
-        pcie_limit_value_ = placement_.pcie_experts;
+        pcie_table_value_ = fixed_pcie_table(placement_.pcie_experts, kPcieTableSlots);
         if (placement_.pcie_auto) {
-          // Starts near what measured best on the H200 machine (4 of 10) and moves from there.
-          pcie_balance_.emplace(placement_.pcie_experts, std::max(1, (placement_.pcie_experts * 3 + 5) / 10));
-          pcie_limit_value_ = pcie_balance_->limit();
+          // Starts near where the H200 machine's 80B settled (about 2-3 of a token's 7-8 misses)
+          // and moves from there.
+          pcie_balance_.emplace(placement_.pcie_experts, 7);
+          pcie_table_value_ = pcie_balance_->table(kPcieTableSlots);
         }
-        pcie_limit_ = DeviceBuffer(sizeof(int32_t));
-        MOE_CUDA_CHECK(cudaMemcpy(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice));
+        pcie_table_ = DeviceBuffer(pcie_table_value_.size() * sizeof(int32_t));
+        MOE_CUDA_CHECK(cudaMemcpy(pcie_table_.get(), pcie_table_value_.data(), pcie_table_.bytes(),
+                                  cudaMemcpyHostToDevice));
       }
       if (staging_bytes_ > 0) {
         expert_stream_ = std::make_unique<ExpertStream>(*registered_, staging_bytes_);
@@ -512,7 +514,7 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   if (hybrid) {
     MOE_CUDA_CHECK(publish_experts(u, n, d, experts, weights, k, w.slot_of.as<int32_t>(), cpu_experts_->handoff(),
                                    w.hybrid, publish_counter_.as<unsigned>(), stream_, pcie, pcie ? ram_ids : nullptr,
-                                   pcie ? pcie_limit_.as<int32_t>() : nullptr, fill ? &w.cache : nullptr));
+                                   pcie ? pcie_table_.as<int32_t>() : nullptr, fill ? &w.cache : nullptr));
   }
   if (fill) fill_slots(w, ram_ids, experts, rows);
   if (grouped) groups_.build(experts, rows, n_slots, stream_);

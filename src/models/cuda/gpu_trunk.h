@@ -204,11 +204,13 @@ class GpuTrunk : public Model {
   std::unique_ptr<RegisteredModel> registered_;  // before the stream that copies from it (destroyed after)
   std::unique_ptr<ExpertStream> expert_stream_;
   bool streaming_step_ = false;  // this step's hybrid layers run from the staging buffer
-  // PCIe experts: how many of a token's RAM experts the GPU takes now (a device int the kernels
-  // read, so that a captured graph follows it), and with --pcie-experts auto what moves it.
+  // PCIe experts: how many of a token's RAM experts the GPU takes now, by their number (a table of
+  // device ints the kernels read, so that a captured graph follows it; a token has at most 32
+  // slots), and with --pcie-experts auto what moves it.
+  static constexpr int kPcieTableSlots = 32;
   void balance_pcie(int n);  // before a hybrid step of n tokens
-  DeviceBuffer pcie_limit_;
-  int pcie_limit_value_ = 0;
+  DeviceBuffer pcie_table_;
+  std::vector<int32_t> pcie_table_value_;  // the table's host copy (a copy's source until it runs)
   std::optional<PcieBalance> pcie_balance_;
   bool last_step_pcie_ = false;  // the step before read experts over PCIe (a decode step)
 

@@ -69,10 +69,11 @@ void GpuTrunk::balance_pcie(int n) {
   if (!pcie_balance_) return;
   // The step before has finished (forward() synchronizes): its waits are all written.
   if (last_step_pcie_ && pcie_balance_->update(cpu_experts_->waited_layers(), cpu_experts_->n_layers())) {
-    pcie_limit_value_ = pcie_balance_->limit();
-    MOE_CUDA_CHECK(cudaMemcpyAsync(pcie_limit_.get(), &pcie_limit_value_, sizeof(int32_t), cudaMemcpyHostToDevice,
-                                   stream_));
-    spdlog::debug("gpu: the GPU reads up to {} of a token's RAM experts a layer over PCIe", pcie_limit_value_);
+    pcie_table_value_ = pcie_balance_->table(kPcieTableSlots);
+    MOE_CUDA_CHECK(cudaMemcpyAsync(pcie_table_.get(), pcie_table_value_.data(), pcie_table_.bytes(),
+                                   cudaMemcpyHostToDevice, stream_));
+    spdlog::debug("gpu: the GPU reads {}/{} of a token's RAM experts a layer over PCIe", pcie_balance_->share(),
+                  PcieBalance::kSteps);
   }
   last_step_pcie_ = n <= kMaxMatvecTokens;  // the steps whose layers may read experts over PCIe
 }

@@ -21,13 +21,21 @@ __device__ __forceinline__ uint64_t gpu_clock_ns() {
 // The decisions are a warp's, a lane a rank of a token (k <= 32): each lane loads its expert
 // and that expert's slot at once, so that a token costs two dependent loads, not two a rank.
 
+// Of a token's `misses` picks not in VRAM, the most the GPU reads over PCIe: the table's entry
+// (the PCIe balance's share of them, or a fixed count), never more than pcie_slots.
+struct PcieShare {
+  int slots = 0;
+  const int32_t* table = nullptr;  // [k + 1], optional
+  __device__ int most(int misses) const { return table ? min(slots, max(0, table[misses])) : slots; }
+};
+
 // Lane r holds a token's rank r, `miss` where its expert is not in VRAM: whether the GPU reads
-// it over PCIe (up to pcie_most of the token's misses, from the last rank up).
-__device__ bool read_over_pcie(bool miss, int k, int pcie_most) {
+// it over PCIe (up to the share of the token's misses, from the last rank up).
+__device__ bool read_over_pcie(bool miss, int k, const PcieShare& share) {
   const int lane = int(threadIdx.x % 32);
   const unsigned misses = __ballot_sync(~0u, miss && lane < k);
   const unsigned above = lane == 31 ? 0u : misses & (~0u << (lane + 1));  // misses at higher ranks
-  return miss && __popc(above) < pcie_most;
+  return miss && __popc(above) < share.most(__popc(misses));
 }
 
 // A pick's outputs: the slot the expert products read (kCpu: a zero row; kOtherLaunch: the PCIe
@@ -42,11 +50,11 @@ __device__ void write_pick(int64_t i, int32_t slot, int32_t cpu_id, int32_t ram,
 
 // Without the cache: a warp a token.
 __device__ void route_token(int64_t t, int k, int32_t* experts, const float* weights, const int32_t* slot_of,
-                            const ExpertHandoff& h, int pcie_most, int32_t* ram_ids) {
+                            const ExpertHandoff& h, const PcieShare& share, int32_t* ram_ids) {
   const int lane = int(threadIdx.x % 32);
   const int64_t i = t * k + lane;
   const int32_t e = lane < k ? experts[i] : 0, slot = lane < k ? slot_of[e] : 0;
-  const bool over_pcie = read_over_pcie(slot < 0, k, pcie_most);
+  const bool over_pcie = read_over_pcie(slot < 0, k, share);
   if (lane < k) {
     write_pick(i, slot >= 0 ? slot : over_pcie ? kOtherLaunch : kCpu, slot >= 0 ? -1 : over_pcie ? -2 : e,
                over_pcie ? e : kOtherLaunch, experts, weights, h, ram_ids);
@@ -58,7 +66,8 @@ __device__ void route_token(int64_t t, int k, int32_t* experts, const float* wei
 // pick of the step evicts one; then each token's PCIe share takes the least recently used
 // slots the step does not use (the lowest slot on ties), in rank order from the last.
 __device__ void route_with_cache(int n, int k, int32_t* experts, const float* weights, int32_t* slot_of,
-                                 const ExpertHandoff& h, int pcie_most, int32_t* ram_ids, const ExpertSlots& c) {
+                                 const ExpertHandoff& h, const PcieShare& share, int32_t* ram_ids,
+                                 const ExpertSlots& c) {
   __shared__ uint32_t stamp[kMaxExpertSlots];
   __shared__ int32_t expert_of[kMaxExpertSlots];
   const int lane = int(threadIdx.x);
@@ -83,7 +92,7 @@ __device__ void route_with_cache(int n, int k, int32_t* experts, const float* we
     // An expert an earlier token of the step brought in is a hit now (the only change a fill makes
     // to a slot another pick could hold: the step's own hits are never evicted).
     if (t > 0 && lane < k && slot[t] < 0) slot[t] = slot_of[e[t]];
-    const bool fill = read_over_pcie(slot[t] < 0, k, pcie_most);
+    const bool fill = read_over_pcie(slot[t] < 0, k, share);
     int32_t cpu_id = slot[t] >= 0 ? -1 : e[t], ram = kOtherLaunch;
     for (unsigned todo = __ballot_sync(~0u, fill && lane < k); todo != 0;) {
       const int r = 31 - __clz(todo);  // the highest rank first
@@ -117,19 +126,19 @@ __global__ void __launch_bounds__(kThreads)
     publish_kernel(const float* __restrict__ u, int n, int64_t d, int32_t* __restrict__ experts,
                    const float* __restrict__ weights, int k, int32_t* __restrict__ slot_of, ExpertHandoff h,
                    int layer, unsigned* counter, int pcie_slots, int32_t* __restrict__ ram_ids,
-                   const int32_t* __restrict__ pcie_limit, ExpertSlots cache) {
+                   const int32_t* __restrict__ pcie_table, ExpertSlots cache) {
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t stride = int64_t(gridDim.x) * kThreads, first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  const int pcie_most = pcie_limit ? min(pcie_slots, max(0, *pcie_limit)) : pcie_slots;
+  const PcieShare share{.slots = pcie_slots, .table = pcie_table};
   if (cache.n_slots > 0) {
     if (blockIdx.x == 0 && threadIdx.x < 32) {
-      route_with_cache(n, k, experts, weights, slot_of, h, pcie_most, ram_ids, cache);
+      route_with_cache(n, k, experts, weights, slot_of, h, share, ram_ids, cache);
     }
   } else {
     constexpr int kWarps = kThreads / 32;
     for (int64_t t = blockIdx.x * kWarps + threadIdx.x / 32; t < n; t += int64_t(gridDim.x) * kWarps) {
-      route_token(t, k, experts, weights, slot_of, h, pcie_most, ram_ids);
+      route_token(t, k, experts, weights, slot_of, h, share, ram_ids);
     }
   }
   // The rows as float4 where they are whole (d is a multiple of 4 for every model we run).
@@ -175,7 +184,7 @@ unsigned blocks_for(int64_t count) {
 
 cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, const float* weights, int k,
                             int32_t* slot_of, const ExpertHandoff& handoff, int layer, unsigned* counter,
-                            cudaStream_t stream, int pcie_slots, int32_t* ram_ids, const int32_t* pcie_limit,
+                            cudaStream_t stream, int pcie_slots, int32_t* ram_ids, const int32_t* pcie_table,
                             const ExpertSlots* cache) {
   if (n < 1 || k < 1 || (pcie_slots > 0 && ram_ids == nullptr)) return cudaErrorInvalidValue;
   if (k > 32) return cudaErrorInvalidValue;  // a lane a rank
@@ -183,7 +192,7 @@ cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, 
     return cudaErrorInvalidValue;
   }
   launch(publish_kernel, blocks_for(int64_t(n) * d / 4), kThreads, 0, stream, u, n, d, experts, weights, k, slot_of,
-         handoff, layer, counter, pcie_slots, ram_ids, pcie_limit, cache ? *cache : ExpertSlots{});
+         handoff, layer, counter, pcie_slots, ram_ids, pcie_table, cache ? *cache : ExpertSlots{});
   return cudaGetLastError();
 }
 

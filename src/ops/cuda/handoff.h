@@ -50,16 +50,18 @@ struct ExpertSlots {
 // read over PCIe); slot_of: [n_expert + 1] an expert's VRAM slot or -1 (device). weights [n][k],
 // u [n][d]. With pcie_slots > 0, up to that many of each token's slots not in VRAM (its last
 // ones) are the GPU's to compute from RAM over PCIe: their expert ids go to ram_ids [n][k] (-2
-// elsewhere) and the CPU skips them; pcie_limit (a device int, optional) lowers that number at
-// run time, so that a captured graph follows a limit the host changes between steps. counter:
-// a device unsigned, zero, left zero (the last block raises the flag). k <= 32.
+// elsewhere) and the CPU skips them; pcie_table (device ints [k + 1], optional) lowers that
+// number at run time, entry m for a token with m slots not in VRAM (engine/pcie_balance.h: a
+// share of them, or a fixed count), so that a captured graph follows a share the host changes
+// between steps. counter: a device unsigned, zero, left zero (the last block raises the flag).
+// k <= 32.
 // With `cache` (n <= 8 tokens, at most 1024 slots), a PCIe expert is instead copied into the least recently used
 // slot the step does not use (slot_of and the cache updated here): its `experts` entry is that
 // slot, its ram_ids entry the expert (fill_expert_slots() copies it before the products run).
 cudaError_t publish_experts(const float* u, int n, int64_t d, int32_t* experts, const float* weights, int k,
                             int32_t* slot_of, const ExpertHandoff& handoff, int layer, unsigned* counter,
                             cudaStream_t stream, int pcie_slots = 0, int32_t* ram_ids = nullptr,
-                            const int32_t* pcie_limit = nullptr, const ExpertSlots* cache = nullptr);
+                            const int32_t* pcie_table = nullptr, const ExpertSlots* cache = nullptr);
 
 // Waits for the CPU's `done` of `layer` (raising handoff.waited[layer], where there is one, if
 // it had to), then x[n][d] += handoff.sum.
