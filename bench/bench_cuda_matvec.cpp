@@ -147,8 +147,10 @@ int run(int reps, bool pcie_only) {
   const GgmlType types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K,
                             GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
   // Qwen3-Next-80B-A3B decode shapes: an attention/delta-net projection, one expert's gate
-  // (512 x 2048) and down (2048 x 512), and the output head.
-  const std::pair<int64_t, int64_t> shapes[] = {{4096, 2048}, {2048, 4096}, {512, 2048}, {2048, 512}, {151936, 2048}};
+  // (512 x 2048) and down (2048 x 512), the delta-net's stacked q|k|v|z|b|a input, and the
+  // output head.
+  const std::pair<int64_t, int64_t> shapes[] = {{4096, 2048}, {2048, 4096},  {512, 2048},
+                                                {2048, 512},  {12352, 2048}, {151936, 2048}};
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 0.02f);
   for (GgmlType type : types) {
