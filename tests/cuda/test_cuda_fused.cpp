@@ -98,7 +98,8 @@ TEST(CudaFused, SwigluDownProductsEqualTheirParts) {
   SEED_TRACE();
   std::mt19937 rng(test::test_seed());
   const int n_expert = 5, rows = 100;  // not a multiple of the 32 rows a block takes
-  const std::vector<int32_t> experts{4, 0, 4, 2, 1, 3, 0, 2, 4};
+  // -1: a zero row (the hybrid's CPU computes it); -2: the row left as it is (another launch's).
+  const std::vector<int32_t> experts{4, 0, -1, 4, 2, 1, -2, 3, 0, 2, 4};
   const int n = int(experts.size());
   Device<int32_t> de(experts);
   struct Case {
@@ -120,7 +121,8 @@ TEST(CudaFused, SwigluDownProductsEqualTheirParts) {
       }
       const std::byte* weights = split ? ds.get() : dw.get();
       const auto gu = test::random_floats(rng, size_t(n) * 2 * size_t(cols), 2.0f);
-      Device<float> dgu(gu), y1{size_t(n * rows)}, y2{size_t(n * rows)};
+      const auto y0 = test::random_floats(rng, size_t(n * rows));
+      Device<float> dgu(gu), y1(y0), y2(y0);
       cuda::ActivationBuffer buffer;
       const auto h = buffer.quantize_swiglu(vec_dot_type(c.type), dgu.get(), n, cols, nullptr);
       cuda::matvec_experts(c.type, weights, stride * rows, stride, rows, h, de.get(), y1.get(), nullptr, 1, c.layout);

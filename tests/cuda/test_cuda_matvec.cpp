@@ -17,7 +17,9 @@
 #include "ops/cpu/matmul.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
+#include "cuda_test_util.h"
 
 namespace moe {
 namespace {
@@ -106,6 +108,50 @@ TEST(CudaMatvec, EveryFormatMatchesTheCpuKernels) {
             }
           }
         }
+      }
+    }
+  }
+}
+
+// A decode product of a matrix of more than 4096 rows (a warp a row, no split): every layout the
+// engine uploads (Q8_0 as it is and split, a K-quant, f16), a row count that leaves the last
+// block one row, and the residual add (y += W x) as well as y = W x.
+TEST(CudaMatvec, TallMatricesMatchTheCpuWithAndWithoutTheResidual) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  ThreadPool pool(2);
+  const int64_t rows = 4096 + 8 * 3 + 1, cols = 512;
+  struct Case {
+    GgmlType type;
+    cuda::GpuLayout layout;
+  };
+  for (const Case c : {Case{GgmlType::Q8_0, cuda::GpuLayout::Gguf}, Case{GgmlType::Q8_0, cuda::GpuLayout::Q8_0Split},
+                       Case{GgmlType::Q4_K, cuda::GpuLayout::Gguf}, Case{GgmlType::F16, cuda::GpuLayout::Gguf}}) {
+    for (const bool accumulate : {false, true}) {
+      const bool split = c.layout == cuda::GpuLayout::Q8_0Split;
+      SCOPED_TRACE(fmt::format("{}{} accumulate={}", type_name(c.type), split ? " split" : "", accumulate));
+      const auto w = test::quantize(c.type, test::random_floats(rng, size_t(rows * cols), 0.05f), rows, cols);
+      const auto x = awkward_activations(rng, cols);
+      const auto y0 = test::random_floats(rng, size_t(rows));
+      const size_t rb = row_bytes(c.type, uint64_t(cols)), stride = split ? cuda::q8_0_split_stride(cols) : rb;
+      test::Device<std::byte> dw(w), dx_bytes(x.size() * sizeof(float));
+      test::Device<std::byte> ds(split ? stride * size_t(rows) : 1);
+      MOE_CUDA_CHECK(cudaMemcpy(dx_bytes.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+      if (split) MOE_CUDA_CHECK(cuda::relayout_q8_0_split(dw.get(), rb, rows, cols, ds.get(), stride, nullptr));
+      test::Device<float> dy(y0);
+      cuda::ActivationBuffer activations;
+      const auto a = activations.quantize(vec_dot_type(c.type), reinterpret_cast<float*>(dx_bytes.get()), 1, cols, nullptr);
+      cuda::matvec(c.type, split ? static_cast<void*>(ds.get()) : static_cast<void*>(dw.get()), stride, rows, a,
+                   dy.get(), nullptr, accumulate, c.layout);
+      const auto gpu = dy.host();
+      std::vector<float> cpu(static_cast<size_t>(rows));
+      matmul(WeightView::packed(c.type, rows, cols, w.data()), x, 1, cpu, pool);
+      const auto wf = test::dequantize(c.type, w, rows, cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        double magnitude = 0;
+        for (int64_t i = 0; i < cols; ++i) magnitude += std::fabs(double(wf[size_t(r * cols + i)]) * x[size_t(i)]);
+        const float want = accumulate ? y0[size_t(r)] + cpu[size_t(r)] : cpu[size_t(r)];
+        ASSERT_NEAR(gpu[size_t(r)], want, 1e-5 * magnitude + 1e-6 * std::fabs(want) + 1e-30) << "row " << r;
       }
     }
   }
