@@ -160,6 +160,15 @@ int run(int reps) {
     time("add_cpu_sum_2048", [&](int) {
       MOE_CUDA_CHECK(cuda::add_cpu_sum(h, 0, 1, kEmbd, residual.as<float>(), stream));
     });
+    // The same sum added by the combine (+ norm + quantize) itself: against the sum of this
+    // and combine_norm_quantize_2048_k11 above, the two launches it replaces.
+    time("combine_cpu_sum_norm_quantize_2048_k11", [&](int) {
+      const cuda::CombineRows c{.rows = expert_rows.as<float>(), .weights = expert_weights.as<float>(),
+                                .k = kUsed + 1, .cpu = h, .cpu_layer = 0};
+      MOE_CUDA_CHECK(cuda::launch_combine_norm_quantize(c, residual.as<float>(), norm_w.as<float>(), 1e-6f, 1, kEmbd,
+                                                        out.as<float>(), false, target.qs, target.scales,
+                                                        target.sums, stream));
+    });
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
   std::string body;

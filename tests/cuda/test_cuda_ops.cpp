@@ -540,6 +540,63 @@ TEST(CudaOps, HybridHandoffFollowsTheLimitAndMarksWaits) {
   }
 }
 
+// The MoE combine that adds the hybrid's CPU sum itself (CombineRows::cpu) gives the bits of
+// add_cpu_sum() and then the combine with the next norm: x, the normed rows and their
+// quantization; with the sum raised before the launch, and 20 ms after it (the wait marked,
+// the clock stamped, the sum still added).
+TEST(CudaOps, CombineAddsTheCpusSumWithTheBitsOfTheAdd) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  const int64_t d = 2048;
+  const int k = 11, layer = 1;
+  for (int n : {1, 3}) {
+    for (bool late : {false, true}) {
+      SCOPED_TRACE(fmt::format("{} tokens, sum raised {}", n, late ? "late" : "first"));
+      HostHandoff handoff(n, k, d, 2);
+      cuda::ExpertHandoff& h = handoff.h;
+      const auto cpu_sum = test::random_floats(rng, size_t(n * d), 2.0f);
+      std::copy(cpu_sum.begin(), cpu_sum.end(), h.sum);
+      const auto rows = test::random_floats(rng, size_t(n * k * d)), weights = test::random_floats(rng, size_t(n * k));
+      const auto x = test::random_floats(rng, size_t(n * d), 3.0f), norm = test::random_floats(rng, size_t(d));
+      test::Device<float> drows(rows), dweights(weights), x1(x), x2(x), dnorm(norm);
+      test::Device<float> u1{size_t(n * d)}, u2{size_t(n * d)};
+      cuda::CombineRows c{.rows = drows.get(), .weights = dweights.get(), .k = k};
+      h.done[layer] = 1;
+      MOE_CUDA_CHECK(cuda::add_cpu_sum(h, layer, n, d, x1.get(), nullptr));
+      cuda::ActivationBuffer parts, fused;
+      const auto expected = parts.combine_quantize_normed(GgmlType::Q8_0, c, x1.get(), dnorm.get(), 1e-6f, n, d,
+                                                          u1.get(), nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      handoff.clear();
+      std::copy(cpu_sum.begin(), cpu_sum.end(), h.sum);
+      h.done[layer] = late ? 0 : 1;
+      c.cpu = h, c.cpu_layer = layer;
+      const auto got = fused.combine_quantize_normed(GgmlType::Q8_0, c, x2.get(), dnorm.get(), 1e-6f, n, d, u2.get(),
+                                                     nullptr);
+      if (late) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::atomic_ref<unsigned>(h.done[layer]).store(1, std::memory_order_release);
+      }
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(x2.host(), x1.host());
+      EXPECT_EQ(u2.host(), u1.host());
+      auto bytes = [&](const cuda::DeviceActivations& a) {  // the quantized values, then the block scales
+        std::vector<uint8_t> b(size_t(n * d) + size_t(n * d / 32) * sizeof(float));
+        MOE_CUDA_CHECK(cudaMemcpy(b.data(), a.qs, size_t(n * d), cudaMemcpyDeviceToHost));
+        MOE_CUDA_CHECK(cudaMemcpy(b.data() + n * d, a.scales, size_t(n * d / 32) * sizeof(float), cudaMemcpyDeviceToHost));
+        return b;
+      };
+      EXPECT_EQ(bytes(got), bytes(expected));
+      EXPECT_EQ(h.waited[layer], late ? 1u : 0u);
+      const uint64_t* t = h.times + cuda::kHandoffTimes * layer;
+      EXPECT_GT(t[1], 0u);
+      if (late) {
+        EXPECT_GT(t[2] - t[1], uint64_t(10'000'000));
+      }
+    }
+  }
+}
+
 // The expert cache's decisions on the GPU (publish_experts with ExpertSlots) are the host
 // model's (engine/expert_cache.h), pick by pick, over many steps of random routing with a
 // shared expert and a PCIe limit that changes: the slots the products read, what goes to the

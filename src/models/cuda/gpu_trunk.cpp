@@ -567,17 +567,19 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
     }
     ffn_rows(shared, quantized(shared.gate_up ? *shared.gate_up : shared.gate, u, n), u, n, shared_out, false);
   }
-  if (hybrid) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
-  const CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
-                            .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
+  CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
+                      .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
   const GgmlType next_type = next.first ? vec_dot_type(next.first->type) : GgmlType::F32;
   if (n <= kMaxMatvecTokens && next_type != GgmlType::F32 && d <= ActivationBuffer::kMaxFusedWidth) {
-    // The next block's normed input from the same launch: its normed() call takes it.
+    // The next block's normed input from the same launch: its normed() call takes it. A hybrid
+    // layer's combine also waits for the CPU's sum and adds it.
+    if (hybrid) combine.cpu = cpu_experts_->handoff(), combine.cpu_layer = w.hybrid;
     ActivationSlot& s = slot(next_type);
     s.last = s.buffer.combine_quantize_normed(next_type, combine, x, next.weights->as<float>(), c.rms_eps, n, d, u,
                                               stream_);
     prenormed_ = {.x = x, .weights = next.weights->as<float>(), .type = next_type, .n = n, .u = u};
   } else {
+    if (hybrid) MOE_CUDA_CHECK(add_cpu_sum(cpu_experts_->handoff(), w.hybrid, n, d, x, stream_));
     MOE_CUDA_CHECK(combine_experts(expert_out, weights, n, k, d, x, stream_, true, shared_out, shared_logit,
                                    combine.logit_stride));
   }

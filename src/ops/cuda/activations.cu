@@ -5,6 +5,7 @@
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/combine.cuh"
+#include "ops/cuda/handoff.cuh"
 #include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/warp.cuh"
 
@@ -115,7 +116,8 @@ __global__ void __launch_bounds__(32 * kNormWarps)
 // The MoE combine (combine_kernel in elementwise.cu, the same arithmetic: the k experts' rows
 // weighted and summed in rank order, the gated shared expert, the residual add into x), then
 // the next block's RMSNorm and quantization of the new x, one block per token row, the loads
-// of a pair's rows and weights all in flight together.
+// of a pair's rows and weights all in flight together. With the hybrid's CPU sum (c.cpu.sum),
+// x + that sum first (add_cpu_sum()'s add), its read of host memory issued before the rows'.
 __global__ void __launch_bounds__(32 * kNormWarps)
     combine_norm_quantize_kernel(CombineRows c, float* x, const float* __restrict__ w, float eps, int64_t width,
                                  float* out, bool k_quant, int8_t* __restrict__ qs, float* __restrict__ scales,
@@ -126,11 +128,19 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   wait_for_previous_kernels();
   allow_next_kernel();
   const int64_t row = blockIdx.x;
+  const bool cpu = c.cpu.sum != nullptr;
+  if (cpu) wait_for_cpu_sum(c.cpu, c.cpu_layer);
   double sum = 0;
   for (int64_t p = tid; 2 * p < width; p += threads) {
+    float2 from_cpu = {0.0f, 0.0f};
+    if (cpu) {
+      const volatile float* h = c.cpu.sum + row * width + 2 * p;
+      from_cpu = {h[0], h[1]};
+    }
     const float2 s = combine_pair(c, row, p, width);
     float2& xv = reinterpret_cast<float2*>(x + row * width)[p];
-    const float2 v = {xv.x + s.x, xv.y + s.y};
+    const float2 r = cpu ? float2{xv.x + from_cpu.x, xv.y + from_cpu.y} : xv;
+    const float2 v = {r.x + s.x, r.y + s.y};
     xv = v;
     reinterpret_cast<float2*>(normed)[p] = v;
     sum += double(v.x) * v.x;

@@ -16,6 +16,7 @@
 
 #include "core/ggml_type.h"
 #include "ops/cuda/device_buffer.h"
+#include "ops/cuda/handoff.h"
 
 // Callable from host and device code (the structs below are used by both).
 #ifdef __CUDACC__
@@ -57,6 +58,11 @@ struct CombineRows {
   const float* shared = nullptr;        // [n_tok][width], or null
   const float* shared_logit = nullptr;  // token t's at [t * logit_stride]
   int64_t logit_stride = 1;
+  // The hybrid's CPU sum of layer cpu_layer (handoff.h), where cpu.sum is set: the combine
+  // waits for it and adds it to x first, with the bits of add_cpu_sum() before the combine
+  // (combine_quantize_normed only; one launch less in a hybrid layer's serial part).
+  ExpertHandoff cpu{};
+  int cpu_layer = 0;
 };
 
 // Owns the device memory of quantized activations; reused between calls (grows as needed).

@@ -1,6 +1,7 @@
 // The GPU side of the MoE hand-off (handoff.h). Host-mapped memory is read with volatile
 // loads: the CPU writes it while the kernel runs, and nothing may cache an old value.
 #include "ops/cuda/handoff.h"
+#include "ops/cuda/handoff.cuh"
 #include "ops/cuda/last_block.cuh"
 #include "ops/cuda/launch.cuh"
 
@@ -11,12 +12,6 @@ constexpr int kThreads = 256;
 constexpr int32_t kCpu = -1, kOtherLaunch = -2;  // the expert kernels' "zero row" and "skip" ids
 
 constexpr int kMaxCacheTokens = 8;    // tokens a step with the cache (one warp decides for all of them)
-
-__device__ __forceinline__ uint64_t gpu_clock_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 // The decisions are a warp's, a lane a rank of a token (k <= 32): each lane loads its expert
 // and that expert's slot at once, so that a token costs two dependent loads, not two a rank.
@@ -158,18 +153,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads) add_sum_kernel(ExpertHandoff h, int layer, int64_t count, float* x) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  if (threadIdx.x == 0) {
-    const uint64_t began = gpu_clock_ns();
-    const volatile unsigned* done = h.done + layer;
-    if (*done == 0 && blockIdx.x == 0 && h.waited) *reinterpret_cast<volatile unsigned*>(h.waited + layer) = 1;
-    while (*done == 0) __nanosleep(256);
-    __threadfence_system();
-    if (blockIdx.x == 0 && h.times) {
-      h.times[kHandoffTimes * layer + 1] = began;
-      h.times[kHandoffTimes * layer + 2] = gpu_clock_ns();
-    }
-  }
-  __syncthreads();
+  wait_for_cpu_sum(h, layer);
   // A read of host memory is a trip over PCIe; a thread's reads of the sum go out together, kAhead
   // at a time, before any of its adds (x might alias the sum: a read after an add would wait).
   constexpr int kAhead = 4;

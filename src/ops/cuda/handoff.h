@@ -9,7 +9,8 @@
 //     normed row); then the layer's `ready` flag is raised.
 //   ... the GPU computes its experts while the CPU thread, which watched `ready`, computes the
 //     others and writes their weighted sum, then raises `done` ...
-//   add_cpu_sum(): waits for `done`, then x += the CPU's sum.
+//   add_cpu_sum(): waits for `done`, then x += the CPU's sum (in a decode step the MoE combine
+//     does this itself: CombineRows::cpu in activations.h, wait_for_cpu_sum() in handoff.cuh).
 // The flags are zeroed by the host before each step, so the same graph serves every step.
 #include <cstdint>
 
