@@ -172,7 +172,8 @@ std::unique_ptr<Model> open_hybrid(const gguf::Reader& reader, const LoadOptions
 
 }  // namespace
 
-std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options, PlacementRequest* planned) {
+std::unique_ptr<Model> open_model(const gguf::Reader& reader, const LoadOptions& options,
+                                  [[maybe_unused]] PlacementRequest* planned) {  // read by a CUDA build only
   if (options.weight_prefetch >= 0) set_weight_prefetch_bytes(size_t(options.weight_prefetch));
   const std::optional<int> gpu = gpu_index(options.device);
   const bool required = options.device != "auto";
