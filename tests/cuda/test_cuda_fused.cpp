@@ -26,28 +26,7 @@ namespace moe {
 namespace {
 
 using test::Device;
-
-template <typename T>
-std::vector<T> download(const T* p, size_t n) {
-  std::vector<T> out(n);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  MOE_CUDA_CHECK(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return out;
-}
-
-// Quantized activations' bytes and scales (and sums for Q8_K) as host vectors, for comparison.
-struct Quantized {
-  std::vector<int8_t> qs;
-  std::vector<float> scales;
-  std::vector<int> sums;
-  bool operator==(const Quantized&) const = default;
-};
-Quantized download(const cuda::DeviceActivations& a) {
-  const size_t n = size_t(a.n_tok) * size_t(a.cols), block = a.type == GgmlType::Q8_K ? 256 : 32;
-  Quantized q{download(a.qs, n), download(a.scales, n / block), {}};
-  if (a.type == GgmlType::Q8_K) q.sums = download(a.sums, n / 16);
-  return q;
-}
+using test::download;
 
 TEST(CudaFused, RouterProductRoutesInItsLastBlock) {
   SEED_TRACE();

@@ -30,12 +30,7 @@ std::vector<int64_t> gpu_test_cols(GgmlType type) {
   return {8, 40, 4096 + 8};
 }
 
-template <typename T>
-std::vector<T> download(const T* device, size_t n) {
-  std::vector<T> host(n);
-  MOE_CUDA_CHECK(cudaMemcpy(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
-}
+using test::download;
 
 // Activations with what trips quantizers: a zero block, ties of opposite sign for the largest
 // magnitude, halves that round differently under half-away and half-even, large outliers.
@@ -134,13 +129,12 @@ TEST(CudaMatvec, TallMatricesMatchTheCpuWithAndWithoutTheResidual) {
       const auto x = awkward_activations(rng, cols);
       const auto y0 = test::random_floats(rng, size_t(rows));
       const size_t rb = row_bytes(c.type, uint64_t(cols)), stride = split ? cuda::q8_0_split_stride(cols) : rb;
-      test::Device<std::byte> dw(w), dx_bytes(x.size() * sizeof(float));
-      test::Device<std::byte> ds(split ? stride * size_t(rows) : 1);
-      MOE_CUDA_CHECK(cudaMemcpy(dx_bytes.get(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+      test::Device<std::byte> dw(w), ds(split ? stride * size_t(rows) : 1);
+      test::Device<float> dx(x);
       if (split) MOE_CUDA_CHECK(cuda::relayout_q8_0_split(dw.get(), rb, rows, cols, ds.get(), stride, nullptr));
       test::Device<float> dy(y0);
       cuda::ActivationBuffer activations;
-      const auto a = activations.quantize(vec_dot_type(c.type), reinterpret_cast<float*>(dx_bytes.get()), 1, cols, nullptr);
+      const auto a = activations.quantize(vec_dot_type(c.type), dx.get(), 1, cols, nullptr);
       cuda::matvec(c.type, split ? static_cast<void*>(ds.get()) : static_cast<void*>(dw.get()), stride, rows, a,
                    dy.get(), nullptr, accumulate, c.layout);
       const auto gpu = dy.host();

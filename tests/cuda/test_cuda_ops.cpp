@@ -580,13 +580,7 @@ TEST(CudaOps, CombineAddsTheCpusSumWithTheBitsOfTheAdd) {
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
       EXPECT_EQ(x2.host(), x1.host());
       EXPECT_EQ(u2.host(), u1.host());
-      auto bytes = [&](const cuda::DeviceActivations& a) {  // the quantized values, then the block scales
-        std::vector<uint8_t> b(size_t(n * d) + size_t(n * d / 32) * sizeof(float));
-        MOE_CUDA_CHECK(cudaMemcpy(b.data(), a.qs, size_t(n * d), cudaMemcpyDeviceToHost));
-        MOE_CUDA_CHECK(cudaMemcpy(b.data() + n * d, a.scales, size_t(n * d / 32) * sizeof(float), cudaMemcpyDeviceToHost));
-        return b;
-      };
-      EXPECT_EQ(bytes(got), bytes(expected));
+      EXPECT_TRUE(test::download(got) == test::download(expected));
       EXPECT_EQ(h.waited[layer], late ? 1u : 0u);
       const uint64_t* t = h.times + cuda::kHandoffTimes * layer;
       EXPECT_GT(t[1], 0u);
