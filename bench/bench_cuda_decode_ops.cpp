@@ -22,6 +22,7 @@
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/handoff.h"
 #include "ops/cuda/matvec.h"
+#include "ops/cuda/norm_route.h"
 #include "ops/cuda/ops.h"
 
 namespace moe {
@@ -118,6 +119,18 @@ int run(int reps) {
                                   .weights = weights.as<float>(), .counter = counter.as<unsigned>()};
     cuda::matvec_route(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4,
                        router_rows, fx, logits.as<float>(), route, stream);
+  });
+  // The two launches above in one: the norm (and its Q8_0 copy) made by every block of the router.
+  time("norm_router_route_513x2048_f32", [&](int i) {
+    const cuda::RouteTarget route{.n_expert = int(kExperts), .k = int(kUsed), .renormalize = true,
+                                  .shared_expert = int(kExperts), .experts = experts.as<int32_t>(),
+                                  .weights = weights.as<float>(), .counter = counter.as<unsigned>()};
+    MOE_CUDA_CHECK(cuda::norm_route(
+        {.x = x.as<float>(), .norm = norm_w.as<float>(), .eps = 1e-6f, .width = kEmbd, .u = out.as<float>(),
+         .qs = target.qs, .scales = target.scales, .sums = target.sums,
+         .router = reinterpret_cast<const float*>(router.as<std::byte>() + size_t(i) % copies * router_bytes),
+         .row_stride = size_t(kEmbd) * 4, .rows = router_rows, .logits = logits.as<float>(), .route = route},
+        stream));
   });
   time("router_product_513x2048_f32", [&](int i) {
     cuda::matvec(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4, router_rows,

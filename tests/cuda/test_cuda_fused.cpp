@@ -1,7 +1,7 @@
 // The decode step's fused launches give the bits of the launches they replace, on fresh random
-// data and odd sizes: the router product that routes in its last block, the experts' down
-// products with their SwiGLU, attention with its gate and quantization, and the MoE combine
-// with the next block's norm. Bit equality (not a tolerance): a fused kernel does the same
+// data and odd sizes: the router product that routes in its last block, the MoE block's norm
+// with the router's product and routing, the experts' down products with their SwiGLU,
+// attention with its gate and quantization, and the MoE combine with the next block's norm. Bit equality (not a tolerance): a fused kernel does the same
 // arithmetic in the same order, so any difference is a bug.
 #include <gtest/gtest.h>
 
@@ -19,6 +19,7 @@
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
+#include "ops/cuda/norm_route.h"
 #include "ops/cuda/ops.h"
 #include "cuda_test_util.h"
 
@@ -71,6 +72,67 @@ TEST(CudaFused, RouterProductRoutesInItsLastBlock) {
   EXPECT_THROW(cuda::matvec_route(GgmlType::Q8_0, nullptr, row_bytes(GgmlType::Q8_0, cols), 8, two, y.get(), route,
                                   nullptr),
                Error);  // one token only
+}
+
+TEST(CudaFused, NormRouteHasTheBitsOfTheNormAndTheRoutedProduct) {
+  SEED_TRACE();
+  std::mt19937 rng(test::test_seed());
+  Device<unsigned> counter{std::vector<unsigned>{0}};
+  struct Case {
+    int n_expert, k;
+    bool shared;
+    int64_t cols;
+    GgmlType type;  // of the quantized normed row
+  };
+  // Qwen3-Next's and Qwen3-30B's shapes, Q8_K rows, rows that end inside a block of four, the
+  // widest row the kernel takes.
+  for (const Case c : {Case{512, 10, true, 2048, GgmlType::Q8_0}, Case{128, 8, false, 2048, GgmlType::Q8_K},
+                       Case{60, 4, true, 768, GgmlType::Q8_K}, Case{8, 2, false, 96, GgmlType::Q8_0},
+                       Case{33, 3, false, 8192, GgmlType::Q8_0}}) {
+    const int rows = c.n_expert + (c.shared ? 1 : 0), width = c.k + (c.shared ? 1 : 0);
+    SCOPED_TRACE(fmt::format("{} experts, top {}, shared {}, {} columns, {}", c.n_expert, c.k, c.shared, c.cols,
+                             type_name(c.type)));
+    const auto router = test::random_floats(rng, size_t(rows) * size_t(c.cols), 0.05f);
+    const auto x = test::random_floats(rng, size_t(c.cols), 3.0f), norm = test::random_floats(rng, size_t(c.cols));
+    Device<float> drouter(router), dx(x), dnorm(norm), u1{size_t(c.cols)}, u2{size_t(c.cols)};
+    Device<float> y1{size_t(rows)}, y2{size_t(rows)}, w1{size_t(width)}, w2{size_t(width)};
+    Device<int32_t> e1{size_t(width)}, e2{size_t(width)};
+    auto route = [&](int32_t* e, float* w) {
+      return cuda::RouteTarget{.n_expert = c.n_expert, .k = c.k, .renormalize = true,
+                               .shared_expert = c.shared ? c.n_expert : -1, .experts = e, .weights = w,
+                               .counter = counter.get()};
+    };
+    const float eps = 1e-6f;
+    const size_t stride = size_t(c.cols) * sizeof(float);
+    cuda::ActivationBuffer parts, fused;
+    const auto expected = parts.quantize_normed(c.type, dx.get(), dnorm.get(), eps, 1, c.cols, u1.get(), nullptr);
+    const auto uf = parts.quantize(GgmlType::F32, u1.get(), 1, c.cols, nullptr);
+    cuda::matvec_route(GgmlType::F32, drouter.get(), stride, rows, uf, y1.get(), route(e1.get(), w1.get()), nullptr);
+    const auto target = fused.target(c.type, 1, c.cols);
+    for (int launch = 0; launch < 2; ++launch) {  // the second finds the counter back at zero
+      MOE_CUDA_CHECK(cudaMemset(e2.get(), 0xFF, size_t(width) * 4));
+      MOE_CUDA_CHECK(cuda::norm_route({.x = dx.get(), .norm = dnorm.get(), .eps = eps, .width = c.cols, .u = u2.get(),
+                                       .qs = target.qs, .scales = target.scales, .sums = target.sums,
+                                       .k_quant = c.type == GgmlType::Q8_K, .router = drouter.get(),
+                                       .row_stride = stride, .rows = rows, .logits = y2.get(),
+                                       .route = route(e2.get(), w2.get())},
+                                      nullptr));
+      EXPECT_EQ(u2.host(), u1.host()) << "launch " << launch;
+      EXPECT_TRUE(download(target.view) == download(expected)) << "launch " << launch;
+      EXPECT_EQ(y2.host(), y1.host()) << "launch " << launch;
+      EXPECT_EQ(e2.host(), e1.host()) << "launch " << launch;
+      EXPECT_EQ(w2.host(), w1.host()) << "launch " << launch;
+      EXPECT_EQ(counter.host()[0], 0u);
+    }
+  }
+  // What the kernel does not take is refused before any launch.
+  const cuda::RouteTarget route{.n_expert = 8, .k = 2, .counter = counter.get()};
+  EXPECT_FALSE(cuda::fits_norm_route(1025, 2048, {.n_expert = 512, .k = 10}));  // more rows than a router's
+  EXPECT_FALSE(cuda::fits_norm_route(8, 8200, route));                           // wider than shared memory
+  EXPECT_FALSE(cuda::fits_norm_route(8, 100, route));                            // not whole 8-value tasks
+  EXPECT_FALSE(cuda::fits_norm_route(7, 96, route));                             // fewer rows than experts
+  EXPECT_TRUE(cuda::fits_norm_route(8, 96, route));
+  EXPECT_EQ(cuda::norm_route({.width = 96, .rows = 8, .route = route}, nullptr), cudaErrorInvalidValue);
 }
 
 TEST(CudaFused, SwigluDownProductsEqualTheirParts) {

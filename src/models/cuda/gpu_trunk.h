@@ -27,6 +27,7 @@
 #include "ops/cuda/activations.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/route_target.h"
 
 namespace moe::cuda {
 
@@ -145,6 +146,13 @@ class GpuTrunk : public Model {
   // u = rmsnorm(x, w) in f32 and quantized for `m`'s kernels, in one launch (none where the
   // launch before made them: see NextNorm).
   const DeviceActivations& normed(const GpuMatrix& m, const float* x, const DeviceBuffer& w, int n, float* u);
+  // Decode: normed()'s u and activations for `first` made by the launch that also runs the
+  // router's product into `logits` and routes over them (norm_route.h), where that pays (a
+  // router of float rows, at most 256 of them) and the experts read quantized rows; nullopt
+  // (nothing launched) otherwise.
+  std::optional<DeviceActivations> normed_and_routed(const GpuMatrix& first, const GpuMatrix& router, const float* x,
+                                                     const DeviceBuffer& norm, float* u, float* logits,
+                                                     const RouteTarget& route);
   // The quantized gated RMSNorm of o (rows of heads of head_width values, gates z, weight w)
   // for `m`'s kernels; o is normed in place where m reads f32.
   const DeviceActivations& gated_normed(const GpuMatrix& m, float* o, const float* z, const DeviceBuffer& w, int n,

@@ -16,6 +16,7 @@
 
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/block_fields.cuh"
+#include "ops/cuda/float_dot.cuh"
 #include "ops/cuda/last_block.cuh"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/quantize_block.cuh"
@@ -173,8 +174,7 @@ struct FloatWeights {
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       const float4* xp = reinterpret_cast<const float4*>(x.f32 + t * x.cols + 8 * c);
-      const float4 a = __ldg(xp), b = __ldg(xp + 1);
-      acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z + v[7] * b.w;
+      acc[t] += dot8(v, __ldg(xp), __ldg(xp + 1));
     }
   }
 };
