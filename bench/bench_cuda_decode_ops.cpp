@@ -2,8 +2,10 @@
 // captured in a CUDA graph (programmatic dependent launch between them, as in the engine's
 // decode graph), replayed; microseconds a launch, the median of the replays. Qwen3-Next-80B's
 // shapes (2048 embedding, 512 experts of which 10 routed plus the shared one, delta-net heads
-// of 128 values, 4096 wide). These ops move kilobytes: their time is latency, which is what
-// this measures (a decode layer runs ten of them in a chain). Prints one JSON object.
+// of 128 values, 4096 wide), and Qwen3-30B's router. These ops move kilobytes: their time is
+// latency, which is what this measures (a decode layer runs ten of them in a chain). Entries
+// named "a_then_b" time the pair of launches as the step runs them (microseconds a pair).
+// Prints one JSON object.
 //   bench_cuda_decode_ops [--reps N]
 #include <cuda_runtime.h>
 
@@ -94,7 +96,9 @@ int run(int reps) {
   const auto target = activations.target(GgmlType::Q8_0, 1, kDeltaWidth);
 
   std::vector<std::pair<std::string, double>> results;
-  auto time = [&](const char* name, auto enqueue) { results.emplace_back(name, us_per_launch(stream, reps, enqueue)); };
+  auto time = [&](const std::string& name, auto enqueue) {
+    results.emplace_back(name, us_per_launch(stream, reps, enqueue));
+  };
   time("rms_norm_2048", [&](int) {
     MOE_CUDA_CHECK(cuda::rms_norm(x.as<float>(), norm_w.as<float>(), 1e-6f, 1, int(kEmbd), out.as<float>(), stream));
   });
@@ -113,25 +117,46 @@ int run(int reps) {
                                                     kDeltaWidth, int(kHead), false, target.qs, target.scales,
                                                     target.sums, stream));
   });
-  time("router_route_513x2048_f32", [&](int i) {
-    const cuda::RouteTarget route{.n_expert = int(kExperts), .k = int(kUsed), .renormalize = true,
-                                  .shared_expert = int(kExperts), .experts = experts.as<int32_t>(),
-                                  .weights = weights.as<float>(), .counter = counter.as<unsigned>()};
-    cuda::matvec_route(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4,
-                       router_rows, fx, logits.as<float>(), route, stream);
-  });
-  // The two launches above in one: the norm (and its Q8_0 copy) made by every block of the router.
-  time("norm_router_route_513x2048_f32", [&](int i) {
-    const cuda::RouteTarget route{.n_expert = int(kExperts), .k = int(kUsed), .renormalize = true,
-                                  .shared_expert = int(kExperts), .experts = experts.as<int32_t>(),
-                                  .weights = weights.as<float>(), .counter = counter.as<unsigned>()};
-    MOE_CUDA_CHECK(cuda::norm_route(
-        {.x = x.as<float>(), .norm = norm_w.as<float>(), .eps = 1e-6f, .width = kEmbd, .u = out.as<float>(),
-         .qs = target.qs, .scales = target.scales, .sums = target.sums,
-         .router = reinterpret_cast<const float*>(router.as<std::byte>() + size_t(i) % copies * router_bytes),
-         .row_stride = size_t(kEmbd) * 4, .rows = router_rows, .logits = logits.as<float>(), .route = route},
-        stream));
-  });
+  // The MoE block's entry: the norm (with its Q8_0 copy) then the router's product that routes,
+  // and norm_route's one launch for both, for Qwen3-Next's router (512 experts and the shared
+  // expert's gate) and Qwen3-30B's (128 experts, top 8: its first 128 rows). The pair is timed as
+  // the step runs it, one after the other (microseconds a pair).
+  auto route_to = [&](int n_expert, int k, bool shared) {
+    return cuda::RouteTarget{.n_expert = n_expert, .k = k, .renormalize = true,
+                             .shared_expert = shared ? n_expert : -1, .experts = experts.as<int32_t>(),
+                             .weights = weights.as<float>(), .counter = counter.as<unsigned>()};
+  };
+  auto router_copy = [&](int i) { return router.as<std::byte>() + size_t(i) % copies * router_bytes; };
+  auto norm_quantize = [&] {
+    MOE_CUDA_CHECK(cuda::launch_norm_quantize(x.as<float>(), norm_w.as<float>(), 1e-6f, 1, kEmbd, out.as<float>(),
+                                              false, target.qs, target.scales, target.sums, stream));
+  };
+  auto fused = [&](int i, int64_t rows, const cuda::RouteTarget& route) {
+    MOE_CUDA_CHECK(cuda::norm_route({.x = x.as<float>(), .norm = norm_w.as<float>(), .eps = 1e-6f, .width = kEmbd,
+                                     .u = out.as<float>(), .qs = target.qs, .scales = target.scales,
+                                     .sums = target.sums, .router = reinterpret_cast<const float*>(router_copy(i)),
+                                     .row_stride = size_t(kEmbd) * 4, .rows = rows, .logits = logits.as<float>(),
+                                     .route = route},
+                                    stream));
+  };
+  struct RouterShape {
+    const char* name;
+    int n_expert, k;
+    bool shared;
+  };
+  for (const RouterShape r :
+       {RouterShape{"513x2048", int(kExperts), int(kUsed), true}, RouterShape{"128x2048", 128, 8, false}}) {
+    const int64_t rows = r.n_expert + (r.shared ? 1 : 0);
+    const cuda::RouteTarget route = route_to(r.n_expert, r.k, r.shared);
+    time(fmt::format("router_route_{}_f32", r.name), [&](int i) {
+      cuda::matvec_route(GgmlType::F32, router_copy(i), kEmbd * 4, rows, fx, logits.as<float>(), route, stream);
+    });
+    time(fmt::format("norm_then_router_route_{}_f32", r.name), [&](int i) {
+      norm_quantize();
+      cuda::matvec_route(GgmlType::F32, router_copy(i), kEmbd * 4, rows, fx, logits.as<float>(), route, stream);
+    });
+    time(fmt::format("norm_router_route_{}_f32", r.name), [&](int i) { fused(i, rows, route); });
+  }
   time("router_product_513x2048_f32", [&](int i) {
     cuda::matvec(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4, router_rows,
                  fx, logits.as<float>(), stream);

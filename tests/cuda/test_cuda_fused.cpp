@@ -1,8 +1,9 @@
 // The decode step's fused launches give the bits of the launches they replace, on fresh random
 // data and odd sizes: the router product that routes in its last block, the MoE block's norm
 // with the router's product and routing, the experts' down products with their SwiGLU,
-// attention with its gate and quantization, and the MoE combine with the next block's norm. Bit equality (not a tolerance): a fused kernel does the same
-// arithmetic in the same order, so any difference is a bug.
+// attention with its gate and quantization, and the MoE combine with the next block's norm.
+// Bit equality (not a tolerance): a fused kernel does the same arithmetic in the same order, so
+// any difference is a bug.
 #include <gtest/gtest.h>
 
 #include <cstring>
