@@ -4,11 +4,14 @@
 // activation buffers, the KV cache of one sequence, and the blocks the Qwen3 family is built
 // from (attention, dense FFN, MoE with an optional shared expert), the GPU twins of
 // models/blocks.cpp. A model file (qwen3_gpu.cpp, qwen3next_gpu.cpp) loads its layers and
-// says what a layer does.
+// says what a layer does. The class is defined in gpu_trunk.cpp (loading, the step, attention,
+// the dense FFN), gpu_trunk_moe.cpp (the MoE block) and gpu_trunk_hybrid.cpp (what only the
+// hybrid placement uses).
 //
-// Decode is some 25-30 kernels a layer: launched one by one their launch costs would exceed
-// their run time, so a decode step replays a CUDA graph of the whole step, captured once and
-// captured again whenever a buffer it uses may have moved (after any other call).
+// Decode is a chain of small kernels (7-8 a layer after the fusions in docs/cuda.md, some 400
+// a token): launched one by one their launch costs would exceed their run time, so a decode
+// step replays a CUDA graph of the whole step, captured once and captured again whenever a
+// buffer it uses may have moved (after any other call).
 #include <array>
 #include <optional>
 #include <string>

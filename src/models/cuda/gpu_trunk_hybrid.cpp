@@ -1,6 +1,7 @@
 // The parts of GpuTrunk that only the hybrid placement uses (gpu_model.h, HybridPlacement):
 // the GPU's PCIe experts, the expert cache's copies into VRAM slots, and a step served with the
-// CPU's experts beside it (cpu_experts.h). The rest of the class is in gpu_trunk.cpp.
+// CPU's experts beside it (cpu_experts.h). The rest of the class is in gpu_trunk.cpp and
+// gpu_trunk_moe.cpp.
 #include "models/cuda/gpu_trunk.h"
 
 #include <algorithm>
