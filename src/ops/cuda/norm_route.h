@@ -1,7 +1,7 @@
 #pragma once
 // A decode step's way into the MoE block in one launch: the block's input RMSNorm of the one
 // residual row x, the normed row's quantization for the expert products, the router's product
-// over it and the routing in the last thread block to finish. The bits of the three launches it
+// over it and the routing in the last thread block to finish. The bits of the two launches it
 // replaces: quantize_normed() (activations.h), then matvec_route() (matvec.h) of float router
 // rows over the normed row. Each thread block norms the whole row for itself (a few kilobytes
 // read from L2) instead of waiting for a launch that norms it once.
