@@ -58,6 +58,9 @@ run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out
 # The decode step's small launches (norms, routing, the fused delta-net step): microseconds each
 # in a graph, where latency, not bytes, sets their time.
 run bench_cuda_decode_ops bash -c "'$build/bench/bench_cuda_decode_ops' --reps 9 > '$out/logs/bench_cuda_decode_ops.out'"
+# A launch boundary of the decode chain against a grid-wide barrier (what a persistent kernel would
+# pay instead), microseconds each.
+run bench_cuda_sync bash -c "'$build/bench/bench_cuda_sync' --reps 9 > '$out/logs/bench_cuda_sync.out'"
 # The hybrid's CPU side alone on this machine's cores (a table in its log), 4 KiB and 2 MiB pages:
 # expert_sum with weight prefetch off and at the default, and a plain read of the same bytes.
 for thp in 0 1; do
@@ -129,7 +132,7 @@ for c in checks:
         c["tests"], c["failures"] = r.get("tests"), r.get("failures")
 gpu = open(os.path.join(out, "logs", "gpu.txt")).read().strip()
 benches = {}
-names = ["bench_cuda_matvec", "bench_cuda_decode_ops", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
+names = ["bench_cuda_matvec", "bench_cuda_decode_ops", "bench_cuda_sync", "bench_next12", "bench_moe30b", "bench_next12_d4096", "bench_moe30b_d4096",
          "bench_next12_d4096_q8", "bench_moe30b_d4096_q8",
          "bench_next12_hybrid", "bench_moe30b_hybrid", "bench_next12_hybrid_cpu_prefill",
          "bench_moe30b_hybrid_cpu_prefill", "bench_next12_hybrid_pcie0", "bench_moe30b_hybrid_pcie0"]
