@@ -59,8 +59,8 @@ run bench_cuda_matvec bash -c "'$build/bench/bench_cuda_matvec' --reps 7 > '$out
 # in a graph, where latency, not bytes, sets their time.
 run bench_cuda_decode_ops bash -c "'$build/bench/bench_cuda_decode_ops' --reps 9 > '$out/logs/bench_cuda_decode_ops.out'"
 # A launch boundary of the decode chain against a grid-wide barrier (what a persistent kernel would
-# pay instead), microseconds each.
-run bench_cuda_sync bash -c "'$build/bench/bench_cuda_sync' --reps 9 > '$out/logs/bench_cuda_sync.out'"
+# pay instead), microseconds each (a limit: a barrier that never opens would hang).
+run bench_cuda_sync bash -c "timeout 60 '$build/bench/bench_cuda_sync' --reps 9 > '$out/logs/bench_cuda_sync.out'"
 # The hybrid's CPU side alone on this machine's cores (a table in its log), 4 KiB and 2 MiB pages:
 # expert_sum with weight prefetch off and at the default, and a plain read of the same bytes.
 for thp in 0 1; do
