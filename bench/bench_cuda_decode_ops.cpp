@@ -9,15 +9,14 @@
 //   bench_cuda_decode_ops [--reps N]
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "cuda_timing.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/delta_net.h"
@@ -51,25 +50,10 @@ double us_per_launch(cudaStream_t stream, int reps, Enqueue&& enqueue) {
   MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec = nullptr;
   MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  MOE_CUDA_CHECK(cudaEventCreate(&start));
-  MOE_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> us;
-  for (int r = 0; r < reps + 2; ++r) {  // two warm-ups
-    MOE_CUDA_CHECK(cudaEventRecord(start, stream));
-    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MOE_CUDA_CHECK(cudaEventRecord(stop, stream));
-    MOE_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    if (r >= 2) us.push_back(ms * 1e3 / kLaunches);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  const double us = bench::median_us(stream, reps, kLaunches, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  return us;
 }
 
 int run(int reps) {
@@ -222,14 +206,5 @@ int run(int reps) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  int reps = 9;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--reps") == 0) reps = std::max(1, std::atoi(argv[i + 1]));
-  }
-  try {
-    return moe::run(reps);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_cuda_decode_ops: %s\n", e.what());
-    return 1;
-  }
+  return moe::bench::guarded("bench_cuda_decode_ops", [&] { return moe::run(moe::bench::reps_option(argc, argv)); });
 }

@@ -13,13 +13,9 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <vector>
 
+#include "cuda_timing.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/launch.cuh"
 
@@ -64,27 +60,6 @@ __global__ void cg_sync_kernel() {
   for (int i = 0; i < kSteps; ++i) grid.sync();
 }
 
-template <typename F>
-double median_us(int reps, cudaStream_t stream, F&& run) {
-  cudaEvent_t start, stop;
-  MOE_CUDA_CHECK(cudaEventCreate(&start));
-  MOE_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> us;
-  for (int r = 0; r < reps + 2; ++r) {  // two warm-ups
-    MOE_CUDA_CHECK(cudaEventRecord(start, stream));
-    run();
-    MOE_CUDA_CHECK(cudaEventRecord(stop, stream));
-    MOE_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    if (r >= 2) us.push_back(ms * 1e3 / kSteps);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
-}
-
 int run(int reps) {
   int device = 0, sms = 0, cooperative = 0, per_sm = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&device));
@@ -104,14 +79,15 @@ int run(int reps) {
   MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec = nullptr;
   MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  const double launch_us = median_us(reps, stream, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+  const double launch_us =
+      bench::median_us(stream, reps, kSteps, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
 
   unsigned* state = nullptr;  // count, generation
   MOE_CUDA_CHECK(cudaMalloc(&state, 2 * sizeof(unsigned)));
   MOE_CUDA_CHECK(cudaMemset(state, 0, 2 * sizeof(unsigned)));
-  const double barrier_us = median_us(reps, stream, [&] {
+  const double barrier_us = bench::median_us(stream, reps, kSteps, [&] {
     barrier_kernel<<<sms, kThreads, 0, stream>>>(state, state + 1);
     MOE_CUDA_CHECK(cudaGetLastError());
   });
@@ -119,16 +95,15 @@ int run(int reps) {
 
   double cg_us = -1;
   if (cooperative) {
-    cg_us = median_us(reps, stream, [&] {
+    cg_us = bench::median_us(stream, reps, kSteps, [&] {
       MOE_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(cg_sync_kernel), dim3(unsigned(sms)),
                                                  dim3(kThreads), nullptr, 0, stream));
     });
   }
   MOE_CUDA_CHECK(cudaStreamDestroy(stream));
-  std::printf(
-      "{\n  \"blocks\": %d,\n  \"threads\": %d,\n  \"steps\": %d,\n  \"launch_pdl_us\": %.3f,\n  \"barrier_us\": %.3f,\n"
-      "  \"cg_grid_sync_us\": %.3f\n}\n",
-      sms, kThreads, kSteps, launch_us, barrier_us, cg_us);
+  std::printf("{\n  \"blocks\": %d,\n  \"threads\": %d,\n  \"steps\": %d,\n", sms, kThreads, kSteps);
+  std::printf("  \"launch_pdl_us\": %.3f,\n  \"barrier_us\": %.3f,\n  \"cg_grid_sync_us\": %.3f\n}\n", launch_us,
+              barrier_us, cg_us);
   return 0;
 }
 
@@ -136,9 +111,5 @@ int run(int reps) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  int reps = 9;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--reps") == 0) reps = std::max(1, std::atoi(argv[i + 1]));
-  }
-  return moe::run(reps);
+  return moe::bench::guarded("bench_cuda_sync", [&] { return moe::run(moe::bench::reps_option(argc, argv)); });
 }
