@@ -142,8 +142,7 @@ int run(int reps) {
     time(fmt::format("norm_router_route_{}_f32", r.name), [&](int i) { fused(i, rows, route); });
   }
   time("router_product_513x2048_f32", [&](int i) {
-    cuda::matvec(GgmlType::F32, router.as<std::byte>() + size_t(i) % copies * router_bytes, kEmbd * 4, router_rows,
-                 fx, logits.as<float>(), stream);
+    cuda::matvec(GgmlType::F32, router_copy(i), kEmbd * 4, router_rows, fx, logits.as<float>(), stream);
   });
   time("route_top_k_512", [&](int) {
     MOE_CUDA_CHECK(cuda::route_top_k(logits.as<float>(), 1, int(kExperts), int(kUsed), true, experts.as<int32_t>(),

@@ -4,6 +4,7 @@
 #include "ops/cuda/float_dot.cuh"
 #include "ops/cuda/last_block.cuh"
 #include "ops/cuda/launch.cuh"
+#include "ops/cuda/norm_pairs.cuh"
 #include "ops/cuda/norm_route.h"
 #include "ops/cuda/quantize_block.cuh"
 #include "ops/cuda/routing.cuh"
@@ -20,7 +21,6 @@ constexpr int64_t kMaxRows = 1024, kMaxWidth = 8192;
 // The one-row norm kernel (activations.cu) sums a decode row's squares over 32 warps of 32
 // threads: this kernel adds them in that order, for its bits.
 constexpr int kNormWarps = 32, kNormThreads = 32 * kNormWarps;
-constexpr int kHeldPairs = 2;  // norm weights loaded before the wait: rows of 2048 values
 
 __global__ void __launch_bounds__(kThreads) norm_route_kernel(NormRoute a) {
   __shared__ __align__(16) float u[kMaxWidth];
@@ -28,10 +28,7 @@ __global__ void __launch_bounds__(kThreads) norm_route_kernel(NormRoute a) {
   __shared__ float row_part[kWarps];
   const int lane = int(threadIdx.x), warp = int(threadIdx.y), tid = warp * 32 + lane;
   const int64_t pairs = a.width / 2;
-  const auto* w2 = reinterpret_cast<const float2*>(a.norm);
-  float2 held[kHeldPairs];  // constants: their memory latency before the wait, not after it
-#pragma unroll
-  for (int j = 0; j < kHeldPairs; ++j) held[j] = tid + j * kThreads < pairs ? w2[tid + j * kThreads] : float2{};
+  const HeldWeights held(a.norm, a.width, tid, kThreads);  // constants: loaded before the wait
   wait_for_previous_kernels();
   allow_next_kernel();
 
@@ -54,29 +51,18 @@ __global__ void __launch_bounds__(kThreads) norm_route_kernel(NormRoute a) {
   double total = 0;
   for (int i = 0; i < kNormWarps; ++i) total += norm_part[i];
   const float scale = float(1.0 / sqrt(total / double(a.width) + a.eps));
-  auto norm_pair = [&](int64_t p, float2 wp) {
+  for_pairs(a.width, tid, kThreads, held, a.norm, [&](int64_t p, float2 wp) {
     const float2 v = u2[p];
     u2[p] = {v.x * scale * wp.x, v.y * scale * wp.y};
-  };
-#pragma unroll
-  for (int j = 0; j < kHeldPairs; ++j) {
-    if (tid + j * kThreads < pairs) norm_pair(tid + j * kThreads, held[j]);
-  }
-  for (int64_t p = tid + kHeldPairs * kThreads; p < pairs; p += kThreads) norm_pair(p, w2[p]);
+  });
   __syncthreads();
 
   // This block's share of the outputs the experts read: the normed row and its quantized blocks.
   for (int64_t p = int64_t(blockIdx.x) * kThreads + tid; p < pairs; p += int64_t(gridDim.x) * kThreads) {
     reinterpret_cast<float2*>(a.u)[p] = u2[p];
   }
-  const int block = a.k_quant ? 256 : 32;
-  for (int64_t b = int64_t(blockIdx.x) * kWarps + warp; b < a.width / block; b += int64_t(gridDim.x) * kWarps) {
-    if (a.k_quant) {
-      quantize_block_q8_k(u + b * 256, a.qs + b * 256, a.scales + b, a.sums + b * 16);
-    } else {
-      quantize_block_q8_0(u + b * 32, a.qs + b * 32, a.scales + b);
-    }
-  }
+  quantize_row(u, 0, a.width, a.k_quant, a.qs, a.scales, a.sums, int64_t(blockIdx.x) * kWarps + warp,
+               int64_t(gridDim.x) * kWarps);
 
   // The router's rows, as matvec_kernel<FloatWeights<F32>, 1, 4> computes them.
   const int part = warp % kSplit;

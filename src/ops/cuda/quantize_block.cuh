@@ -100,11 +100,14 @@ __device__ inline void quantize_block_q8_k(const float* x, int8_t* qs, float* sc
   if (lane == 0) *scale = d;
 }
 
-// The warps of a block quantize row `row` of `width` values, held in shared memory.
+// The warps of a block quantize row `row` of `width` values, held in shared memory: warp
+// `first` takes the row's quantization block `first`, then every `step`-th (by default the
+// block's warps share the row; a grid whose blocks all hold the row shares it out by grid-wide
+// warp numbers).
 __device__ inline void quantize_row(const float* values, int64_t row, int64_t width, bool k_quant, int8_t* qs,
-                             float* scales, int* sums) {
+                                    float* scales, int* sums, int64_t first = threadIdx.y, int64_t step = blockDim.y) {
   const int block = k_quant ? 256 : 32;
-  for (int64_t b = threadIdx.y; b < width / block; b += blockDim.y) {
+  for (int64_t b = first; b < width / block; b += step) {
     const int64_t at = row * width + b * block;
     if (k_quant) {
       quantize_block_q8_k(values + b * block, qs + at, scales + at / 256, sums + at / 16);
