@@ -65,8 +65,11 @@ for ((r = 1; r <= rounds; ++r)); do
       build=$([ "$which" = A ] && echo "$a" || echo "$b")
       # shellcheck disable=SC2046
       rows=$("$build/moeserve" bench $(args_of "$t") -o json 2>"$out/$t-$which-$r.err") || rows=null
-      echo "{\"test\": \"$t\", \"build\": \"$which\", \"round\": $r, \"rows\": ${rows:-null}}" >>"$out/runs.jsonl"
-      python3 - "$t" "$which" "$r" "${rows:-null}" <<'PY'
+      # bench prints its JSON over many lines: one line a run here, or runs.jsonl is not JSON lines
+      rows=$(python3 -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read() or "null")))' <<<"$rows" 2>/dev/null) ||
+        rows=null
+      echo "{\"test\": \"$t\", \"build\": \"$which\", \"round\": $r, \"rows\": $rows}" >>"$out/runs.jsonl"
+      python3 - "$t" "$which" "$r" "$rows" <<'PY'
 import json, sys
 t, which, r, rows = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 if not rows:
