@@ -27,6 +27,7 @@
 #include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/prefetch.h"
 #include "cuda_test_util.h"
 
 namespace moe {
@@ -714,6 +715,28 @@ TEST(CudaOps, ExpertFillsCopyTheRowsIntoTheirSlots) {
     m[0].src_row_stride = src_row + 2;
     EXPECT_EQ(cuda::fill_expert_slots(m, 1, ids.get(), to.get(), 3, nullptr), cudaErrorInvalidValue);
   }
+}
+
+// prefetch_l2 is a hint: requests running on another stream while this one copies new values
+// into the same bytes (unaligned ends included) leave exactly those values; more ranges than
+// it takes are refused, empty and null ones are skipped.
+TEST(CudaOps, L2PrefetchIsOnlyAHint) {
+  std::mt19937 rng(test::test_seed());
+  const size_t n = (3u << 20) + 7;  // 12 MB of floats and an odd tail
+  const auto before = test::random_floats(rng, n), after = test::random_floats(rng, n);
+  test::Device<float> d(before), source(after);
+  cudaStream_t side = nullptr;
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  const auto* bytes = reinterpret_cast<const char*>(d.get());
+  const std::vector<cuda::L2Range> ranges{{bytes + 3, n * 4 - 5}, {nullptr, 1 << 20}, {bytes + 100, 9}, {bytes, 0}};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(cuda::prefetch_l2(ranges, side), cudaSuccess);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(d.get(), source.get(), n * 4, cudaMemcpyDeviceToDevice, nullptr));
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(cuda::prefetch_l2(ranges, side), cudaSuccess);
+  EXPECT_EQ(d.host(), after);
+  const std::vector<cuda::L2Range> too_many(cuda::kMaxL2Ranges + 1, cuda::L2Range{bytes, 1024});
+  EXPECT_EQ(cuda::prefetch_l2(too_many, side), cudaErrorInvalidValue);
+  MOE_CUDA_CHECK(cudaStreamSynchronize(side));
+  MOE_CUDA_CHECK(cudaStreamDestroy(side));
 }
 
 }  // namespace

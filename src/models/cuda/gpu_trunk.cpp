@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <optional>
 #include <utility>
 
@@ -19,6 +20,7 @@
 #include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/prefetch.h"
 
 namespace moe::cuda {
 namespace {
@@ -45,10 +47,17 @@ GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
   publish_counter_ = DeviceBuffer(sizeof(unsigned));
   MOE_CUDA_CHECK(cudaMemset(publish_counter_.get(), 0, sizeof(unsigned)));
   memory_gb_s_ = peak_memory_gb_s(device);
+  if (const char* env = std::getenv("MOE_L2_PREFETCH")) l2_prefetch_ = std::atoi(env);  // experiments
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&prefetch_stream_, cudaStreamNonBlocking));
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_fork_, cudaEventDisableTiming));
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_join_, cudaEventDisableTiming));
 }
 
 GpuTrunk::~GpuTrunk() {
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+  if (prefetch_fork_) cudaEventDestroy(prefetch_fork_);
+  if (prefetch_join_) cudaEventDestroy(prefetch_join_);
+  if (prefetch_stream_) cudaStreamDestroy(prefetch_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -172,6 +181,26 @@ void GpuTrunk::trace_device(const char* what, const float* values, size_t count)
   trace(layer_, what, host);
 }
 
+void GpuTrunk::prefetch(int where, std::initializer_list<const GpuMatrix*> matrices) {
+  if ((l2_prefetch_ & where) == 0) return;
+  std::vector<L2Range> ranges;
+  for (const GpuMatrix* m : matrices) {
+    if (m != nullptr && m->get() != nullptr) ranges.push_back({m->get(), size_t(m->rows) * m->row_stride});
+  }
+  if (ranges.empty()) return;
+  MOE_CUDA_CHECK(cudaEventRecord(prefetch_fork_, stream_));
+  MOE_CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_fork_));
+  MOE_CUDA_CHECK(prefetch_l2(ranges, prefetch_stream_));
+  prefetch_forked_ = true;
+}
+
+void GpuTrunk::join_prefetches() {
+  if (!prefetch_forked_) return;
+  MOE_CUDA_CHECK(cudaEventRecord(prefetch_join_, prefetch_stream_));
+  MOE_CUDA_CHECK(cudaStreamWaitEvent(stream_, prefetch_join_));
+  prefetch_forked_ = false;
+}
+
 // ---- products and activations ----
 
 const DeviceActivations& GpuTrunk::quantized(const GpuMatrix& w, const float* x, int n) {
@@ -270,7 +299,7 @@ void GpuTrunk::ensure_cache(int64_t positions) {
   decode_graph_valid_ = false;
 }
 
-void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
+void GpuTrunk::attention(const GpuAttention& w, int n, float* x, const GpuMatrix* then) {
   const ModelConfig& c = config_;
   const AttentionShape& s = attention_;
   const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
@@ -290,6 +319,7 @@ void GpuTrunk::attention(const GpuAttention& w, int n, float* x) {
   if (n == 1 && vec_dot_type(w.o.type) == GgmlType::Q8_0) {
     // Decode: the q/k norms, RoPE and KV store, the output gate and the quantization for the
     // output product all in the attention launch.
+    prefetch(kPrefetchMixerOutput, {&w.o, then});
     ActivationSlot& s8 = slot(GgmlType::Q8_0);
     const ActivationBuffer::Target out = s8.buffer.target(GgmlType::Q8_0, n, q_dim);
     const int64_t stride = s.gated ? 2 * hd : hd;  // a query head, then its gate
@@ -386,6 +416,7 @@ void GpuTrunk::enqueue(int n, int first_logit) {
   layer_ = -1;
   trace_device("embd", x, size_t(n) * d);
   layers(n, x);
+  join_prefetches();  // a captured step ends with every stream it forked joined
   const int count = n - first_logit;
   float* u = u_.get(size_t(n) * d);
   MOE_CUDA_CHECK(rms_norm(x + int64_t(first_logit) * d, output_norm_.as<float>(), c.rms_eps, count, int(d), u, stream_));
@@ -411,6 +442,7 @@ void GpuTrunk::run_step(int n, int first_logit) {
     try {
       enqueue(1, 0);
     } catch (...) {
+      prefetch_forked_ = false;
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
       throw;

@@ -13,6 +13,7 @@
 // step replays a CUDA graph of the whole step, captured once and captured again whenever a
 // buffer it uses may have moved (after any other call).
 #include <array>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -90,6 +91,7 @@ struct GpuMoe {
 struct NextNorm {
   const DeviceBuffer* weights = nullptr;
   const GpuMatrix* first = nullptr;
+  const GpuMatrix* input = nullptr;  // the next block's whole input product (stacked), for prefetch_l2()
 };
 
 class GpuTrunk : public Model {
@@ -131,7 +133,9 @@ class GpuTrunk : public Model {
   void finish_loading(const gguf::Reader& reader, const AttentionShape& attention, int n_kv_layers, int device);
 
   // x += attention(rmsnorm(x)) over the layer's KV cache (gated: Qwen3-Next's output gate).
-  void attention(const GpuAttention& w, int n, float* x);
+  // `then`: the matrix the layer reads after the attention (its router), prefetched with the
+  // output projection in a decode step.
+  void attention(const GpuAttention& w, int n, float* x, const GpuMatrix* then = nullptr);
   // x += ffn(rmsnorm(x, norm)); with `next`, the next block's normed input made in the same
   // launch as the last add where it can.
   void dense_ffn(const GpuFfn& w, const DeviceBuffer& norm, int n, float* x);
@@ -181,6 +185,17 @@ class GpuTrunk : public Model {
   // trace() (model.h) of `count` floats in device memory, copied back (only while tracing),
   // named for layer_, the layer the blocks run for (set by the model's layers()).
   void trace_device(const char* what, const float* values, size_t count);
+  // Decode: the matrices' rows requested into L2 from here on, for a product a few launches
+  // later (ops/cuda/prefetch.h), on prefetch_stream_, forked from the step's stream here and
+  // joined at the step's end. `where`: one of the kPrefetch* places, each on unless
+  // MOE_L2_PREFETCH (a bitmask of them) says otherwise.
+  static constexpr int kPrefetchNextInput = 1, kPrefetchMixerOutput = 2;
+  void prefetch(int where, std::initializer_list<const GpuMatrix*> matrices);
+  void join_prefetches();
+  int l2_prefetch_ = kPrefetchNextInput | kPrefetchMixerOutput;
+  cudaStream_t prefetch_stream_ = nullptr;
+  cudaEvent_t prefetch_fork_ = nullptr, prefetch_join_ = nullptr;
+  bool prefetch_forked_ = false;
   int layer_ = -1;
 
   cudaStream_t stream_ = nullptr;

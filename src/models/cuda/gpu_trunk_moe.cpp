@@ -242,6 +242,11 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   }
   CombineRows combine{.rows = expert_out, .weights = weights, .k = k, .shared = shared_out,
                       .shared_logit = shared_logit, .logit_stride = w.router_gate ? router.rows : 1};
+  // A hybrid layer's combine waits for the CPU's sum: the next block's input product's rows
+  // fetched into L2 meanwhile (-3.5 us a layer of the serial part). Not where the combine runs
+  // at once: there the fetch still runs into the product and decode lost 3% (performance.md
+  // 2026-11-28 (f)).
+  if (n == 1 && hybrid) prefetch(kPrefetchNextInput, {next.input});
   const GgmlType next_type = next.first ? vec_dot_type(next.first->type) : GgmlType::F32;
   if (n <= kMaxMatvecTokens && next_type != GgmlType::F32 && d <= ActivationBuffer::kMaxFusedWidth) {
     // The next block's normed input from the same launch: its normed() call takes it. A hybrid

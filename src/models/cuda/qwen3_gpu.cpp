@@ -55,10 +55,14 @@ Qwen3Gpu::Qwen3Gpu(const gguf::Reader& reader, int device, HybridPlacement place
 void Qwen3Gpu::layers(int n, float* x) {
   for (size_t il = 0; il < attn_.size(); ++il) {
     layer_ = int(il);
-    attention(attn_[il], n, x);
+    attention(attn_[il], n, x, moe_ ? &moe_ffn_[il].router : nullptr);
     if (moe_) {
-      const bool last = il + 1 == attn_.size();
-      moe_ffn(moe_ffn_[il], ffn_norm_[il], n, x, last ? NextNorm{} : NextNorm{&attn_[il + 1].norm, &attn_[il + 1].q});
+      NextNorm next;
+      if (il + 1 < attn_.size()) {
+        const GpuAttention& a = attn_[il + 1];
+        next = {&a.norm, &a.q, a.qkv ? &*a.qkv : &a.q};
+      }
+      moe_ffn(moe_ffn_[il], ffn_norm_[il], n, x, next);
     } else {
       dense_ffn(dense_[il], ffn_norm_[il], n, x);
     }

@@ -46,8 +46,9 @@ class Qwen3NextGpu final : public GpuTrunk {
   bool has_recurrent_state() const override { return true; }
   void reset_recurrent_state() override;
   GpuDeltaNet load_delta_net(const WeightLoader& load, const std::string& b, int slot);
-  // x += delta_net(rmsnorm(x)) for n tokens of the sequence, continuing its state.
-  void delta_net(const GpuDeltaNet& w, int n, float* x);
+  // x += delta_net(rmsnorm(x)) for n tokens of the sequence, continuing its state. `then`: the
+  // layer's router, prefetched with the output projection in a decode step.
+  void delta_net(const GpuDeltaNet& w, int n, float* x, const GpuMatrix* then);
 
   DeltaNetShape ds_;
   std::vector<Layer> layers_;
@@ -117,7 +118,7 @@ void Qwen3NextGpu::reset_recurrent_state() {
   MOE_CUDA_CHECK(cudaMemsetAsync(ssm_state_.get(), 0, ssm_state_.bytes(), stream_));
 }
 
-void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
+void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x, const GpuMatrix* then) {
   const int64_t ch = ds_.channels(), vd = ds_.value_dim(), nv = ds_.n_v_heads;
   float* u = u_.get(size_t(n) * config_.n_embd);
   // mixed [n][ch] (the conv's input: q | k | v heads), then z [n][vd], then ba [n][2 nv]: for
@@ -131,6 +132,7 @@ void Qwen3NextGpu::delta_net(const GpuDeltaNet& w, int n, float* x) {
   float* state = ssm_state_.as<float>() + size_t(w.slot) * ds_.ssm_state_floats();
   if (n == 1 && vec_dot_type(w.out.type) == GgmlType::Q8_0) {  // decode: conv to the output's input in one launch
     const ActivationBuffer::Target out = activation_target(w.out, 1);
+    prefetch(kPrefetchMixerOutput, {&w.out, then});
     const cudaError_t e = delta_net_step(
         {.mixed = mixed, .z = z, .ba = ba, .conv_w = w.conv.as<float>(), .conv_state = conv_state,
          .K = ds_.conv_kernel, .a = w.a.as<float>(), .dt_bias = w.dt_bias.as<float>(), .n_k_heads = ds_.n_k_heads,
@@ -161,14 +163,15 @@ void Qwen3NextGpu::layers(int n, float* x) {
     const Layer& L = layers_[il];
     layer_ = int(il);
     if (L.recurrent) {
-      delta_net(L.delta, n, x);
+      delta_net(L.delta, n, x, &L.moe.router);
     } else {
-      attention(L.attn, n, x);
+      attention(L.attn, n, x, &L.moe.router);
     }
     NextNorm next;  // the next layer's input norm and the first matrix that reads it
     if (il + 1 < layers_.size()) {
       const Layer& N = layers_[il + 1];
-      next = N.recurrent ? NextNorm{&N.delta.norm, &N.delta.qkv} : NextNorm{&N.attn.norm, &N.attn.q};
+      next = N.recurrent ? NextNorm{&N.delta.norm, &N.delta.qkv, N.delta.in ? &*N.delta.in : &N.delta.qkv}
+                         : NextNorm{&N.attn.norm, &N.attn.q, N.attn.qkv ? &*N.attn.qkv : &N.attn.q};
     }
     moe_ffn(L.moe, L.post_attention_norm, n, x, next);
   }
