@@ -102,10 +102,11 @@ GpuMoe GpuTrunk::load_moe(const WeightLoader& load, int layer, int64_t n_ff_shar
 std::optional<DeviceActivations> GpuTrunk::normed_and_routed(const GpuMatrix& first, const GpuMatrix& router,
                                                              const float* x, const DeviceBuffer& norm, float* u,
                                                              float* logits, const RouteTarget& route) {
-  // Where it pays (performance.md 2026-11-28 (e)): Qwen3-30B's 128-row router gained 3% of decode
-  // speed, Qwen3-Next's 513 rows lost 0.5% (every one of 129 blocks norming the row costs more
-  // than the launch it saves). Float experts read u as normed() makes it for them, by a norm
-  // that sums in another order.
+  // Where it pays (performance.md 2026-11-28 (e), (f)): Qwen3-30B's 128-row router gains 3-4% of
+  // decode speed. Qwen3-Next's 513 rows lose 0.2-0.9% fused, though the launch alone is faster
+  // than the two it replaces since its blocks request their router rows before the wait (8.6
+  // against 9.56 us in bench_cuda_decode_ops). Float experts read u as normed() makes it for
+  // them, by a norm that sums in another order.
   constexpr int64_t kMaxRows = 256;
   const GgmlType at = vec_dot_type(first.type);
   if (router.type != GgmlType::F32 || router.layout != GpuLayout::Gguf || router.rows > kMaxRows ||

@@ -21,6 +21,7 @@ constexpr int64_t kMaxRows = 1024, kMaxWidth = 8192;
 // The one-row norm kernel (activations.cu) sums a decode row's squares over 32 warps of 32
 // threads: this kernel adds them in that order, for its bits.
 constexpr int kNormWarps = 32, kNormThreads = 32 * kNormWarps;
+constexpr int kEarlyTasks = 2;  // router weights a lane loads before the norm: rows of 2048 values
 
 __global__ void __launch_bounds__(kThreads) norm_route_kernel(NormRoute a) {
   __shared__ __align__(16) float u[kMaxWidth];
@@ -29,6 +30,19 @@ __global__ void __launch_bounds__(kThreads) norm_route_kernel(NormRoute a) {
   const int lane = int(threadIdx.x), warp = int(threadIdx.y), tid = warp * 32 + lane;
   const int64_t pairs = a.width / 2;
   const HeldWeights held(a.norm, a.width, tid, kThreads);  // constants: loaded before the wait
+  // The router rows' first weights (every task of a 2048-wide row), constants too: requested
+  // before the wait, so that their memory latency passes under the previous kernel and the norm.
+  const int part = warp % kSplit;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + warp / kSplit;
+  const auto* wr = reinterpret_cast<const float4*>(reinterpret_cast<const uint8_t*>(a.router) +
+                                                   min(row, a.rows - 1) * a.row_stride);
+  const int tasks = int(a.width / 8);
+  float4 early[kEarlyTasks][2];
+#pragma unroll
+  for (int j = 0; j < kEarlyTasks; ++j) {
+    const int c = lane + 32 * part + j * 32 * kSplit;
+    if (c < tasks) early[j][0] = __ldg(wr + 2 * c), early[j][1] = __ldg(wr + 2 * c + 1);
+  }
   wait_for_previous_kernels();
   allow_next_kernel();
 
@@ -64,19 +78,23 @@ __global__ void __launch_bounds__(kThreads) norm_route_kernel(NormRoute a) {
   quantize_row(u, 0, a.width, a.k_quant, a.qs, a.scales, a.sums, int64_t(blockIdx.x) * kWarps + warp,
                int64_t(gridDim.x) * kWarps);
 
-  // The router's rows, as matvec_kernel<FloatWeights<F32>, 1, 4> computes them.
-  const int part = warp % kSplit;
-  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + warp / kSplit;
+  // The router's rows, as matvec_kernel<FloatWeights<F32>, 1, 4> computes them (the same tasks in
+  // the same order: the early ones first).
   float acc = 0.0f;
   if (row < a.rows) {
-    const auto* wr = reinterpret_cast<const float4*>(reinterpret_cast<const uint8_t*>(a.router) + row * a.row_stride);
     const auto* u4 = reinterpret_cast<const float4*>(u);
-    const int tasks = int(a.width / 8);
-#pragma unroll 4
-    for (int c = lane + 32 * part; c < tasks; c += 32 * kSplit) {
-      const float4 p = __ldg(wr + 2 * c), q = __ldg(wr + 2 * c + 1);
+    auto add = [&](int c, float4 p, float4 q) {
       const float v[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
       acc += dot8(v, u4[2 * c], u4[2 * c + 1]);
+    };
+#pragma unroll
+    for (int j = 0; j < kEarlyTasks; ++j) {
+      const int c = lane + 32 * part + j * 32 * kSplit;
+      if (c < tasks) add(c, early[j][0], early[j][1]);
+    }
+#pragma unroll 4
+    for (int c = lane + 32 * part + kEarlyTasks * 32 * kSplit; c < tasks; c += 32 * kSplit) {
+      add(c, __ldg(wr + 2 * c), __ldg(wr + 2 * c + 1));
     }
   }
   acc = warp_sum(acc);
