@@ -5,7 +5,8 @@
 # ratios printed at the end. Device time is the scarce thing: one call of this script is an A/B.
 #   scripts/gpu_ab.sh BUILD_A BUILD_B OUT_DIR [ROUNDS]
 # BUILD_*: trees made by scripts/build_gpu.sh (build-gpu/stage), carried over; BUILD_A's libs/
-# serve both. ROUNDS: 3 unless given. Tests (MOE_AB_TESTS, space-separated, default all):
+# serve both. A side may be one build with environment settings, BUILD@VAR=VALUE[,VAR=VALUE]
+# (e.g. build-gpu/stage@MOE_L2_PREFETCH=6 against build-gpu/stage): the runs take them. ROUNDS: 3 unless given. Tests (MOE_AB_TESTS, space-separated, default all):
 #   v80   Qwen3-Next-80B-A3B Q8_0 all in VRAM, tg128 (about 20 s a run with the load)
 #   v30   Qwen3-30B-A3B Q8_0 all in VRAM, tg128 (about 10 s)
 #   h80   the 80B in a 16 GiB budget, plain synth routing (about 15 s)
@@ -21,6 +22,10 @@ rounds=${4:-3}
 tests=${MOE_AB_TESTS:-v80 v30 h80 h80l}
 shm=${MOE_BENCH_DIR:-/dev/shm}
 mkdir -p "$out"
+a_env=$([[ $a == *@* ]] && echo "${a#*@}" | tr ',' ' ')
+b_env=$([[ $b == *@* ]] && echo "${b#*@}" | tr ',' ' ')
+a=${a%%@*}
+b=${b%%@*}
 export LD_LIBRARY_PATH="$a/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 m80=$shm/moe-ab-next80.gguf
 m30=$shm/moe-ab-moe30.gguf
@@ -63,8 +68,9 @@ for ((r = 1; r <= rounds; ++r)); do
   for t in $tests; do
     for which in $order; do
       build=$([ "$which" = A ] && echo "$a" || echo "$b")
-      # shellcheck disable=SC2046
-      rows=$("$build/moeserve" bench $(args_of "$t") -o json 2>"$out/$t-$which-$r.err") || rows=null
+      settings=$([ "$which" = A ] && echo "$a_env" || echo "$b_env")
+      # shellcheck disable=SC2046,SC2086
+      rows=$(env $settings "$build/moeserve" bench $(args_of "$t") -o json 2>"$out/$t-$which-$r.err") || rows=null
       # bench prints its JSON over many lines: one line a run here, or runs.jsonl is not JSON lines
       rows=$(python3 -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read() or "null")))' <<<"$rows" 2>/dev/null) ||
         rows=null
@@ -86,7 +92,7 @@ PY
 done
 
 # Medians of each side and the median of the paired ratios (B / A, round by round).
-python3 - "$out" "$a" "$b" <<'PY'
+python3 - "$out" "$a${a_env:+ ($a_env)}" "$b${b_env:+ ($b_env)}" <<'PY'
 import json, os, statistics, sys
 out, a, b = sys.argv[1:4]
 runs = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl"))]

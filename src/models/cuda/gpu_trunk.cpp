@@ -188,9 +188,21 @@ void GpuTrunk::prefetch(int where, std::initializer_list<const GpuMatrix*> matri
     if (m != nullptr && m->get() != nullptr) ranges.push_back({m->get(), size_t(m->rows) * m->row_stride});
   }
   if (ranges.empty()) return;
+  fork_prefetch();
+  MOE_CUDA_CHECK(prefetch_l2(ranges, prefetch_stream_));
+}
+
+void GpuTrunk::prefetch_experts(int where, const GpuMatrix& m, const int32_t* ids, int n_ids) {
+  const bool aligned = reinterpret_cast<uintptr_t>(m.get()) % 16 == 0 && m.expert_stride % 16 == 0;
+  if ((l2_prefetch_ & where) == 0 || !aligned || n_ids > kMaxL2Ids) return;
+  fork_prefetch();
+  MOE_CUDA_CHECK(prefetch_l2_rows(m.get(), m.expert_stride, size_t(m.rows) * m.row_stride, ids, n_ids, prefetch_stream_));
+}
+
+// The side stream starts after what the step's stream has queued so far.
+void GpuTrunk::fork_prefetch() {
   MOE_CUDA_CHECK(cudaEventRecord(prefetch_fork_, stream_));
   MOE_CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_fork_));
-  MOE_CUDA_CHECK(prefetch_l2(ranges, prefetch_stream_));
   prefetch_forked_ = true;
 }
 

@@ -36,7 +36,28 @@ __global__ void __launch_bounds__(kThreads) prefetch_kernel(Ranges a) {
   }
 }
 
+// A block an id: its threads take the id's chunks in turn.
+__global__ void __launch_bounds__(kThreads)
+    prefetch_rows_kernel(const char* base, size_t stride, size_t bytes, const int32_t* ids) {
+  const int32_t id = ids[blockIdx.x];
+  if (id < 0) return;
+  const char* p = base + size_t(id) * stride;
+  for (size_t off = size_t(threadIdx.x) * kChunk; off < bytes; off += size_t(kThreads) * kChunk) {
+    request(p + off, unsigned(min(kChunk, bytes - off)));
+  }
+}
+
 }  // namespace
+
+cudaError_t prefetch_l2_rows(const void* base, size_t stride, size_t bytes, const int32_t* ids, int n_ids,
+                             cudaStream_t stream) {
+  if (n_ids < 0 || n_ids > kMaxL2Ids || (n_ids > 0 && ids == nullptr)) return cudaErrorInvalidValue;
+  if (reinterpret_cast<uintptr_t>(base) % 16 != 0 || stride % 16 != 0) return cudaErrorInvalidValue;
+  if (device_compute_major() < 9 || n_ids == 0 || bytes < 16) return cudaSuccess;
+  prefetch_rows_kernel<<<n_ids, kThreads, 0, stream>>>(static_cast<const char*>(base), stride, bytes & ~size_t(15),
+                                                       ids);
+  return cudaGetLastError();
+}
 
 cudaError_t prefetch_l2(std::span<const L2Range> ranges, cudaStream_t stream) {
   if (ranges.size() > size_t(kMaxL2Ranges)) return cudaErrorInvalidValue;

@@ -28,4 +28,11 @@ constexpr int kMaxL2Ranges = 4;
 // below 9.0).
 cudaError_t prefetch_l2(std::span<const L2Range> ranges, cudaStream_t stream);
 
+// The same for rows of stacked matrices chosen on the device: for each of ids[0..n_ids) that is
+// not negative, the `bytes` from base + id x stride (a decode step's routed experts, read from
+// device memory when the launch runs). n_ids at most 64.
+constexpr int kMaxL2Ids = 64;
+cudaError_t prefetch_l2_rows(const void* base, size_t stride, size_t bytes, const int32_t* ids, int n_ids,
+                             cudaStream_t stream);
+
 }  // namespace moe::cuda
