@@ -98,6 +98,10 @@ std::vector<CacheOutcome> share_outcomes(const ModelConfig& c, int slots, const 
 
 }  // namespace
 
+double with_serial_part(double tok_s, double serial_s_per_token) {
+  return tok_s > 0 ? 1.0 / (1.0 / tok_s + std::max(0.0, serial_s_per_token)) : 0.0;
+}
+
 LayerDecode fastest_share(std::span<const CacheOutcome> outcomes, uint64_t dense, uint64_t expert,
                           const MachineBandwidth& bw) {
   LayerDecode best;

@@ -108,6 +108,11 @@ struct LayerDecode {
 LayerDecode fastest_share(std::span<const CacheOutcome> outcomes, uint64_t dense, uint64_t expert,
                           const MachineBandwidth& bandwidth);
 
+// A decode ceiling (tokens a second) with a fixed time added to every token: the GPU's serial
+// part of a hybrid step (attention or delta-net, router, hand-over), which the ceilings above
+// leave out, as bench measures it. 0 stays 0.
+double with_serial_part(double tok_s, double serial_s_per_token);
+
 // The plan as lines for a person (inspect --vram-budget).
 std::string describe(const PlacementPlan& plan, const PlacementRequest& request);
 

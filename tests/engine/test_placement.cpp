@@ -240,5 +240,14 @@ TEST(Placement, DescribeNamesEveryPart) {
   }
 }
 
+// The ceiling with the GPU's serial part: 100 t/s is 10 ms a token, 2 ms more is 83.3 t/s.
+TEST(PlacementCeiling, TheSerialPartAddsToEveryToken) {
+  EXPECT_NEAR(with_serial_part(100.0, 0.002), 1000.0 / 12.0, 1e-9);
+  EXPECT_DOUBLE_EQ(with_serial_part(100.0, 0.0), 100.0);
+  EXPECT_DOUBLE_EQ(with_serial_part(100.0, -1.0), 100.0);  // a negative time counts as none
+  EXPECT_DOUBLE_EQ(with_serial_part(0.0, 0.002), 0.0);     // no ceiling stays none
+  EXPECT_LT(with_serial_part(89.24, 0.0021), 89.24);
+}
+
 }  // namespace
 }  // namespace moe
