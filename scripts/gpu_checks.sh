@@ -100,7 +100,9 @@ print(f'VRAM used {used / 2**30:.3f} GiB of a {budget / 2**30:.3f} GiB budget')
 tg = [r for r in rows if r['n_gen'] > 0]
 for r in tg:
     print(f\"tg{r['n_gen']}: {r['avg_ts']:.2f} t/s, {100 * r['ceiling_fraction']:.0f}% of the ceiling {r['ceiling_ts']:.2f} \"
-          f\"(RAM {r['ceiling_ram_gb_s']:.1f} GB/s, PCIe {r['ceiling_pcie_gb_s']:.1f} GB/s); ms a token: \"
+          f\"(RAM {r['ceiling_ram_gb_s']:.1f} GB/s, PCIe {r['ceiling_pcie_gb_s']:.1f} GB/s), \"
+          f\"{100 * r.get('ceiling_serial_fraction', 0):.0f}% of {r.get('ceiling_serial_ts', 0):.2f} with the serial part added; \"
+          f\"ms a token: \"
           f\"GPU experts {r.get('gpu_expert_ms_per_token', 0):.2f}, waits {r.get('gpu_wait_ms_per_token', 0):.2f}, \"
           f\"serial {r.get('gpu_serial_ms_per_token', 0):.2f}; CPU experts {r.get('cpu_expert_ms_per_token', 0):.2f}, \"
           f\"waits {r.get('cpu_wait_ms_per_token', 0):.2f}\")
