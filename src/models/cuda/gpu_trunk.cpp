@@ -47,7 +47,16 @@ GpuTrunk::GpuTrunk(int device, HybridPlacement placement)
   publish_counter_ = DeviceBuffer(sizeof(unsigned));
   MOE_CUDA_CHECK(cudaMemset(publish_counter_.get(), 0, sizeof(unsigned)));
   memory_gb_s_ = peak_memory_gb_s(device);
-  if (const char* env = std::getenv("MOE_L2_PREFETCH")) l2_prefetch_ = std::atoi(env);  // experiments
+  if (const char* env = std::getenv("MOE_L2_PREFETCH")) {  // experiments: a bitmask of the kPrefetch* places
+    char* end = nullptr;
+    const long bits = std::strtol(env, &end, 0);
+    if (end == env || *end != '\0' || bits < 0 || bits > kPrefetchAll) {
+      spdlog::warn("gpu: MOE_L2_PREFETCH={} is not a bitmask of 0 to {}: the default ({}) stays", env, kPrefetchAll,
+                   l2_prefetch_);
+    } else {
+      l2_prefetch_ = int(bits);
+    }
+  }
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&prefetch_stream_, cudaStreamNonBlocking));
   MOE_CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_fork_, cudaEventDisableTiming));
   MOE_CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_join_, cudaEventDisableTiming));
