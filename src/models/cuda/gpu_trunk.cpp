@@ -202,8 +202,7 @@ void GpuTrunk::prefetch(int where, std::initializer_list<const GpuMatrix*> matri
 }
 
 void GpuTrunk::prefetch_experts(int where, const GpuMatrix& m, const int32_t* ids, int n_ids) {
-  const bool aligned = reinterpret_cast<uintptr_t>(m.get()) % 16 == 0 && m.expert_stride % 16 == 0;
-  if ((l2_prefetch_ & where) == 0 || !aligned || n_ids > kMaxL2Ids) return;
+  if ((l2_prefetch_ & where) == 0 || !fits_l2_rows(m.get(), m.expert_stride, n_ids)) return;
   fork_prefetch();
   MOE_CUDA_CHECK(prefetch_l2_rows(m.get(), m.expert_stride, size_t(m.rows) * m.row_stride, ids, n_ids, prefetch_stream_));
 }

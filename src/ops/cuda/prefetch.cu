@@ -21,18 +21,19 @@ __device__ __forceinline__ void request(const char* p, unsigned bytes) {
 #endif
 }
 
-// Chunk c of all the ranges to thread c % (blocks x threads): neighbouring chunks from
-// different blocks, so every block's requests start at once.
+// Chunks c, c + step, ... of [p, p + bytes).
+__device__ void request_chunks(const char* p, size_t bytes, size_t c, size_t step) {
+  for (; c * kChunk < bytes; c += step) request(p + c * kChunk, unsigned(min(kChunk, bytes - c * kChunk)));
+}
+
+// Chunk g of all the ranges (numbered on across them) to thread g % (blocks x threads):
+// neighbouring chunks from different blocks, so every block's requests start at once.
 __global__ void __launch_bounds__(kThreads) prefetch_kernel(Ranges a) {
   const size_t first = size_t(threadIdx.x) * gridDim.x + blockIdx.x, step = size_t(gridDim.x) * kThreads;
   size_t c0 = 0;  // chunks of the ranges before this one
   for (int i = 0; i < a.n; ++i) {
-    const auto* p = static_cast<const char*>(a.r[i].p);
-    const size_t chunks = (a.r[i].bytes + kChunk - 1) / kChunk;
-    for (size_t c = first >= c0 ? first - c0 : (step - (c0 - first) % step) % step; c < chunks; c += step) {
-      request(p + c * kChunk, unsigned(min(kChunk, a.r[i].bytes - c * kChunk)));
-    }
-    c0 += chunks;
+    request_chunks(static_cast<const char*>(a.r[i].p), a.r[i].bytes, (first + step - c0 % step) % step, step);
+    c0 += (a.r[i].bytes + kChunk - 1) / kChunk;
   }
 }
 
@@ -40,19 +41,18 @@ __global__ void __launch_bounds__(kThreads) prefetch_kernel(Ranges a) {
 __global__ void __launch_bounds__(kThreads)
     prefetch_rows_kernel(const char* base, size_t stride, size_t bytes, const int32_t* ids) {
   const int32_t id = ids[blockIdx.x];
-  if (id < 0) return;
-  const char* p = base + size_t(id) * stride;
-  for (size_t off = size_t(threadIdx.x) * kChunk; off < bytes; off += size_t(kThreads) * kChunk) {
-    request(p + off, unsigned(min(kChunk, bytes - off)));
-  }
+  if (id >= 0) request_chunks(base + size_t(id) * stride, bytes, threadIdx.x, kThreads);
 }
 
 }  // namespace
 
+bool fits_l2_rows(const void* base, size_t stride, int n_ids) {
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride % 16 == 0 && n_ids >= 0 && n_ids <= kMaxL2Ids;
+}
+
 cudaError_t prefetch_l2_rows(const void* base, size_t stride, size_t bytes, const int32_t* ids, int n_ids,
                              cudaStream_t stream) {
-  if (n_ids < 0 || n_ids > kMaxL2Ids || (n_ids > 0 && ids == nullptr)) return cudaErrorInvalidValue;
-  if (reinterpret_cast<uintptr_t>(base) % 16 != 0 || stride % 16 != 0) return cudaErrorInvalidValue;
+  if (!fits_l2_rows(base, stride, n_ids) || (n_ids > 0 && ids == nullptr)) return cudaErrorInvalidValue;
   if (device_compute_major() < 9 || n_ids == 0 || bytes < 16) return cudaSuccess;
   prefetch_rows_kernel<<<n_ids, kThreads, 0, stream>>>(static_cast<const char*>(base), stride, bytes & ~size_t(15),
                                                        ids);
