@@ -9,7 +9,9 @@
 //   bench_cuda_decode_ops [--reps N]
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <tuple>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "ops/cuda/delta_net.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/handoff.h"
+#include "ops/cuda/layout.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/norm_route.h"
 #include "ops/cuda/ops.h"
@@ -79,7 +82,7 @@ int run(int reps) {
   const cuda::DeviceActivations fx{.type = GgmlType::F32, .cols = kEmbd, .n_tok = 1, .f32 = x.as<float>()};
   const auto target = activations.target(GgmlType::Q8_0, 1, kDeltaWidth);
 
-  std::vector<std::pair<std::string, double>> results;
+  std::vector<std::pair<std::string, double>> results, rates;  // us a launch; GB/s of weights where counted
   auto time = [&](const std::string& name, auto enqueue) {
     results.emplace_back(name, us_per_launch(stream, reps, enqueue));
   };
@@ -166,6 +169,85 @@ int run(int reps) {
           stream));
     });
   }
+  // The decode step's weight products, Q8_0 in the split layout the engine uploads: the MoE
+  // block's gate/up products of 11 experts (10 routed and the shared one; 1024 rows [gate | up]
+  // each) and its down products with the SwiGLU in the same launch, each launch drawing its
+  // experts at random from 512 (so their bytes come from HBM), then the delta-net's stacked
+  // input product and its output projection (accumulating), from copies beyond the L2 cache.
+  // GB/s: the weight bytes a launch over its time.
+  {
+    const int64_t ff = 512, k = kUsed + 1;
+    auto split_weights = [&](int64_t rows, int64_t cols, size_t matrices) {
+      const size_t stride = cuda::q8_0_split_stride(cols), bytes = stride * size_t(rows);
+      // One random matrix (int8 values, f16 scales of 1/64), repeated: the bytes moved count.
+      std::vector<uint8_t> one(bytes);
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* row = one.data() + size_t(r) * stride;
+        for (int64_t i = 0; i < cols; ++i) row[i] = uint8_t(byte(rng));
+        for (int64_t b = 0; b < cols / 32; ++b) row[cols + 2 * b] = 0x00, row[cols + 2 * b + 1] = 0x24;
+      }
+      cuda::DeviceBuffer w(bytes * matrices);
+      for (size_t m = 0; m < matrices; ++m) {
+        MOE_CUDA_CHECK(cudaMemcpy(w.as<uint8_t>() + m * bytes, one.data(), bytes, cudaMemcpyHostToDevice));
+      }
+      return std::pair{std::move(w), stride};
+    };
+    auto [gate_up, gu_stride] = split_weights(2 * ff, kEmbd, kExperts);
+    auto [down, down_stride] = split_weights(kEmbd, ff, kExperts);
+    constexpr int kDraws = 64;
+    std::vector<int32_t> ids;
+    for (int d = 0; d < kDraws; ++d) {
+      std::vector<int32_t> all(kExperts);
+      for (int e = 0; e < kExperts; ++e) all[size_t(e)] = e;
+      std::shuffle(all.begin(), all.end(), rng);
+      ids.insert(ids.end(), all.begin(), all.begin() + k);
+    }
+    cuda::DeviceBuffer draws(ids.size() * sizeof(int32_t));
+    MOE_CUDA_CHECK(cudaMemcpy(draws.get(), ids.data(), draws.bytes(), cudaMemcpyHostToDevice));
+    const int32_t* draw = draws.as<int32_t>();
+    const auto u = random_floats(kEmbd, 1.0f, rng), gu = random_floats(size_t(k) * 2 * ff, 1.0f, rng);
+    cuda::ActivationBuffer product_inputs;  // apart from `target`, which later entries still use
+    const auto ua = product_inputs.quantize(GgmlType::Q8_0, u.as<float>(), 1, kEmbd, nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    cuda::DeviceBuffer gu_out(size_t(k) * 2 * ff * sizeof(float)), down_out(size_t(k) * kEmbd * sizeof(float));
+    const size_t gate_up_bytes = gu_stride * 2 * ff, down_bytes = down_stride * kEmbd;
+    auto gate_up_product = [&](int i) {
+      cuda::matvec_experts(GgmlType::Q8_0, gate_up.get(), gate_up_bytes, gu_stride, 2 * ff, ua,
+                           draw + (i % kDraws) * k, gu_out.as<float>(), stream, int(k), cuda::GpuLayout::Q8_0Split);
+    };
+    auto down_product = [&](int i) {
+      cuda::matvec_experts_swiglu(GgmlType::Q8_0, down.get(), down_bytes, down_stride, kEmbd, gu.as<float>(), int(k),
+                                  ff, draw + (i % kDraws) * k, down_out.as<float>(), stream,
+                                  cuda::GpuLayout::Q8_0Split);
+    };
+    auto timed_bytes = [&](const std::string& name, size_t bytes, auto enqueue) {
+      time(name, enqueue);
+      rates.emplace_back(name, double(bytes) / (results.back().second * 1e3));
+    };
+    timed_bytes("experts_gate_up_q8_0_1024x2048_k11", gate_up_bytes * k, gate_up_product);
+    timed_bytes("experts_swiglu_down_q8_0_2048x512_k11", down_bytes * k, down_product);
+    timed_bytes("experts_gate_up_then_down_k11", (gate_up_bytes + down_bytes) * k, [&](int i) {
+      gate_up_product(i);
+      down_product(i);
+    });
+    const size_t dense_set = size_t(256) << 20;  // copies of a matrix filling 256 MiB
+    for (auto [rows, cols, accumulate] :
+         {std::tuple<int64_t, int64_t, bool>{12352, kEmbd, false}, {kEmbd, kDeltaWidth, true}}) {
+      const size_t stride = cuda::q8_0_split_stride(cols), bytes = stride * size_t(rows);
+      const size_t n_copies = std::max<size_t>(2, dense_set / bytes);
+      auto [w, w_stride] = split_weights(rows, cols, n_copies);
+      const auto xs = random_floats(size_t(cols), 1.0f, rng);
+      const auto xa = product_inputs.quantize(GgmlType::Q8_0, xs.as<float>(), 1, cols, nullptr);
+      cuda::DeviceBuffer y(size_t(rows) * sizeof(float));
+      MOE_CUDA_CHECK(cudaMemset(y.get(), 0, y.bytes()));
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      timed_bytes(fmt::format("product_q8_0_{}x{}", rows, cols), bytes, [&](int i) {
+        cuda::matvec(GgmlType::Q8_0, w.as<uint8_t>() + size_t(i) % n_copies * bytes, w_stride, rows, xa,
+                     y.as<float>(), stream, accumulate, cuda::GpuLayout::Q8_0Split);
+      });
+    }
+  }
   // The hybrid's add of the CPU's sum (its flag already up): 2048 floats read from host memory
   // over PCIe, a round trip a read.
   {
@@ -196,7 +278,10 @@ int run(int reps) {
   for (const auto& [name, us] : results) {
     body += fmt::format("{}\n    \"{}\": {:.2f}", body.empty() ? "" : ",", name, us);
   }
-  std::printf("{\n  \"launches_per_graph\": %d,\n  \"us_per_launch\": {%s\n  }\n}\n", kLaunches, body.c_str());
+  std::string gbs;
+  for (const auto& [name, rate] : rates) gbs += fmt::format("{}\n    \"{}\": {:.1f}", gbs.empty() ? "" : ",", name, rate);
+  std::printf("{\n  \"launches_per_graph\": %d,\n  \"us_per_launch\": {%s\n  },\n  \"weight_gb_s\": {%s\n  }\n}\n",
+              kLaunches, body.c_str(), gbs.c_str());
   cudaStreamDestroy(stream);
   return 0;
 }
