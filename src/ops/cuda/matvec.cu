@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
 #include <utility>
 
 #include "ops/cuda/launch.cuh"
@@ -280,42 +281,53 @@ __device__ inline void warp_rows_product(const uint8_t* w, size_t row_stride, in
 constexpr int32_t kZeroRow = -1;  // an expert id that makes the products write a zero row (others < 0: skip)
 
 // Expert products: block row y of the grid is output row j, expert experts[j]'s matrix (at
-// w + experts[j] * expert_stride) times activation row j / x_row_div. Each warp takes
-// kExpertRows weight rows, their loads interleaved: a decode step's gate/up products (11 experts
-// x 1024 rows for Qwen3-Next) then fit in one wave of blocks instead of ending in a part-empty
-// second, and each lane has twice the loads in flight.
-constexpr int kExpertRows = 2, kExpertBlockRows = kWarpsPerBlock * kExpertRows;
-
-template <typename Format>
-__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+// w + experts[j] * expert_stride) times activation row j / x_row_div. Each warp takes kRows
+// weight rows, their loads interleaved (kRows x 4 loads of 16 bytes in flight a lane), and the
+// grid should fit the GPU in one wave: a second wave of a few blocks runs with the memory
+// system mostly idle. kMinBlocks (0: no bound) holds the registers to what that wave needs.
+template <typename Format, int kRows, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock, kMinBlocks)
     matvec_experts_kernel(const uint8_t* __restrict__ w, size_t expert_stride, size_t row_stride, int64_t rows,
                           const DeviceActivations x, int x_row_div, const int32_t* __restrict__ experts,
                           float* __restrict__ y, int64_t y_stride) {
   wait_for_previous_kernels();
   allow_next_kernel();
-  const int64_t row0 = int64_t(blockIdx.x) * kExpertBlockRows + threadIdx.y * kExpertRows;
+  const int64_t row0 = (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y) * kRows;
   if (row0 >= rows) return;
   const int j = blockIdx.y;
   const int32_t e = experts[j];
   if (e < 0) {  // computed elsewhere: the hybrid's CPU (-1, a zero row here) or another launch (-2)
-    if (threadIdx.x < kExpertRows && row0 + threadIdx.x < rows && e == kZeroRow) {
+    if (threadIdx.x < kRows && row0 + threadIdx.x < rows && e == kZeroRow) {
       y[int64_t(j) * y_stride + row0 + threadIdx.x] = 0.0f;
     }
     return;
   }
-  warp_rows_product<Format, kExpertRows, 4>(w + size_t(e) * expert_stride, row_stride, row0, rows,
-                                             x.rows(j / x_row_div, 1), y + int64_t(j) * y_stride);
+  warp_rows_product<Format, kRows, 4>(w + size_t(e) * expert_stride, row_stride, row0, rows,
+                                       x.rows(j / x_row_div, 1), y + int64_t(j) * y_stride);
 }
 
 template <typename Format>
 cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t stride, int64_t rows,
                                   const DeviceActivations& x, int x_row_div, const int32_t* experts, float* y,
                                   int64_t y_stride, cudaStream_t stream) {
-  const dim3 block(32, kWarpsPerBlock);
-  const dim3 grid(unsigned((rows + kExpertBlockRows - 1) / kExpertBlockRows), unsigned(x.n_tok * x_row_div));
-  launch(matvec_experts_kernel<Format>, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride,
-         rows, x, x_row_div, experts, y, y_stride);
-  return cudaGetLastError();
+  auto run = [&](auto kernel, int rows_a_warp) {
+    const int64_t block_rows = kWarpsPerBlock * rows_a_warp;
+    const dim3 block(32, kWarpsPerBlock);
+    const dim3 grid(unsigned((rows + block_rows - 1) / block_rows), unsigned(x.n_tok * x_row_div));
+    launch(kernel, grid, block, 0, stream, static_cast<const uint8_t*>(w), expert_stride, stride, rows, x, x_row_div,
+           experts, y, y_stride);
+    return cudaGetLastError();
+  };
+  // Q8_0 (split rows), three rows a warp at 64 registers, 8 blocks an SM: a decode step's
+  // gate/up products (Qwen3-Next: 11 experts x 1024 rows, 946 blocks; Qwen3-30B: 8 x 1536, 1024)
+  // fit an H100's or H200's 132 SMs in one wave. Two rows a warp took 44 registers, 10 blocks an
+  // SM: 1320 of the 1408 blocks, then a second wave; 11.1 -> 9.0 us a launch, decode +3.7% (80B)
+  // and +4.6% (30B) (performance.md 2026-11-28 (g)). Other formats keep two rows (not measured).
+  if constexpr (std::is_same_v<Format, Q8_0Split>) {
+    return run(matvec_experts_kernel<Format, 3, 8>, 3);
+  } else {
+    return run(matvec_experts_kernel<Format, 2, 0>, 2);
+  }
 }
 
 // The experts' down products with the SwiGLU of their [gate | up] rows and its quantization in
