@@ -6,7 +6,7 @@
 #   scripts/gpu_ab.sh BUILD_A BUILD_B OUT_DIR [ROUNDS]
 # BUILD_*: trees made by scripts/build_gpu.sh (build-gpu/stage), carried over; BUILD_A's libs/
 # serve both. A side may be one build with environment settings, BUILD@VAR=VALUE[,VAR=VALUE]
-# (e.g. build-gpu/stage@MOE_L2_PREFETCH=6 against build-gpu/stage): the runs take them. ROUNDS: 3 unless given. Tests (MOE_AB_TESTS, space-separated, default all):
+# (e.g. build-gpu/stage@MOE_L2_PREFETCH=2 against build-gpu/stage): the runs take them. ROUNDS: 3 unless given. Tests (MOE_AB_TESTS, space-separated, default all):
 #   v80   Qwen3-Next-80B-A3B Q8_0 all in VRAM, tg128 (about 20 s a run with the load)
 #   v30   Qwen3-30B-A3B Q8_0 all in VRAM, tg128 (about 10 s)
 #   h80   the 80B in a 16 GiB budget, plain synth routing (about 15 s)

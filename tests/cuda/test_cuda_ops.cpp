@@ -728,10 +728,9 @@ TEST(CudaOps, ExpertFillsCopyTheRowsIntoTheirSlots) {
   }
 }
 
-// prefetch_l2 and prefetch_l2_rows are hints: requests running on another stream while this one
-// copies new values into the same bytes (unaligned ends included) leave exactly those values;
-// more ranges or ids than they take, and misaligned rows, are refused; empty and null ranges
-// and negative ids are skipped.
+// prefetch_l2 is a hint: requests running on another stream while this one copies new values
+// into the same bytes (unaligned ends included) leave exactly those values; more ranges than it
+// takes are refused; empty and null ranges are skipped.
 TEST(CudaOps, L2PrefetchIsOnlyAHint) {
   std::mt19937 rng(test::test_seed());
   const size_t n = (3u << 20) + 7;  // 12 MB of floats and an odd tail
@@ -741,26 +740,15 @@ TEST(CudaOps, L2PrefetchIsOnlyAHint) {
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
   const auto* bytes = reinterpret_cast<const char*>(d.get());
   const std::vector<cuda::L2Range> ranges{{bytes + 3, n * 4 - 5}, {nullptr, 1 << 20}, {bytes + 100, 9}, {bytes, 0}};
-  // rows of 1 MB "experts" by ids on the device, as a decode step's routed experts
-  const test::Device<int32_t> ids(std::vector<int32_t>{2, -1, 0, 11, -2, 5});
-  constexpr size_t kStride = 1 << 20;
-  auto rows = [&] { return cuda::prefetch_l2_rows(bytes, kStride, kStride - 48, ids.get(), 6, side); };
-  auto both = [&] {
-    for (int i = 0; i < 8; ++i) {
-      EXPECT_EQ(cuda::prefetch_l2(ranges, side), cudaSuccess);
-      EXPECT_EQ(rows(), cudaSuccess);
-    }
+  auto requests = [&] {
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(cuda::prefetch_l2(ranges, side), cudaSuccess);
   };
-  both();
+  requests();
   MOE_CUDA_CHECK(cudaMemcpyAsync(d.get(), source.get(), n * 4, cudaMemcpyDeviceToDevice, nullptr));
-  both();
+  requests();
   EXPECT_EQ(d.host(), after);
   const std::vector<cuda::L2Range> too_many(cuda::kMaxL2Ranges + 1, cuda::L2Range{bytes, 1024});
   EXPECT_EQ(cuda::prefetch_l2(too_many, side), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::prefetch_l2_rows(bytes + 4, kStride, 64, ids.get(), 6, side), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::prefetch_l2_rows(bytes, kStride + 8, 64, ids.get(), 6, side), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::prefetch_l2_rows(bytes, kStride, 64, ids.get(), cuda::kMaxL2Ids + 1, side), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::prefetch_l2_rows(bytes, kStride, 64, nullptr, 6, side), cudaErrorInvalidValue);
   MOE_CUDA_CHECK(cudaStreamSynchronize(side));
   MOE_CUDA_CHECK(cudaStreamDestroy(side));
 }

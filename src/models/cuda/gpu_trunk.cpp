@@ -201,12 +201,6 @@ void GpuTrunk::prefetch(int where, std::initializer_list<const GpuMatrix*> matri
   MOE_CUDA_CHECK(prefetch_l2(ranges, prefetch_stream_));
 }
 
-void GpuTrunk::prefetch_experts(int where, const GpuMatrix& m, const int32_t* ids, int n_ids) {
-  if ((l2_prefetch_ & where) == 0 || !fits_l2_rows(m.get(), m.expert_stride, n_ids)) return;
-  fork_prefetch();
-  MOE_CUDA_CHECK(prefetch_l2_rows(m.get(), m.expert_stride, size_t(m.rows) * m.row_stride, ids, n_ids, prefetch_stream_));
-}
-
 // The side stream starts after what the step's stream has queued so far.
 void GpuTrunk::fork_prefetch() {
   MOE_CUDA_CHECK(cudaEventRecord(prefetch_fork_, stream_));

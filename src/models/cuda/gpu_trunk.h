@@ -189,12 +189,8 @@ class GpuTrunk : public Model {
   // later (ops/cuda/prefetch.h), on prefetch_stream_, forked from the step's stream here and
   // joined at the step's end. `where`: one of the kPrefetch* places, each on unless
   // MOE_L2_PREFETCH (a bitmask of them) says otherwise.
-  // kPrefetchExpertDown (off unless MOE_L2_PREFETCH sets it; not measured yet): the routed
-  // experts' down matrices, requested when the gate/up products start.
-  static constexpr int kPrefetchNextInput = 1, kPrefetchMixerOutput = 2, kPrefetchExpertDown = 4, kPrefetchAll = 7;
+  static constexpr int kPrefetchNextInput = 1, kPrefetchMixerOutput = 2, kPrefetchAll = 3;
   void prefetch(int where, std::initializer_list<const GpuMatrix*> matrices);
-  // The same for experts of the stacked `m` chosen on the device (ids: VRAM slots, < 0 skipped).
-  void prefetch_experts(int where, const GpuMatrix& m, const int32_t* ids, int n_ids);
   void fork_prefetch();
   void join_prefetches();
   int l2_prefetch_ = kPrefetchNextInput | kPrefetchMixerOutput;

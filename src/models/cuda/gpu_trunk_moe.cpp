@@ -206,7 +206,6 @@ void GpuTrunk::moe_ffn(const GpuMoe& w, const DeviceBuffer& norm, int n, float* 
   if (!gpu_experts) {
     // every routed expert on the CPU, no shared expert among them
   } else if (gate_up) {  // each expert's gate and up rows in one product, side by side
-    if (n == 1 && !grouped) prefetch_experts(kPrefetchExpertDown, down, experts, rows);
     float* gu = up_.get(size_t(rows) * 2 * ff);
     experts_product(*gate_up, uq, gu, k);
     if (!grouped && vec_dot_type(down.type) != GgmlType::F32 && ff <= ActivationBuffer::kMaxFusedWidth) {

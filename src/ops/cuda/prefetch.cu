@@ -37,27 +37,7 @@ __global__ void __launch_bounds__(kThreads) prefetch_kernel(Ranges a) {
   }
 }
 
-// A block an id: its threads take the id's chunks in turn.
-__global__ void __launch_bounds__(kThreads)
-    prefetch_rows_kernel(const char* base, size_t stride, size_t bytes, const int32_t* ids) {
-  const int32_t id = ids[blockIdx.x];
-  if (id >= 0) request_chunks(base + size_t(id) * stride, bytes, threadIdx.x, kThreads);
-}
-
 }  // namespace
-
-bool fits_l2_rows(const void* base, size_t stride, int n_ids) {
-  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride % 16 == 0 && n_ids >= 0 && n_ids <= kMaxL2Ids;
-}
-
-cudaError_t prefetch_l2_rows(const void* base, size_t stride, size_t bytes, const int32_t* ids, int n_ids,
-                             cudaStream_t stream) {
-  if (!fits_l2_rows(base, stride, n_ids) || (n_ids > 0 && ids == nullptr)) return cudaErrorInvalidValue;
-  if (device_compute_major() < 9 || n_ids == 0 || bytes < 16) return cudaSuccess;
-  prefetch_rows_kernel<<<n_ids, kThreads, 0, stream>>>(static_cast<const char*>(base), stride, bytes & ~size_t(15),
-                                                       ids);
-  return cudaGetLastError();
-}
 
 cudaError_t prefetch_l2(std::span<const L2Range> ranges, cudaStream_t stream) {
   if (ranges.size() > size_t(kMaxL2Ranges)) return cudaErrorInvalidValue;

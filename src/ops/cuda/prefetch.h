@@ -28,14 +28,4 @@ constexpr int kMaxL2Ranges = 4;
 // below 9.0).
 cudaError_t prefetch_l2(std::span<const L2Range> ranges, cudaStream_t stream);
 
-// The same for rows of stacked matrices chosen on the device: for each of ids[0..n_ids) that is
-// not negative, the `bytes` from base + id x stride (a decode step's routed experts, read from
-// device memory when the launch runs). cudaErrorInvalidValue where !fits_l2_rows() or ids is
-// missing.
-constexpr int kMaxL2Ids = 64;
-// Whether prefetch_l2_rows() takes these: base and stride in 16-byte units, at most kMaxL2Ids ids.
-bool fits_l2_rows(const void* base, size_t stride, int n_ids);
-cudaError_t prefetch_l2_rows(const void* base, size_t stride, size_t bytes, const int32_t* ids, int n_ids,
-                             cudaStream_t stream);
-
 }  // namespace moe::cuda
