@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "cuda_timing.h"
+#include "expert_draws.h"
 #include "ops/cuda/activations.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/delta_net.h"
@@ -196,13 +197,7 @@ int run(int reps) {
     auto [gate_up, gu_stride] = split_weights(2 * ff, kEmbd, kExperts);
     auto [down, down_stride] = split_weights(kEmbd, ff, kExperts);
     constexpr int kDraws = 64;
-    std::vector<int32_t> ids;
-    for (int d = 0; d < kDraws; ++d) {
-      std::vector<int32_t> all(kExperts);
-      for (int e = 0; e < kExperts; ++e) all[size_t(e)] = e;
-      std::shuffle(all.begin(), all.end(), rng);
-      ids.insert(ids.end(), all.begin(), all.begin() + k);
-    }
+    const std::vector<int32_t> ids = bench::expert_draws(kDraws, int(kExperts), int(k), rng);
     cuda::DeviceBuffer draws(ids.size() * sizeof(int32_t));
     MOE_CUDA_CHECK(cudaMemcpy(draws.get(), ids.data(), draws.bytes(), cudaMemcpyHostToDevice));
     const int32_t* draw = draws.as<int32_t>();

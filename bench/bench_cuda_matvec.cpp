@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "expert_draws.h"
 #include "ops/cpu/quantize.h"
 #include "ops/cpu/vec_dot.h"
 #include "ops/cuda/cuda_check.h"
@@ -209,13 +210,7 @@ int run(int reps, bool pcie_only) {
       MOE_CUDA_CHECK(cudaMemset(x.get(), 0, x.bytes()));
       // 64 random draws of 10 distinct experts, cycled through.
       constexpr int kDraws = 64;
-      std::vector<int32_t> ids;
-      for (int d = 0; d < kDraws; ++d) {
-        std::vector<int32_t> all(kExperts);
-        for (int e = 0; e < kExperts; ++e) all[size_t(e)] = e;
-        std::shuffle(all.begin(), all.end(), rng);
-        ids.insert(ids.end(), all.begin(), all.begin() + kUsed);
-      }
+      const std::vector<int32_t> ids = bench::expert_draws(kDraws, kExperts, kUsed, rng);
       cuda::DeviceBuffer dids(ids.size() * sizeof(int32_t));
       MOE_CUDA_CHECK(cudaMemcpy(dids.get(), ids.data(), dids.bytes(), cudaMemcpyHostToDevice));
       cuda::ActivationBuffer activations;
