@@ -320,9 +320,10 @@ cudaError_t launch_experts_format(const void* w, size_t expert_stride, size_t st
   };
   // Q8_0 (split rows), three rows a warp at 64 registers, 8 blocks an SM: a decode step's
   // gate/up products (Qwen3-Next: 11 experts x 1024 rows, 946 blocks; Qwen3-30B: 8 x 1536, 1024)
-  // fit an H100's or H200's 132 SMs in one wave. Two rows a warp took 44 registers, 10 blocks an
-  // SM: 1320 of the 1408 blocks, then a second wave; 11.1 -> 9.0 us a launch, decode +3.7% (80B)
-  // and +4.6% (30B) (performance.md 2026-11-28 (g)). Other formats keep two rows (not measured).
+  // fit the 132 SMs of an H100 SXM or an H200 in one wave. Two rows a warp took 44 registers, 10
+  // blocks an SM: 1320 of the 1408 blocks, then a second wave; 11.1 -> 9.0 us a launch, decode
+  // +3.7% (80B) and +4.6% (30B) (performance.md 2026-11-28 (g)). Other formats keep two rows (not
+  // measured).
   if constexpr (std::is_same_v<Format, Q8_0Split>) {
     return run(matvec_experts_kernel<Format, 3, 8>, 3);
   } else {
