@@ -195,7 +195,9 @@ TEST(RouteToken, PicksTheTopLogitsAndWeighsThemByTheSoftmax) {
       for (int e : r.experts) chosen += std::exp(double(logits[size_t(e)]) - 9.0);
       for (int i = 0; i < k; ++i) {
         const int e = r.experts[size_t(i)];
-        if (i > 0) EXPECT_GE(logits[size_t(r.experts[size_t(i - 1)])], logits[size_t(e)]);
+        if (i > 0) {
+          EXPECT_GE(logits[size_t(r.experts[size_t(i - 1)])], logits[size_t(e)]);
+        }
         for (int other = 0; other < n_expert; ++other) {  // nothing left out is higher
           if (std::find(r.experts.begin(), r.experts.end(), other) == r.experts.end()) {
             EXPECT_LE(logits[size_t(other)], logits[size_t(e)]);
