@@ -197,15 +197,11 @@ void GpuTrunk::prefetch(int where, std::initializer_list<const GpuMatrix*> matri
     if (m != nullptr && m->get() != nullptr) ranges.push_back({m->get(), size_t(m->rows) * m->row_stride});
   }
   if (ranges.empty()) return;
-  fork_prefetch();
-  MOE_CUDA_CHECK(prefetch_l2(ranges, prefetch_stream_));
-}
-
-// The side stream starts after what the step's stream has queued so far.
-void GpuTrunk::fork_prefetch() {
+  // The side stream starts after what the step's stream has queued so far.
   MOE_CUDA_CHECK(cudaEventRecord(prefetch_fork_, stream_));
   MOE_CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_fork_));
   prefetch_forked_ = true;
+  MOE_CUDA_CHECK(prefetch_l2(ranges, prefetch_stream_));
 }
 
 void GpuTrunk::join_prefetches() {

@@ -92,6 +92,9 @@ struct NextNorm {
   const DeviceBuffer* weights = nullptr;
   const GpuMatrix* first = nullptr;
   const GpuMatrix* input = nullptr;  // the next block's whole input product (stacked), for prefetch_l2()
+
+  // An attention block's: its norm, q first, the stacked q|k|v where there is one.
+  static NextNorm of(const GpuAttention& a) { return {&a.norm, &a.q, a.qkv ? &*a.qkv : &a.q}; }
 };
 
 class GpuTrunk : public Model {
@@ -189,9 +192,9 @@ class GpuTrunk : public Model {
   // later (ops/cuda/prefetch.h), on prefetch_stream_, forked from the step's stream here and
   // joined at the step's end. `where`: one of the kPrefetch* places, each on unless
   // MOE_L2_PREFETCH (a bitmask of them) says otherwise.
-  static constexpr int kPrefetchNextInput = 1, kPrefetchMixerOutput = 2, kPrefetchAll = 3;
+  static constexpr int kPrefetchNextInput = 1, kPrefetchMixerOutput = 2,
+                       kPrefetchAll = kPrefetchNextInput | kPrefetchMixerOutput;
   void prefetch(int where, std::initializer_list<const GpuMatrix*> matrices);
-  void fork_prefetch();
   void join_prefetches();
   int l2_prefetch_ = kPrefetchNextInput | kPrefetchMixerOutput;
   cudaStream_t prefetch_stream_ = nullptr;

@@ -57,12 +57,7 @@ void Qwen3Gpu::layers(int n, float* x) {
     layer_ = int(il);
     attention(attn_[il], n, x, moe_ ? &moe_ffn_[il].router : nullptr);
     if (moe_) {
-      NextNorm next;
-      if (il + 1 < attn_.size()) {
-        const GpuAttention& a = attn_[il + 1];
-        next = {&a.norm, &a.q, a.qkv ? &*a.qkv : &a.q};
-      }
-      moe_ffn(moe_ffn_[il], ffn_norm_[il], n, x, next);
+      moe_ffn(moe_ffn_[il], ffn_norm_[il], n, x, il + 1 < attn_.size() ? NextNorm::of(attn_[il + 1]) : NextNorm{});
     } else {
       dense_ffn(dense_[il], ffn_norm_[il], n, x);
     }

@@ -171,7 +171,7 @@ void Qwen3NextGpu::layers(int n, float* x) {
     if (il + 1 < layers_.size()) {
       const Layer& N = layers_[il + 1];
       next = N.recurrent ? NextNorm{&N.delta.norm, &N.delta.qkv, N.delta.in ? &*N.delta.in : &N.delta.qkv}
-                         : NextNorm{&N.attn.norm, &N.attn.q, N.attn.qkv ? &*N.attn.qkv : &N.attn.q};
+                         : NextNorm::of(N.attn);
     }
     moe_ffn(L.moe, L.post_attention_norm, n, x, next);
   }
